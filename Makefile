@@ -1,0 +1,55 @@
+# pmp-bench: every target installs what it needs first (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch build to install. The default pins the release this project is tested with;
+# override, e.g. `make install TORCH="torch torchvision"`, to take another one.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+SUITE ?= quick
+DEVICE ?= auto
+OUT ?= results
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint clean bench data ui tune dashboard perf gpu-check
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev,postgres,dashboard]'
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check bench optimizers tests
+	$(VENV)/bin/ruff format --check bench optimizers tests
+
+data: install
+	$(PY) -m bench data --dataset fashion-mnist
+
+bench: install data
+	$(PY) -m bench run --suite $(SUITE) --device $(DEVICE) --out $(OUT)
+	$(PY) -m bench report --suite $(SUITE) --out $(OUT)
+
+ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(OUT)/mlflow.db} --host 127.0.0.1 --port 5000
+
+tune: install data
+	$(PY) -m bench tune-all --setting quick --out $(OUT)
+
+dashboard: install
+	$(VENV)/bin/optuna-dashboard $${OPTUNA_STORAGE:-sqlite:///$(OUT)/optuna.db} --host 127.0.0.1 --port 8080
+
+perf: install
+	$(PY) -m bench perf --device $(DEVICE)
+
+gpu-check: install
+	bash scripts/gpu-check.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

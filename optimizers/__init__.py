@@ -1,0 +1,40 @@
+"""bSQH and its baselines behind one contract: ``step(x, y) -> StepStats``.
+
+``make(name, model, **hparams)`` builds any registered method; ``available()`` lists them.
+This package knows nothing of the benchmark suite (``bench``) that drives it.
+"""
+
+from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from .bsqh import BSQH
+from .registry import Method, available, hyperparameters, make, register
+from .regularizers import (
+    L0L2,
+    L1L2,
+    Regularizer,
+    layer_sparsity,
+    make_regularizer,
+    nonzeros,
+    prunable_count,
+    prunable_parameters,
+    sparsity,
+)
+from .stats import StepStats
+
+__all__ = [
+    "BSQH",
+    "L0L2",
+    "L1L2",
+    "Method",
+    "Regularizer",
+    "StepStats",
+    "available",
+    "hyperparameters",
+    "layer_sparsity",
+    "make",
+    "make_regularizer",
+    "nonzeros",
+    "prunable_count",
+    "prunable_parameters",
+    "register",
+    "sparsity",
+]

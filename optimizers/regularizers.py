@@ -1,0 +1,160 @@
+"""Regularizers R(w), their values, sparsity figures and proximal operators.
+
+One module serves bSQH and the proximal baselines alike: bSQH's closed-form maximiser of
+the linearised augmented Hamiltonian is ``prox_{tR}(u_k + t g)`` with ``t = 1/(2 eps)``,
+and proximal SGD/Adam apply ``prox_{lr R}`` after their gradient step.
+
+``prox_{tR}(v) = argmin_u  R(u) + |u - v|^2 / (2 t)``, elementwise. Derivations:
+
+* L0 + L2, ``R(u) = gamma/2 u^2 + beta [u != 0]``: the best nonzero point is
+  ``u* = v / (1 + t gamma)`` with value ``gamma v^2 / (2 (1 + t gamma)) + beta``; zero costs
+  ``v^2 / (2 t)``. Keeping ``u*`` wins iff ``v^2 > 2 t beta (1 + t gamma)``; ties go to 0
+  (the sparser point).
+* L1 + L2, ``R(u) = gamma/2 u^2 + beta |u|``: soft-thresholding then shrinking,
+  ``sign(v) max(|v| - t beta, 0) / (1 + t gamma)``.
+* L2 alone is L0 + L2 with ``beta = 0``: ``v / (1 + t gamma)``.
+
+Only prunable weights are penalised: kernels of Conv and Linear layers, i.e. parameters
+with two or more dimensions. Biases pass through the prox unchanged (``u = v``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from . import validation
+
+TimeStep = float | Tensor
+
+
+def is_prunable(param: Tensor) -> bool:
+    """Conv and Linear kernels (2+ dims) are penalised and pruned; biases are not."""
+    return param.dim() >= 2
+
+
+def prunable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Named prunable parameters in registration order."""
+    return [(name, p) for name, p in model.named_parameters() if is_prunable(p)]
+
+
+def nonzeros(model: nn.Module) -> int:
+    """Number of nonzero prunable weights."""
+    return int(sum(int(torch.count_nonzero(p)) for _, p in prunable_parameters(model)))
+
+
+def prunable_count(model: nn.Module) -> int:
+    """Number of prunable weights (the denominator of sparsity)."""
+    return int(sum(p.numel() for _, p in prunable_parameters(model)))
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of exact zeros among all prunable weights (0 when the model has none)."""
+    total = prunable_count(model)
+    return 0.0 if total == 0 else 1.0 - nonzeros(model) / total
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of exact zeros per prunable parameter, keyed by parameter name."""
+    return {
+        name: 1.0 - int(torch.count_nonzero(p)) / p.numel()
+        for name, p in prunable_parameters(model)
+    }
+
+
+class Regularizer(ABC):
+    """``R(w) = gamma/2 |w|^2 + beta * P(w)`` on prunable weights, with its prox."""
+
+    name: str = ""
+
+    def __init__(self, beta: float = 0.0, gamma: float = 0.0) -> None:
+        self.beta = validation.non_negative("beta", beta)
+        self.gamma = validation.non_negative("gamma", gamma)
+
+    @abstractmethod
+    def sparse_penalty(self, w: Tensor) -> Tensor:
+        """P(w): the sparsity-inducing part, summed over the tensor."""
+
+    @abstractmethod
+    def prox(self, v: Tensor, t: TimeStep) -> Tensor:
+        """``prox_{tR}(v)`` elementwise (a new tensor)."""
+
+    def penalty(self, w: Tensor) -> Tensor:
+        """R(w) of one prunable tensor, as a 0-dim tensor on w's device."""
+        value = w.new_zeros(())
+        if self.gamma:
+            value = value + 0.5 * self.gamma * torch.sum(w * w)
+        if self.beta:
+            value = value + self.beta * self.sparse_penalty(w)
+        return value
+
+    def value(self, params: Iterable[Tensor]) -> Tensor:
+        """Sum of R over the prunable tensors among ``params``."""
+        total: Tensor | None = None
+        for p in params:
+            if is_prunable(p):
+                term = self.penalty(p.detach())
+                total = term if total is None else total + term
+        return torch.zeros(()) if total is None else total
+
+    def prox_param(self, param: Tensor, v: Tensor, t: TimeStep) -> Tensor:
+        """The prox for ``param``'s slot: penalised only if ``param`` is prunable."""
+        return self.prox(v, t) if is_prunable(param) else v
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(beta={self.beta}, gamma={self.gamma})"
+
+
+_REGULARIZERS: dict[str, type[Regularizer]] = {}
+
+
+def register_regularizer(name: str) -> Callable[[type[Regularizer]], type[Regularizer]]:
+    """Class decorator adding a regularizer under ``name``."""
+
+    def add(cls: type[Regularizer]) -> type[Regularizer]:
+        cls.name = name
+        _REGULARIZERS[name] = cls
+        return cls
+
+    return add
+
+
+def make_regularizer(name: str, beta: float = 0.0, gamma: float = 0.0) -> Regularizer:
+    """Regularizer by name: ``l0`` (L0 + L2), ``l1`` (L1 + L2)."""
+    validation.one_of("penalty", name, sorted(_REGULARIZERS))
+    return _REGULARIZERS[name](beta=beta, gamma=gamma)
+
+
+@register_regularizer("l0")
+class L0L2(Regularizer):
+    """``gamma/2 |w|^2 + beta |w|_0``: hard thresholding with L2 shrinkage."""
+
+    def sparse_penalty(self, w: Tensor) -> Tensor:
+        return torch.count_nonzero(w).to(w.dtype)
+
+    def prox(self, v: Tensor, t: TimeStep) -> Tensor:
+        shrink = 1.0 + t * self.gamma
+        if not self.beta:
+            return v / shrink
+        keep = v * v > 2.0 * t * self.beta * shrink
+        return torch.where(keep, v / shrink, torch.zeros_like(v))
+
+
+@register_regularizer("l1")
+class L1L2(Regularizer):
+    """``gamma/2 |w|^2 + beta |w|_1``: soft thresholding with L2 shrinkage."""
+
+    def sparse_penalty(self, w: Tensor) -> Tensor:
+        return torch.sum(torch.abs(w))
+
+    def prox(self, v: Tensor, t: TimeStep) -> Tensor:
+        shrink = 1.0 + t * self.gamma
+        return torch.sign(v) * torch.clamp(torch.abs(v) - t * self.beta, min=0.0) / shrink
+
+
+def l2(gamma: float) -> Regularizer:
+    """Pure L2 regulariser: L0 + L2 with beta = 0 (prox ``v / (1 + t gamma)``)."""
+    return L0L2(beta=0.0, gamma=gamma)

@@ -1,0 +1,107 @@
+"""Argument checks shared by every optimizer.
+
+Each check raises ``ValueError`` naming the argument, the bad value and what is allowed,
+so a typo in a suite file or an Optuna search space fails at construction time with a
+message the user can act on, not with NaNs a thousand steps later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from torch import nn
+
+
+def _finite(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def positive(name: str, value: float) -> float:
+    """Return ``value`` as float if it is > 0."""
+    value = _finite(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def non_negative(name: str, value: float) -> float:
+    """Return ``value`` as float if it is >= 0."""
+    value = _finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def greater_than(name: str, value: float, bound: float) -> float:
+    """Return ``value`` as float if it is strictly above ``bound``."""
+    value = _finite(name, value)
+    if value <= bound:
+        raise ValueError(f"{name} must be > {bound}, got {value!r}")
+    return value
+
+
+def open_interval(name: str, value: float, low: float, high: float) -> float:
+    """Return ``value`` as float if ``low < value < high``."""
+    value = _finite(name, value)
+    if not low < value < high:
+        raise ValueError(f"{name} must lie in the open interval ({low}, {high}), got {value!r}")
+    return value
+
+
+def half_open_interval(name: str, value: float, low: float, high: float) -> float:
+    """Return ``value`` as float if ``low <= value < high``."""
+    value = _finite(name, value)
+    if not low <= value < high:
+        raise ValueError(f"{name} must lie in [{low}, {high}), got {value!r}")
+    return value
+
+
+def integer_at_least(name: str, value: int, minimum: int) -> int:
+    """Return ``value`` if it is an int (not a bool) and >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def one_of(name: str, value: str, allowed: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def sequential_model(model: object) -> nn.Sequential:
+    """bSQH sweeps stage by stage, so the model must expose its stages as Sequential children."""
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(
+            f"model must be a torch.nn.Sequential whose children are the stages, "
+            f"got {type(model).__name__}"
+        )
+    if len(model) == 0:
+        raise ValueError("model must be a non-empty torch.nn.Sequential, got one with no stages")
+    return model
+
+
+def optional_bounds(
+    eps_min: float | None, eps_max: float | None
+) -> tuple[float | None, float | None]:
+    """Validate the optional clamp of eps: positive, and eps_min <= eps_max when both are set."""
+    if eps_min is not None:
+        eps_min = positive("eps_min", eps_min)
+    if eps_max is not None:
+        eps_max = positive("eps_max", eps_max)
+    if eps_min is not None and eps_max is not None and eps_min > eps_max:
+        raise ValueError(
+            f"eps_min must be <= eps_max, got eps_min={eps_min!r} > eps_max={eps_max!r}"
+        )
+    return eps_min, eps_max
