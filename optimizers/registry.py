@@ -18,6 +18,10 @@ class Method(Protocol):
 
     def step(self, x: Tensor, y: Tensor) -> StepStats: ...
 
+    def objective(self, x: Tensor, y: Tensor) -> Tensor:
+        """J = mean loss + R at the current parameters, without building a graph."""
+        ...
+
 
 _METHODS: dict[str, type] = {}
 T = TypeVar("T", bound=type)

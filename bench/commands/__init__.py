@@ -1,0 +1,1 @@
+"""One module per ``python -m bench`` command: ``configure(parser)`` and ``run(args)``."""
