@@ -1,0 +1,1 @@
+"""pmp-bench: benchmark suite comparing bSQH with SGD, Adam and proximal baselines."""
