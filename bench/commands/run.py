@@ -1,0 +1,37 @@
+"""``python -m bench run --suite NAME|PATH [--out DIR] [--device ...] [--only PATTERN]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.environment import DEVICES, resolve_device
+from bench.runner import run_suite
+from bench.suites import load_suite
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="run only cells whose name label/model/dataset/seedN matches this glob or substring",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite, studies_dir=args.out / "studies")
+    device = resolve_device(args.device)
+    outcome = run_suite(suite, args.out, device, only=args.only, progress=not args.no_progress)
+    print(
+        f"suite {suite.name}: {outcome.ran} cells run, {outcome.skipped} already done, "
+        f"{outcome.diverged} diverged, {outcome.failed} failed"
+    )
+    return outcome.exit_code

@@ -1,0 +1,383 @@
+"""Suite files (TOML): the grid of a benchmark, validated on load.
+
+A bad file fails at once, naming the file, the key and the problem, before any data is
+loaded or any model trained. Layout (every key documented in the README)::
+
+    name = "quick"                    # also the MLflow experiment "pmp-bench/<name>"
+    description = "..."
+    datasets = ["fashion-mnist"]
+    models = ["lenet5"]
+    seeds = [0, 1]
+    target_accuracy = 0.8             # optional: the report's time-to-accuracy column
+
+    [data]                            # load_dataset options for every dataset ...
+    train_subset = 6000
+    [data.mnist]                      # ... overridden per dataset
+    train_subset = 10000
+
+    [model_options.lenet5]            # build_model options per model
+    act = "tanh"
+
+    [budget]                          # per cell; training stops at whichever comes first
+    epochs = 3                        # passes over the training split (full-batch: iterations)
+    device_seconds = 20
+
+    [eval]
+    every_epochs = 0.5                # evaluation cadence (full-batch: every k iterations)
+    train_eval_size = 2000            # training samples used for the train objective
+
+    [[methods]]
+    label = "bsqh-mb"                 # unique within the suite; defaults to name
+    name = "bsqh"                     # an optimizers registry name
+    mode = "minibatch"                # or "fullbatch"
+    batch_size = 128                  # mini-batch only
+    chunk_size = 2000                 # full-batch only, optional
+    hparams = { eps = 1.0, beta = 1e-4 }   # or "tuned:<study>"
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import optimizers
+from bench.data import available_datasets
+from bench.models import available_models
+
+SUITES_DIR = Path(__file__).parent / "suites"
+MODES = ("minibatch", "fullbatch")
+TUNED_PREFIX = "tuned:"
+
+_TOP_KEYS = {
+    "name",
+    "description",
+    "datasets",
+    "models",
+    "seeds",
+    "target_accuracy",
+    "data",
+    "model_options",
+    "budget",
+    "eval",
+    "methods",
+}
+_METHOD_KEYS = {"label", "name", "mode", "batch_size", "chunk_size", "hparams"}
+_BUDGET_KEYS = {"epochs", "device_seconds"}
+_EVAL_KEYS = {"every_epochs", "train_eval_size"}
+_DATA_KEYS = {"val_fraction", "split_seed", "train_subset", "test_subset", "root"}
+
+
+class SuiteError(ValueError):
+    """A suite file is invalid; the message names the file, the key and the problem."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    label: str
+    name: str
+    mode: str
+    batch_size: int | None
+    chunk_size: int | None
+    hparams: dict[str, Any]
+    tuned_from: str | None = None  # the study whose settings ``hparams`` came from
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: a method on a model and dataset with one seed."""
+
+    suite: str
+    method: MethodSpec
+    model: str
+    model_options: dict[str, Any]
+    dataset: str
+    data: dict[str, Any]
+    seed: int
+    budget: dict[str, float]
+    eval_every_epochs: float
+    train_eval_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method.label}/{self.model}/{self.dataset}/seed{self.seed}"
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the cell's result (hashed into its key)."""
+        return {
+            "label": self.method.label,
+            "method": self.method.name,
+            "hparams": self.method.hparams,
+            "tuned_from": self.method.tuned_from,
+            "mode": self.method.mode,
+            "batch_size": self.method.batch_size,
+            "chunk_size": self.method.chunk_size,
+            "model": self.model,
+            "model_options": self.model_options,
+            "dataset": self.dataset,
+            "data": self.data,
+            "seed": self.seed,
+            "budget": self.budget,
+            "eval_every_epochs": self.eval_every_epochs,
+            "train_eval_size": self.train_eval_size,
+        }
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    description: str
+    datasets: list[str]
+    models: list[str]
+    seeds: list[int]
+    methods: list[MethodSpec]
+    data: dict[str, dict[str, Any]]  # per dataset, defaults merged in
+    model_options: dict[str, dict[str, Any]]
+    budget: dict[str, float]
+    eval_every_epochs: float
+    train_eval_size: int
+    target_accuracy: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def cells(self) -> list[Cell]:
+        """The grid, in a stable order: dataset, model, method, seed."""
+        return [
+            Cell(
+                suite=self.name,
+                method=method,
+                model=model,
+                model_options=self.model_options.get(model, {}),
+                dataset=dataset,
+                data=self.data[dataset],
+                seed=seed,
+                budget=self.budget,
+                eval_every_epochs=self.eval_every_epochs,
+                train_eval_size=self.train_eval_size,
+            )
+            for dataset, model, method, seed in product(
+                self.datasets, self.models, self.methods, self.seeds
+            )
+        ]
+
+
+def available_suites() -> list[str]:
+    """Names of the suite files shipped in ``bench/suites``."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A path to an existing file, or the name of a shipped suite."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SuiteError(f"suite file {path} does not exist")
+        return path
+    shipped = SUITES_DIR / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        raise SuiteError(
+            f"unknown suite {str(name_or_path)!r}; shipped suites: {', '.join(available_suites())} "
+            f"(or pass the path of a .toml file)"
+        )
+    return shipped
+
+
+def load_suite(name_or_path: str | Path, *, studies_dir: Path | None = None) -> Suite:
+    """Load and validate a suite; ``studies_dir`` resolves ``hparams = "tuned:<study>"``."""
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SuiteError(f"{path}: not valid TOML: {error}") from None
+    return _Validator(path, studies_dir).suite(raw)
+
+
+class _Validator:
+    def __init__(self, path: Path, studies_dir: Path | None) -> None:
+        self.path = path
+        self.studies_dir = studies_dir
+
+    def fail(self, key: str, problem: str) -> SuiteError:
+        return SuiteError(f"{self.path}: key '{key}': {problem}")
+
+    def keys(self, table: Any, allowed: set[str], where: str) -> dict[str, Any]:
+        if not isinstance(table, dict):
+            raise self.fail(where, f"must be a table, got {table!r}")
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            prefix = f"{where}." if where else ""
+            raise self.fail(
+                f"{prefix}{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}"
+            )
+        return table
+
+    def names(self, raw: dict, key: str, known: list[str]) -> list[str]:
+        value = raw.get(key)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, f"must be a non-empty list of names, got {value!r}")
+        for item in value:
+            if item not in known:
+                raise self.fail(key, f"unknown name {item!r}; known: {', '.join(known)}")
+        if len(set(value)) != len(value):
+            raise self.fail(key, f"lists a name twice: {value!r}")
+        return value
+
+    def number(self, table: dict, key: str, where: str, *, integer: bool = False) -> float | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            what = "a positive integer" if integer else "a positive number"
+            raise self.fail(f"{where}.{key}", f"must be {what}, got {value!r}")
+        return value
+
+    def suite(self, raw: dict[str, Any]) -> Suite:
+        self.keys(raw, _TOP_KEYS, "")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise self.fail("name", f"must be a non-empty string, got {name!r}")
+        datasets = self.names(raw, "datasets", available_datasets())
+        models = self.names(raw, "models", available_models())
+        seeds = raw.get("seeds")
+        if (
+            not isinstance(seeds, list)
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)
+        ):
+            raise self.fail(
+                "seeds", f"must be a non-empty list of distinct integers >= 0, got {seeds!r}"
+            )
+        target = raw.get("target_accuracy")
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1
+        ):
+            raise self.fail("target_accuracy", f"must be a number in (0, 1], got {target!r}")
+
+        budget_raw = self.keys(raw.get("budget", {}), _BUDGET_KEYS, "budget")
+        budget = {k: self.number(budget_raw, k, "budget") for k in _BUDGET_KEYS}
+        budget = {k: v for k, v in budget.items() if v is not None}
+        if not budget:
+            raise self.fail("budget", "needs epochs and/or device_seconds")
+        eval_raw = self.keys(raw.get("eval", {}), _EVAL_KEYS, "eval")
+        every = self.number(eval_raw, "every_epochs", "eval") or 1.0
+        train_eval = self.number(eval_raw, "train_eval_size", "eval", integer=True) or 2000
+
+        data = self.data(raw.get("data", {}), datasets)
+        model_options = self.model_options(raw.get("model_options", {}), models)
+        methods = self.methods(raw.get("methods"))
+        return Suite(
+            name=name,
+            path=self.path,
+            description=str(raw.get("description", "")),
+            datasets=datasets,
+            models=models,
+            seeds=seeds,
+            methods=methods,
+            data=data,
+            model_options=model_options,
+            budget=budget,
+            eval_every_epochs=float(every),
+            train_eval_size=int(train_eval),
+            target_accuracy=None if target is None else float(target),
+            raw=raw,
+        )
+
+    def data(self, table: Any, datasets: list[str]) -> dict[str, dict[str, Any]]:
+        allowed = _DATA_KEYS | set(available_datasets())
+        self.keys(table, allowed, "data")
+        defaults = {k: v for k, v in table.items() if k in _DATA_KEYS}
+        result = {}
+        for dataset in available_datasets():
+            if dataset in table:
+                override = table[dataset]
+                if not isinstance(override, dict):
+                    raise self.fail(f"data.{dataset}", f"must be a table, got {override!r}")
+            else:
+                override = {}
+            if dataset in datasets:
+                result[dataset] = {**defaults, **override}
+        return result
+
+    def model_options(self, table: Any, models: list[str]) -> dict[str, dict[str, Any]]:
+        self.keys(table, set(available_models()), "model_options")
+        for model, options in table.items():
+            if not isinstance(options, dict):
+                raise self.fail(f"model_options.{model}", f"must be a table, got {options!r}")
+        return {m: dict(table.get(m, {})) for m in models}
+
+    def methods(self, entries: Any) -> list[MethodSpec]:
+        if not isinstance(entries, list) or not entries:
+            raise self.fail("methods", "needs at least one [[methods]] entry")
+        specs, labels = [], set()
+        for i, entry in enumerate(entries):
+            where = f"methods[{i}]"
+            self.keys(entry, _METHOD_KEYS, where)
+            name = entry.get("name")
+            if name not in optimizers.available():
+                raise self.fail(
+                    f"{where}.name",
+                    f"unknown method {name!r}; available: {', '.join(optimizers.available())}",
+                )
+            label = entry.get("label", name)
+            if not isinstance(label, str) or not label or "/" in label:
+                raise self.fail(
+                    f"{where}.label", f"must be a non-empty string without '/', got {label!r}"
+                )
+            if label in labels:
+                raise self.fail(f"{where}.label", f"{label!r} is used twice; labels must be unique")
+            labels.add(label)
+            mode = entry.get("mode", "minibatch")
+            if mode not in MODES:
+                raise self.fail(f"{where}.mode", f"must be one of {list(MODES)}, got {mode!r}")
+            batch_size = self.number(entry, "batch_size", where, integer=True)
+            chunk_size = self.number(entry, "chunk_size", where, integer=True)
+            if mode == "minibatch" and batch_size is None:
+                raise self.fail(f"{where}.batch_size", "mini-batch mode needs a batch_size")
+            if mode == "fullbatch" and batch_size is not None:
+                raise self.fail(f"{where}.batch_size", "full-batch mode takes no batch_size")
+            if mode == "minibatch" and chunk_size is not None:
+                raise self.fail(f"{where}.chunk_size", "only full-batch mode takes a chunk_size")
+            hparams, tuned_from = self.hparams(entry.get("hparams", {}), name, f"{where}.hparams")
+            specs.append(MethodSpec(label, name, mode, batch_size, chunk_size, hparams, tuned_from))
+        return specs
+
+    def hparams(self, value: Any, method: str, where: str) -> tuple[dict[str, Any], str | None]:
+        tuned_from = None
+        if isinstance(value, str):
+            if not value.startswith(TUNED_PREFIX) or len(value) == len(TUNED_PREFIX):
+                raise self.fail(where, f'must be a table or "tuned:<study>", got {value!r}')
+            tuned_from = value[len(TUNED_PREFIX) :]
+            value = self.tuned(tuned_from, where)
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be a table of hyperparameters, got {value!r}")
+        reserved = sorted({"chunk_size", "loss_fn", "post_step_loss"} & set(value))
+        if reserved:
+            raise self.fail(f"{where}.{reserved[0]}", "is set by the runner, not the suite")
+        try:  # build on a tiny model: names and values are checked by the optimizer itself
+            optimizers.make(method, nn.Sequential(nn.Linear(2, 2)), **value)
+        except ValueError as error:
+            raise self.fail(where, str(error)) from None
+        return dict(value), tuned_from
+
+    def tuned(self, study: str, where: str) -> dict[str, Any]:
+        if self.studies_dir is None:
+            raise self.fail(where, f"refers to study {study!r} but no studies folder was given")
+        path = self.studies_dir / study / "best.json"
+        if not path.is_file():
+            raise self.fail(
+                where,
+                f"study {study!r} has no tuned settings at {path}; run `make tune` "
+                f"(or `python -m bench tune --study {study} ...`) first",
+            )
+        content = json.loads(path.read_text())
+        params = content.get("params") if isinstance(content, dict) else None
+        if not isinstance(params, dict):
+            raise self.fail(where, f"{path} holds no 'params' table")
+        return params

@@ -1,0 +1,70 @@
+"""Device time of training steps, kept apart from everything else.
+
+On CUDA each step is bracketed by a pair of events recorded on the current stream; the
+host never waits for them during training. ``seconds()`` (called at the evaluation
+cadence, off the timed path) synchronises once and sums the pairs seen since the last
+call. On the CPU a monotonic clock brackets each step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class StepTimer:
+    """Accumulates the device time of the steps run inside ``timer.step()``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._total = 0.0
+        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._pending.append((start, end))
+        else:
+            began = time.perf_counter()
+            yield
+            self._total += time.perf_counter() - began
+
+    def seconds(self) -> float:
+        """Total device seconds so far (synchronises with the device on CUDA)."""
+        if self._pending:
+            self._pending[-1][1].synchronize()
+            self._total += sum(s.elapsed_time(e) for s, e in self._pending) / 1000.0
+            self._pending.clear()
+        return self._total
+
+
+class Stopwatch:
+    """Wall-clock time of work that is not a training step (evaluation, logging, warm-up).
+
+    On CUDA it synchronises before reading the clock so queued training work is not
+    billed to evaluation.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.total = 0.0
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        if self.cuda:
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.total += time.perf_counter() - began

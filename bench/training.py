@@ -1,0 +1,272 @@
+"""Train one cell: the loop shared by the suite runner and the tuner.
+
+Only ``method.step`` runs inside the device timer. Warm-up (a throwaway copy of the model
+and method stepping twice, plus the method's optional ``prepare`` for compilation or
+CUDA-graph capture), evaluation and logging are timed separately. The budget and the
+divergence check are looked at on the evaluation cadence only, so the host never waits
+for the device between steps; a run may therefore overshoot a device-seconds budget by up
+to one evaluation interval.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import optimizers
+from bench.data import DataSplits
+from bench.evaluation import accuracy, mean_loss, model_figures
+from bench.models import build_model
+from bench.suites import Cell
+from bench.timing import StepTimer, Stopwatch
+
+#: Relative tolerance when counting full-batch objective increases on accepted steps.
+INCREASE_TOLERANCE = 1e-6
+WARMUP_STEPS = 2
+
+EvalCallback = Callable[[dict[str, Any]], None]
+
+
+class Diverged(Exception):
+    """The objective became NaN or infinite."""
+
+
+@dataclass
+class TrainingResult:
+    status: str  # finished | diverged
+    curve: list[dict[str, Any]]
+    summary: dict[str, Any]
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Counters:
+    iterations: int = 0
+    attempts: int = 0
+    rejected: int = 0
+    forward: float = 0.0
+    backward: float = 0.0
+    accepted_increases: int = 0
+    accepted_steps: int = 0
+    eps: float | None = None
+    last_objective: float | None = None
+
+
+def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless stream of training batches, drawn by index from the on-device tensors.
+
+    Mini-batch order is a seeded permutation per epoch; the last partial batch is dropped
+    so every step has the same shape (CUDA graphs and fair step times need that).
+    """
+    x, y = data.train_x, data.train_y
+    if cell.method.mode == "fullbatch":
+        while True:
+            yield x, y
+    generator = torch.Generator().manual_seed(cell.seed)
+    size = cell.method.batch_size
+    assert size is not None
+    while True:
+        order = torch.randperm(len(y), generator=generator).to(y.device)
+        for i in range(0, len(y) - size + 1, size):
+            index = order[i : i + size]
+            yield x[index], y[index]
+
+
+def iterations_per_epoch(cell: Cell, n_train: int) -> int:
+    if cell.method.mode == "fullbatch":
+        return 1
+    size = cell.method.batch_size
+    assert size is not None
+    if size > n_train:
+        raise ValueError(
+            f"batch_size {size} of method {cell.method.label!r} exceeds the {n_train} "
+            f"training samples of {cell.dataset}"
+        )
+    return n_train // size
+
+
+def method_hparams(cell: Cell) -> dict[str, Any]:
+    hparams = dict(cell.method.hparams)
+    allowed = optimizers.hyperparameters(cell.method.name)
+    if "post_step_loss" in allowed:  # the runner evaluates J itself: skip the extra forward
+        hparams["post_step_loss"] = False
+    if cell.method.chunk_size is not None:
+        hparams["chunk_size"] = cell.method.chunk_size
+    return hparams
+
+
+def train_cell(
+    cell: Cell,
+    data: DataSplits,
+    device: torch.device,
+    *,
+    on_eval: EvalCallback | None = None,
+    use_test: bool = True,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train ``cell`` on ``data`` (already on ``device``) and return its curve and summary.
+
+    ``use_test=False`` (tuning) never touches the test split: test accuracy stays None.
+    ``on_eval`` sees each evaluation point as it is made (MLflow logging, Optuna pruning);
+    it may raise to stop training.
+    """
+    torch.manual_seed(cell.seed)
+    model = build_model(
+        cell.model,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        num_classes=data.num_classes,
+        **cell.model_options,
+    ).to(device)
+    hparams = method_hparams(cell)
+    input_shape = (data.in_channels, data.image_size, data.image_size)
+    n_train = len(data.train_y)
+    per_epoch = iterations_per_epoch(cell, n_train)
+    every = max(1, round(cell.eval_every_epochs * per_epoch))
+    epochs = cell.budget.get("epochs")
+    max_iterations = math.ceil(epochs * per_epoch) if epochs else None
+    max_seconds = cell.budget.get("device_seconds")
+    eval_x = data.train_x[: cell.train_eval_size]
+    eval_y = data.train_y[: cell.train_eval_size]
+
+    stream = batches(cell, data)
+    first_x, first_y = next(stream)
+    warmup = Stopwatch(device)
+    with warmup.measure():
+        scratch = optimizers.make(cell.method.name, copy.deepcopy(model), **hparams)
+        for _ in range(WARMUP_STEPS):
+            scratch.step(first_x, first_y)
+        del scratch
+        method = optimizers.make(cell.method.name, model, **hparams)
+        prepare = getattr(method, "prepare", None)
+        if callable(prepare):
+            prepare(first_x, first_y)
+    stream = batches(cell, data)  # restart: the warm-up must not shift the batch order
+
+    timer = StepTimer(device)
+    evaluation = Stopwatch(device)
+    counters = _Counters()
+    pending: list[optimizers.StepStats] = []
+    curve: list[dict[str, Any]] = []
+    fullbatch = cell.method.mode == "fullbatch"
+    if fullbatch:
+        with evaluation.measure():
+            counters.last_objective = float(method.objective(data.train_x, data.train_y))
+
+    def evaluate() -> dict[str, Any]:
+        _absorb(pending, counters, fullbatch)
+        pending.clear()
+        objective = float(method.objective(eval_x, eval_y))
+        loss = mean_loss(model, eval_x, eval_y)
+        point = {
+            "iteration": counters.iterations,
+            "epoch": counters.iterations / per_epoch,
+            "device_time_s": timer.seconds(),
+            "objective": objective,
+            "train_loss": loss,
+            "val_accuracy": accuracy(model, data.val_x, data.val_y),
+            "test_accuracy": accuracy(model, data.test_x, data.test_y) if use_test else None,
+            **model_figures(model, input_shape),
+            "eps": counters.eps,
+            "accept_rate": (
+                counters.accepted_steps / counters.attempts if counters.attempts else None
+            ),
+            "forward_passes": counters.forward,
+            "backward_passes": counters.backward,
+        }
+        if not math.isfinite(objective):
+            raise Diverged(f"objective is {objective} at iteration {counters.iterations}")
+        curve.append(point)
+        if on_eval is not None:
+            on_eval(point)
+        return point
+
+    status = "finished"
+    bar = tqdm(total=max_iterations, desc=cell.name, unit="it", leave=False, disable=not progress)
+    try:
+        with evaluation.measure():
+            evaluate()
+        while True:
+            x, y = next(stream)
+            with timer.step():
+                stats = method.step(x, y)
+            pending.append(stats)
+            counters.iterations += 1
+            bar.update(1)
+            done = max_iterations is not None and counters.iterations >= max_iterations
+            if counters.iterations % every == 0 or done:
+                with evaluation.measure():
+                    point = evaluate()
+                if done or (max_seconds is not None and point["device_time_s"] >= max_seconds):
+                    break
+    except Diverged as error:
+        status = "diverged"
+        diverged_reason = str(error)
+    finally:
+        bar.close()
+
+    last = curve[-1] if curve else {}
+    summary = {
+        **{
+            k: last.get(k)
+            for k in (
+                "test_accuracy",
+                "val_accuracy",
+                "objective",
+                "train_loss",
+                "sparsity",
+                "nonzeros",
+                "nonzero_macs",
+                "eps",
+                "accept_rate",
+                "forward_passes",
+                "backward_passes",
+            )
+        },
+        "device_time_s": timer.seconds(),
+        "eval_time_s": evaluation.total,
+        "warmup_time_s": warmup.total,
+        "iterations": counters.iterations,
+        "epochs": counters.iterations / per_epoch,
+        "attempts": counters.attempts,
+        "rejected_attempts": counters.rejected,
+        "accepted_increases": counters.accepted_increases if fullbatch else None,
+        "completed_at": time.time(),
+    }
+    if status == "diverged":
+        summary["diverged_reason"] = diverged_reason
+    return TrainingResult(
+        status=status,
+        curve=curve,
+        summary=summary,
+        layer_sparsity=optimizers.layer_sparsity(model),
+    )
+
+
+def _absorb(pending: list[optimizers.StepStats], counters: _Counters, fullbatch: bool) -> None:
+    """Fold the steps since the last evaluation into the counters (host sync happens here)."""
+    for raw in pending:
+        stats = raw.resolved()
+        counters.forward += stats.forward_passes
+        counters.backward += stats.backward_passes
+        if stats.eps is not None:
+            counters.eps = stats.eps
+            counters.attempts += stats.retries + int(stats.accepted)
+            counters.rejected += stats.retries
+            counters.accepted_steps += int(stats.accepted)
+        if not stats.finite:
+            raise Diverged(f"objective is {stats.objective} at a training step")
+        if fullbatch and stats.accepted and stats.after_step:
+            previous = counters.last_objective
+            if previous is not None and stats.objective > previous + INCREASE_TOLERANCE * abs(
+                previous
+            ):
+                counters.accepted_increases += 1
+            counters.last_objective = stats.objective
