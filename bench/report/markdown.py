@@ -1,0 +1,296 @@
+"""REPORT.md: setup, one table per dataset x model, figures, claims, unfinished cells.
+
+The text states its own conventions (finished cells only, what the spread means, how an
+unreached target counts) so that the report can be read without this code at hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.report.claims import Claim
+from bench.report.figures import FigureFile
+from bench.report.frames import HP_PREFIX
+from bench.report.stats import FINISHED, GROUP_COLUMNS, NOT_FINISHED
+
+DASH = "–"
+ERROR_CHARS = 200
+
+
+def cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell: no pipes, no line breaks."""
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value: Any, spec: str = ".3f") -> str:
+    """A number in ``spec``, or a dash when it is missing."""
+    return DASH if _missing(value) else format(float(value), spec)
+
+
+def fmt_seconds(value: Any) -> str:
+    """Seconds with about three significant digits, never in exponent notation."""
+    if _missing(value):
+        return DASH
+    seconds = float(value)
+    for limit, spec in ((100, ".0f"), (10, ".1f"), (1, ".2f")):
+        if abs(seconds) >= limit:
+            return format(seconds, spec)
+    return format(seconds, ".3g")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _unique(values: Iterable[Any]) -> str:
+    present = sorted({str(v) for v in values if not _missing_text(v)})
+    return ", ".join(present) if present else "unknown"
+
+
+def _missing_text(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _total(values: pd.Series) -> float:
+    return float(pd.to_numeric(values, errors="coerce").fillna(0).sum())
+
+
+def setup_section(runs: pd.DataFrame) -> list[str]:
+    """Where and with what the numbers were produced, and how much time they cost."""
+    devices = _unique(
+        f"{name} ({kind})" if not _missing_text(kind) else name
+        for name, kind in zip(runs["device_name"], runs["device"], strict=True)
+        if not _missing_text(name)
+    )
+    counts = runs["status"].value_counts()
+    by_status = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in (FINISHED, *NOT_FINISHED))
+    budgets = _unique(
+        f"epochs={e}, device_seconds={d}"
+        for e, d in zip(runs["budget_epochs"], runs["budget_device_seconds"], strict=True)
+    )
+    return [
+        "## Setup",
+        "",
+        f"- Device(s): {devices}",
+        f"- torch: {_unique(runs['torch'])}; Python: {_unique(runs['python'])}",
+        f"- Platform(s): {_unique(runs['platform'])}",
+        f"- Git commit(s): {_unique(runs['git_commit'])}",
+        f"- Cells: {len(runs)} ({by_status})",
+        f"- Budget per cell: {budgets}",
+        f"- Total device time of training steps: {fmt_seconds(_total(runs['device_time_s']))} s"
+        f" (evaluation {fmt_seconds(_total(runs['eval_time_s']))} s, warm-up "
+        f"{fmt_seconds(_total(runs['warmup_time_s']))} s, timed separately); "
+        f"total wall time: {fmt_seconds(_total(runs['wall_time_s']))} s",
+        "",
+    ]
+
+
+def methods_section(runs: pd.DataFrame) -> list[str]:
+    """Each method's optimizer, mode, batch size and hyperparameters, as configured."""
+    hp_columns = [c for c in runs.columns if c.startswith(HP_PREFIX)]
+    rows = []
+    for method, cells in runs.groupby("method", sort=True):
+        first = cells.iloc[0]
+        hparams = ", ".join(
+            f"{c[len(HP_PREFIX) :]}={first[c]}" for c in hp_columns if not _missing_text(first[c])
+        )
+        batch = DASH if _missing_text(first["batch_size"]) else first["batch_size"]
+        rows.append([method, first["optimizer"], first["mode"], batch, hparams or DASH])
+    header = ["Method", "Optimizer", "Mode", "Batch size", "Hyperparameters"]
+    return ["### Methods", "", *table(header, rows), ""]
+
+
+def conventions(target_accuracy: float | None) -> list[str]:
+    """The rules behind every number in the tables, stated where they are used."""
+    lines = [
+        "Medians and spreads use **finished cells only**; diverged, failed and killed cells "
+        "are counted in the *Not finished* column and listed in their own section below. "
+        "*Test accuracy* is the median over seeds ± half the min–max range across seeds "
+        "((max − min) / 2); the curve figures draw the same min–max range as a band around "
+        "the median, after interpolating each seed's curve onto a common device-time grid "
+        "(the span all seeds share). Device time counts training steps only.",
+    ]
+    if target_accuracy is not None:
+        lines.append(
+            f"*Time to {target_accuracy:g}* is the median device time of the first evaluation "
+            f"with test accuracy ≥ {target_accuracy:g}; a seed that never got there counts as "
+            "infinitely slow, and *not reached (k/n)* says that k of n finished seeds never "
+            "reached it."
+        )
+    lines.append(f"*Accept rate* is bSQH's accepted attempts / attempts ({DASH} for others).")
+    return [" ".join(lines), ""]
+
+
+def _not_finished(row: pd.Series) -> str:
+    parts = [f"{int(row[f'n_{s}'])} {s}" for s in NOT_FINISHED if row[f"n_{s}"]]
+    return ", ".join(parts) if parts else "0"
+
+
+def _target_text(row: pd.Series) -> str:
+    if not row["n_finished"]:
+        return DASH
+    missed, n = int(row["target_missed"]), int(row["n_finished"])
+    if missed == 0:
+        return fmt_seconds(row["target_time_median"])
+    if math.isfinite(row["target_time_median"]):
+        return f"{fmt_seconds(row['target_time_median'])}; not reached ({missed}/{n})"
+    return f"not reached ({missed}/{n})"
+
+
+def results_table(group: pd.DataFrame, target_accuracy: float | None) -> list[str]:
+    """One row per method of one dataset x model."""
+    header = ["Method", "Seeds", "Not finished", "Test accuracy", "Sparsity", "Nonzeros"]
+    header.append("Device time [s]")
+    if target_accuracy is not None:
+        header.append(f"Time to {target_accuracy:g} [s]")
+    header.append("Accept rate")
+    rows = []
+    for _, row in group.sort_values("method").iterrows():
+        accuracy = DASH
+        if not _missing(row["acc_median"]):
+            accuracy = f"{row['acc_median']:.3f} ± {row['acc_spread']:.3f}"
+        values = [
+            row["method"],
+            int(row["n_finished"]),
+            _not_finished(row),
+            accuracy,
+            fmt(row["sparsity_median"]),
+            fmt(row["nonzeros_median"], ",.0f"),
+            fmt_seconds(row["device_time_median"]),
+        ]
+        if target_accuracy is not None:
+            values.append(_target_text(row))
+        values.append(fmt(row["accept_rate_median"]))
+        rows.append(values)
+    return table(header, rows)
+
+
+def results_section(
+    method_rows: pd.DataFrame,
+    figures: Sequence[FigureFile],
+    report_dir: Path,
+    target_accuracy: float | None,
+) -> list[str]:
+    """A subsection per dataset x model: its table, then its figures."""
+    lines = ["## Results", "", *conventions(target_accuracy)]
+    if method_rows.empty:
+        return [*lines, "No cells were recorded.", ""]
+    for (dataset, model), group in method_rows.groupby(list(GROUP_COLUMNS), sort=True):
+        lines += [f"### {dataset} × {model}", "", *results_table(group, target_accuracy), ""]
+        for figure in figures:
+            if (figure.dataset, figure.model) == (str(dataset), str(model)):
+                link = figure.path.relative_to(report_dir).as_posix()
+                lines += [f"![{figure.caption}]({link})", ""]
+    return lines
+
+
+def claims_section(claims: Sequence[Claim]) -> list[str]:
+    """Every claim with its verdict; "measured" marks a figure rather than a yes/no."""
+    lines = [
+        "## Claims",
+        "",
+        "Computed from the records on every report. Verdicts: *holds* / *does not hold* "
+        "for yes-or-no statements, *measured* for a figure or a selection, *not applicable* "
+        "when no record bears on it.",
+        "",
+    ]
+    lines += [c.markdown() for c in claims] or ["No claims: no cells were recorded."]
+    return [*lines, ""]
+
+
+def _short_error(error: Any) -> str:
+    """The line of an error that names it (a traceback's last), cut to a table cell."""
+    if _missing_text(error) or not str(error).strip():
+        return DASH
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1]
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+def _last_good(run: pd.Series, curves: pd.DataFrame) -> tuple[Any, Any, Any, Any]:
+    """Iteration, device time, objective, test accuracy of the last finite evaluation.
+
+    Falls back to the summary (where the runner keeps a diverged cell's last good
+    figures) when the curve has no finite point.
+    """
+    points = curves[curves["key"] == run["key"]]
+    objective = pd.to_numeric(points["objective"], errors="coerce")
+    good = points[objective.apply(lambda v: not _missing(v))]
+    source = good.iloc[-1] if len(good) else run
+    iteration = source["iteration"] if "iteration" in source else source["iterations"]
+    return iteration, source["device_time_s"], source["objective"], source["test_accuracy"]
+
+
+def unfinished_section(runs: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
+    """Every diverged, failed or killed cell with its error and its last good figures."""
+    lines = ["## Diverged, failed and killed cells", ""]
+    bad = runs[runs["status"] != FINISHED].sort_values(["status", "key"])
+    if bad.empty:
+        return [*lines, "None: every cell finished.", ""]
+    lines += [
+        "Not part of the medians above. *Last good* is the last evaluation with a finite "
+        "objective; the full error text is in runs.csv.",
+        "",
+    ]
+    header = ["Cell", "Method", "Dataset × model", "Seed", "Status", "Error"]
+    header += ["Last good iteration", "Device time [s]", "Objective", "Test accuracy"]
+    rows = []
+    for _, run in bad.iterrows():
+        iteration, seconds, objective, accuracy = _last_good(run, curves)
+        rows.append(
+            [
+                run["key"],
+                run["method"],
+                f"{run['dataset']} × {run['model']}",
+                run["seed"],
+                run["status"],
+                _short_error(run["error"]),
+                fmt(iteration, ".0f"),
+                fmt_seconds(seconds),
+                fmt(objective, ".4g"),
+                fmt(accuracy),
+            ]
+        )
+    return [*lines, *table(header, rows), ""]
+
+
+def render_report(
+    *,
+    suite: str,
+    description: str,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    method_rows: pd.DataFrame,
+    claims: Sequence[Claim],
+    figures: Sequence[FigureFile],
+    report_dir: Path,
+    target_accuracy: float | None,
+) -> str:
+    """The whole REPORT.md text."""
+    lines = [f"# Benchmark report: {suite}", ""]
+    if description.strip():
+        lines += [description.strip(), ""]
+    if not runs.empty:
+        lines += setup_section(runs) + methods_section(runs)
+    lines += results_section(method_rows, figures, report_dir, target_accuracy)
+    lines += claims_section(claims)
+    lines += unfinished_section(runs, curves)
+    return "\n".join(lines).rstrip() + "\n"

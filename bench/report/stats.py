@@ -1,0 +1,193 @@
+"""Statistics over seeds: medians, spreads, time to a target accuracy, and seed bands.
+
+Conventions, stated once here and repeated in REPORT.md:
+
+* Medians and spreads use finished cells only; diverged, failed and killed cells are
+  counted beside them and listed separately, never dropped without a trace.
+* The spread of a figure over seeds is half its range, (max - min) / 2, so that
+  "median ± spread" with three seeds shows how far apart the extreme seeds lie. The
+  curve figures draw the same min-max range as a band, so table and figure agree.
+* A cell that never reaches the target accuracy counts as taking infinitely long, so
+  the median time is finite only when more than half of the seeds got there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FINISHED = "finished"
+NOT_FINISHED = ("diverged", "failed", "killed")
+GROUP_COLUMNS = ("dataset", "model")
+#: Grid points per method when curves of different seeds are put on one time axis.
+GRID_POINTS = 200
+
+
+def finite(values: Iterable[Any]) -> np.ndarray:
+    """The finite numbers among ``values`` (None, NaN and inf removed) as floats."""
+    array = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    array = array.to_numpy(dtype=float, na_value=np.nan)
+    return array[np.isfinite(array)]
+
+
+def median(values: Iterable[Any]) -> float:
+    """Median of the finite values; NaN when there are none (rendered as a dash)."""
+    present = finite(values)
+    return float(np.median(present)) if len(present) else math.nan
+
+
+def half_range(values: Iterable[Any]) -> float:
+    """(max - min) / 2 of the finite values: the spread reported next to a median."""
+    present = finite(values)
+    return float(np.ptp(present) / 2) if len(present) else math.nan
+
+
+def spans_decades(values: Iterable[Any], decades: float = 2.0) -> bool:
+    """Whether the positive values span more than ``decades`` powers of ten (log axis)."""
+    present = finite(values)
+    present = present[present > 0]
+    return bool(len(present)) and float(present.max() / present.min()) > 10**decades
+
+
+def time_to_target(curve: pd.DataFrame, target: float) -> float | None:
+    """Device time of the first evaluation point, in recorded order, at or above target.
+
+    None when the cell never got there. Recorded order is training order: the runner
+    appends a point per evaluation.
+    """
+    accuracy = pd.to_numeric(curve["test_accuracy"], errors="coerce")
+    hits = curve[accuracy >= target]
+    if hits.empty:
+        return None
+    return float(hits["device_time_s"].iloc[0])
+
+
+def method_table(
+    runs: pd.DataFrame, curves: pd.DataFrame, target_accuracy: float | None = None
+) -> pd.DataFrame:
+    """One row per dataset x model x method with the figures REPORT.md tabulates.
+
+    Counts cover every cell; medians and spreads cover the finished ones only.
+    """
+    curves_by_key: Mapping[str, pd.DataFrame] = (
+        dict(tuple(curves.groupby("key", sort=False))) if len(curves) else {}
+    )
+    rows: list[dict[str, Any]] = []
+    keys = [*GROUP_COLUMNS, "method"]
+    for (dataset, model, method), cells in runs.groupby(keys, sort=True):
+        done = cells[cells["status"] == FINISHED]
+        accuracy = done["test_accuracy"]
+        present = finite(accuracy)
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "model": model,
+            "method": method,
+            "optimizer": cells["optimizer"].iloc[0],
+            "mode": cells["mode"].iloc[0],
+            "n_cells": len(cells),
+            "n_finished": len(done),
+            **{f"n_{s}": int((cells["status"] == s).sum()) for s in NOT_FINISHED},
+            "acc_median": median(accuracy),
+            "acc_min": float(present.min()) if len(present) else math.nan,
+            "acc_max": float(present.max()) if len(present) else math.nan,
+            "acc_spread": half_range(accuracy),
+            "sparsity_median": median(done["sparsity"]),
+            "nonzeros_median": median(done["nonzeros"]),
+            "device_time_median": median(done["device_time_s"]),
+            "accept_rate_median": median(done["accept_rate"]),
+        }
+        if target_accuracy is not None:
+            empty = curves.iloc[0:0]
+            times = [
+                time_to_target(curves_by_key.get(key, empty), target_accuracy)
+                for key in done["key"]
+            ]
+            reached = [t for t in times if t is not None]
+            padded = reached + [math.inf] * (len(times) - len(reached))
+            row["target_time_median"] = float(np.median(padded)) if padded else math.nan
+            row["target_missed"] = len(times) - len(reached)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _seed_series(cells: pd.DataFrame, y: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per cell: strictly increasing device times and the finite values of ``y`` there."""
+    series = []
+    for _, cell in cells.groupby("key", sort=False):
+        t = pd.to_numeric(cell["device_time_s"], errors="coerce").to_numpy(float)
+        v = pd.to_numeric(cell[y], errors="coerce").to_numpy(float)
+        ok = np.isfinite(t) & np.isfinite(v)
+        t, v = t[ok], v[ok]
+        if not len(t):
+            continue
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        # Equal times keep the later measurement: interpolation needs increasing x.
+        keep = np.append(t[1:] != t[:-1], True)
+        series.append((t[keep], v[keep]))
+    return series
+
+
+def common_grid(
+    series: Sequence[tuple[np.ndarray, np.ndarray]], *, log_x: bool, points: int = GRID_POINTS
+) -> np.ndarray:
+    """Device times at which every seed is compared.
+
+    The grid covers the span all seeds share, so a median never mixes a seed that has
+    data with one that has stopped; only when seeds share no span (a one-point curve)
+    does it cover their union, each seed then counting only where it has data.
+    """
+    starts = [t[0] for t, _ in series]
+    ends = [t[-1] for t, _ in series]
+    lo, hi = max(starts), min(ends)
+    if hi <= lo:
+        lo, hi = min(starts), max(ends)
+    if log_x:
+        positive = [t[t > 0] for t, _ in series]
+        smallest = min((p[0] for p in positive if len(p)), default=None)
+        if smallest is not None and hi > 0:
+            lo = max(lo, smallest)
+            if hi > lo:
+                return np.geomspace(lo, hi, points)
+    if hi <= lo:
+        return np.array([hi], dtype=float)
+    return np.linspace(lo, hi, points)
+
+
+def seed_band(curves: pd.DataFrame, y: str, *, log_x: bool = False) -> pd.DataFrame:
+    """Median, min and max over seeds of ``y`` on a common device-time grid, per method.
+
+    Evaluation times differ between seeds, so each seed's curve is linearly interpolated
+    onto the grid (never extrapolated) before the statistics are taken.
+    """
+    frames = []
+    for method, cells in curves.groupby("method", sort=True):
+        series = _seed_series(cells, y)
+        if not series:
+            continue
+        grid = common_grid(series, log_x=log_x)
+        values = np.full((len(series), len(grid)), np.nan)
+        for i, (t, v) in enumerate(series):
+            inside = (grid >= t[0]) & (grid <= t[-1])
+            values[i, inside] = np.interp(grid[inside], t, v)
+        covered = ~np.isnan(values).all(axis=0)
+        values, grid = values[:, covered], grid[covered]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": method,
+                    "device_time_s": grid,
+                    "median": np.nanmedian(values, axis=0),
+                    "low": np.nanmin(values, axis=0),
+                    "high": np.nanmax(values, axis=0),
+                    "n_seeds": (~np.isnan(values)).sum(axis=0),
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=["method", "device_time_s", "median", "low", "high", "n_seeds"])
+    return pd.concat(frames, ignore_index=True)
