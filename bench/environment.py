@@ -59,16 +59,29 @@ def git_commit() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+#: Sources whose changes can change a cell's result (reports, CLI and tracking cannot).
+RESULT_SOURCES = (
+    "optimizers",
+    "bench/data.py",
+    "bench/models.py",
+    "bench/training.py",
+    "bench/evaluation.py",
+    "bench/timing.py",
+)
+
+
 @cache
 def code_version() -> str:
-    """Hash of the sources that determine a cell's result (optimizers and bench).
+    """Hash of the sources that determine a cell's result.
 
     A cell's key includes it, so results computed by different code are never mixed up,
-    whether or not the tree is a git checkout.
+    whether or not the tree is a git checkout; editing the report code keeps the keys.
     """
     digest = hashlib.sha256()
-    for package in ("optimizers", "bench"):
-        for path in sorted((PACKAGE_ROOT / package).rglob("*.py")):
+    for source in RESULT_SOURCES:
+        root = PACKAGE_ROOT / source
+        paths = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in paths:
             digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -29,7 +29,7 @@ from bench.timing import StepTimer, Stopwatch
 
 #: Relative tolerance when counting full-batch objective increases on accepted steps.
 INCREASE_TOLERANCE = 1e-6
-WARMUP_STEPS = 2
+WARMUP_STEPS = 2  # throwaway steps (one in full-batch mode, where a step is an epoch)
 
 EvalCallback = Callable[[dict[str, Any]], None]
 
@@ -141,7 +141,7 @@ def train_cell(
     warmup = Stopwatch(device)
     with warmup.measure():
         scratch = optimizers.make(cell.method.name, copy.deepcopy(model), **hparams)
-        for _ in range(WARMUP_STEPS):
+        for _ in range(1 if cell.method.mode == "fullbatch" else WARMUP_STEPS):
             scratch.step(first_x, first_y)
         del scratch
         method = optimizers.make(cell.method.name, model, **hparams)

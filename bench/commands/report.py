@@ -1,0 +1,54 @@
+"""``python -m bench report --suite NAME|PATH [--out DIR]``: tables, figures and REPORT.md.
+
+Reads the ledger of the suite's cells (``<out>/<suite>/cells``) and writes the report next
+to it. Only records of the suite's current cells count: a record left by other code or an
+older version of the suite file is ignored (and the count of ignored ones is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.records import load_records
+from bench.report import write_report
+from bench.runner import cell_key, cells_dir, suite_dir
+from bench.suites import load_suite
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite, studies_dir=args.out / "studies")
+    wanted = {cell_key(cell) for cell in suite.cells()}
+    records = load_records(cells_dir(args.out, suite.name))
+    current = [r for r in records if r.key in wanted]
+    if not current:
+        print(
+            f"no records of suite {suite.name!r} in {cells_dir(args.out, suite.name)}; "
+            f"run `python -m bench run --suite {args.suite} --out {args.out}` first",
+            file=sys.stderr,
+        )
+        return 2
+    missing = len(wanted) - len({r.key for r in current})
+    paths = write_report(
+        current,
+        suite_dir(args.out, suite.name),
+        suite=suite.name,
+        target_accuracy=suite.target_accuracy,
+        description=suite.description,
+    )
+    ignored = len(records) - len(current)
+    print(f"report: {paths.report_md}")
+    print(f"tables: {paths.runs_csv}, {paths.curves_csv}; figures: {len(paths.figures)}")
+    if missing:
+        print(f"note: {missing} of {len(wanted)} cells have no record yet")
+    if ignored:
+        print(f"note: ignored {ignored} records from other code or suite versions")
+    return 0
