@@ -234,7 +234,8 @@ def _log_cell_figure(tracker: Tracker, run_id: str, record: CellRecord) -> None:
 
 def one_line(record: CellRecord) -> str:
     s = record.summary
-    name = f"{record.config['label']}/{record.config['model']}/{record.config['dataset']}/seed{record.config['seed']}"
+    config = record.config
+    name = f"{config['label']}/{config['model']}/{config['dataset']}/seed{config['seed']}"
     if record.status == "failed":
         return f"{name}: FAILED {record.error}"
 

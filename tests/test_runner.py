@@ -305,18 +305,50 @@ def test_bad_suite_files_name_the_file_and_key(tmp_path, body, message):
             "no studies folder was given",
         ),
         (
-            '[[methods]]\nname = "sgd"\nbatch_size = 8\n[[methods]]\nname = "sgd"\nbatch_size = 8\n',
+            '[[methods]]\nname = "sgd"\nbatch_size = 8\n' * 2,
             "'sgd' is used twice",
         ),
     ],
 )
 def test_bad_method_entries(tmp_path, methods, message):
     path = write_suite(tmp_path / "bad.toml", TINY, methods=methods)
-    with pytest.raises(SuiteError, match=None) as error:
+    with pytest.raises(SuiteError) as error:
         load_suite(path)
     assert message in str(error.value)
 
 
 def test_unknown_suite_name_lists_the_shipped_ones():
-    with pytest.raises(SuiteError, match="unknown suite 'nope'; shipped suites: .*quick.*smoke"):
+    with pytest.raises(SuiteError, match=r"unknown suite 'nope'; shipped suites: .*quick.*smoke"):
         load_suite("nope")
+
+
+def test_report_command_writes_tables_figures_and_report(smoke):
+    import pandas as pd
+
+    from bench.cli import main
+
+    suite, out, _ = smoke
+    assert main(["report", "--suite", "smoke", "--out", str(out)]) == 0
+    folder = out / "smoke"
+    runs = pd.read_csv(folder / "runs.csv")
+    required = {"method", "model", "dataset", "seed", "mode", "status", "test_accuracy",
+                "val_accuracy", "sparsity", "nonzeros", "device_time_s", "iterations",
+                "mlflow_run_id"}
+    assert required <= set(runs.columns) and len(runs) == 4
+    _, mlflow_runs = runs_of(out, "smoke")
+    assert set(runs["mlflow_run_id"]) == {r.info.run_id for r in mlflow_runs}
+    curves = pd.read_csv(folder / "curves.csv")
+    assert len(curves) == 4 * 5 and {"device_time_s", "objective", "eps"} <= set(curves.columns)
+    pngs = list((folder / "figures").glob("*.png"))
+    assert len(pngs) >= 5
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000 for p in pngs)
+    report = (folder / "REPORT.md").read_text()
+    for label in ["sgd", "adam", "prox-sgd-l0", "bsqh"]:
+        assert f"| {label} |" in report
+
+
+def test_report_without_records_says_how_to_get_them(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["report", "--suite", "smoke", "--out", str(tmp_path)]) == 2
+    assert "run `python -m bench run --suite smoke" in capsys.readouterr().err
