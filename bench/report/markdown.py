@@ -22,6 +22,13 @@ DASH = "–"
 ERROR_CHARS = 200
 
 
+def _hp_text(value: Any) -> str:
+    """Hyperparameters as written: pandas turns integer columns with gaps into floats."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
 def cell(value: Any) -> str:
     """Text safe inside a Markdown table cell: no pipes, no line breaks."""
     return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
@@ -110,7 +117,9 @@ def methods_section(runs: pd.DataFrame) -> list[str]:
     for method, cells in runs.groupby("method", sort=True):
         first = cells.iloc[0]
         hparams = ", ".join(
-            f"{c[len(HP_PREFIX) :]}={first[c]}" for c in hp_columns if not _missing_text(first[c])
+            f"{c[len(HP_PREFIX) :]}={_hp_text(first[c])}"
+            for c in hp_columns
+            if not _missing_text(first[c])
         )
         batch = DASH if _missing_text(first["batch_size"]) else first["batch_size"]
         rows.append([method, first["optimizer"], first["mode"], batch, hparams or DASH])
@@ -126,7 +135,9 @@ def conventions(target_accuracy: float | None) -> list[str]:
         "*Test accuracy* is the median over seeds ± half the min–max range across seeds "
         "((max − min) / 2); the curve figures draw the same min–max range as a band around "
         "the median, after interpolating each seed's curve onto a common device-time grid "
-        "(the span all seeds share). Device time counts training steps only.",
+        "(the span all seeds share). Device time counts training steps only; *Steps* is the "
+        "median number of training steps (full-batch: iterations) and *ms/step* the median "
+        "device time per step.",
     ]
     if target_accuracy is not None:
         lines.append(
@@ -158,7 +169,7 @@ def _target_text(row: pd.Series) -> str:
 def results_table(group: pd.DataFrame, target_accuracy: float | None) -> list[str]:
     """One row per method of one dataset x model."""
     header = ["Method", "Seeds", "Not finished", "Test accuracy", "Sparsity", "Nonzeros"]
-    header.append("Device time [s]")
+    header += ["Device time [s]", "Steps", "ms/step"]
     if target_accuracy is not None:
         header.append(f"Time to {target_accuracy:g} [s]")
     header.append("Accept rate")
@@ -175,6 +186,8 @@ def results_table(group: pd.DataFrame, target_accuracy: float | None) -> list[st
             fmt(row["sparsity_median"]),
             fmt(row["nonzeros_median"], ",.0f"),
             fmt_seconds(row["device_time_median"]),
+            fmt(row["iterations_median"], ",.0f"),
+            fmt(row["step_ms_median"], ".2f"),
         ]
         if target_accuracy is not None:
             values.append(_target_text(row))

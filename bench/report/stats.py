@@ -98,6 +98,12 @@ def method_table(
             "sparsity_median": median(done["sparsity"]),
             "nonzeros_median": median(done["nonzeros"]),
             "device_time_median": median(done["device_time_s"]),
+            "iterations_median": median(done["iterations"]),
+            "step_ms_median": median(
+                1000.0
+                * pd.to_numeric(done["device_time_s"], errors="coerce")
+                / pd.to_numeric(done["iterations"], errors="coerce").where(lambda n: n > 0)
+            ),
             "accept_rate_median": median(done["accept_rate"]),
         }
         if target_accuracy is not None:
