@@ -5,7 +5,9 @@ This package knows nothing of the benchmark suite (``bench``) that drives it.
 """
 
 from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from . import fast as _fast  # noqa: F401  (registers bsqh-fast and the *-graph baselines)
 from .bsqh import BSQH
+from .fast import FastBSQH
 from .registry import Method, available, hyperparameters, make, register
 from .regularizers import (
     L0L2,
@@ -24,6 +26,7 @@ __all__ = [
     "BSQH",
     "L0L2",
     "L1L2",
+    "FastBSQH",
     "Method",
     "Regularizer",
     "StepStats",

@@ -193,15 +193,10 @@ class BSQH:
 
         Returns the batch loss at u_k, per chunk the adjoints (and old states where the
         parallel sweep needs them), and ``g = -dLoss/du_l`` for the stages whose input the
-        sweep does not change, summed over chunks.
+        sweep does not change, summed over chunks. Each chunk's backward runs before the
+        next chunk's forward, so only one chunk's graph is alive at a time.
         """
-        adjoint_stages = [l for l in self.param_stages if self._needs_adjoint(l)]
-        gradient_stages = [l for l in self.param_stages if self._needs_gradient(l)]
-        keep_states = self.sweep == "parallel" and self.inner_steps > 1
-        grad_params = [p for l in gradient_stages for p in self.stage_params[l]]
-        total_loss: Tensor | None = None
-        gradient_sum: list[Tensor] | None = None
-        linearisations = []
+        parts = []
         for xc, yc, weight in chunks:
             states = [xc]
             with torch.enable_grad():
@@ -210,25 +205,53 @@ class BSQH:
                     h = stage(h)
                     states.append(h)
                 loss = self.loss_fn(h, yc) * weight
-            targets = [states[l + 1] for l in adjoint_stages]
-            grads = torch.autograd.grad(loss, targets + grad_params)
-            adjoints = {l: -g.detach() for l, g in zip(adjoint_stages, grads, strict=False)}
-            chunk_grads = [-g for g in grads[len(targets) :]]
+            parts.append(self._chunk_linearisation(states, loss))
+        return self._combine_linearisations(parts)
+
+    def _chunk_linearisation(
+        self, states: Sequence[Tensor], loss: Tensor
+    ) -> tuple[Tensor, _Linearisation, list[Tensor]]:
+        """The adjoint pass of one chunk, given its forward states ``x[0..L]`` and its loss.
+
+        Shared with the fast path (``optimizers.fast``), whose full-batch mode obtains the
+        states from the sweep's candidate forward instead of a fresh one. Returns the
+        detached chunk loss, the chunk's linearisation and its ``-dLoss/du`` for the
+        gradient stages (in ``stage_params`` order).
+        """
+        adjoint_stages = [l for l in self.param_stages if self._needs_adjoint(l)]
+        gradient_stages = [l for l in self.param_stages if self._needs_gradient(l)]
+        keep_states = self.sweep == "parallel" and self.inner_steps > 1
+        grad_params = [p for l in gradient_stages for p in self.stage_params[l]]
+        targets = [states[l + 1] for l in adjoint_stages]
+        grads = torch.autograd.grad(loss, targets + grad_params)
+        adjoints = {l: -g.detach() for l, g in zip(adjoint_stages, grads, strict=False)}
+        chunk_grads = [-g for g in grads[len(targets) :]]
+        kept = {l: states[l].detach() for l in self.param_stages} if keep_states else {}
+        return loss.detach(), _Linearisation(states=kept, adjoints=adjoints), chunk_grads
+
+    def _combine_linearisations(
+        self, parts: Sequence[tuple[Tensor, _Linearisation, list[Tensor]]]
+    ) -> tuple[Tensor, list[_Linearisation], dict[int, list[Tensor]]]:
+        """Sum chunk losses and gradients (in chunk order) and group gradients by stage."""
+        total_loss: Tensor | None = None
+        gradient_sum: list[Tensor] | None = None
+        linearisations = []
+        for loss, linearisation, chunk_grads in parts:
             gradient_sum = (
                 chunk_grads
                 if gradient_sum is None
                 else [a + b for a, b in zip(gradient_sum, chunk_grads, strict=True)]
             )
-            kept = {l: states[l].detach() for l in self.param_stages} if keep_states else {}
-            linearisations.append(_Linearisation(states=kept, adjoints=adjoints))
-            total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
+            linearisations.append(linearisation)
+            total_loss = loss if total_loss is None else total_loss + loss
         assert total_loss is not None and gradient_sum is not None
         gradients: dict[int, list[Tensor]] = {}
         position = 0
-        for l in gradient_stages:
-            count = len(self.stage_params[l])
-            gradients[l] = gradient_sum[position : position + count]
-            position += count
+        for l in self.param_stages:
+            if self._needs_gradient(l):
+                count = len(self.stage_params[l])
+                gradients[l] = gradient_sum[position : position + count]
+                position += count
         return total_loss, linearisations, gradients
 
     def _stage_gradient(

@@ -1,0 +1,106 @@
+"""``python -m bench perf``: the step-time harness (``bench.perf``) from the command line.
+
+Prints the table last (after the progress bar) so that logs and ``make gpu-check`` end
+with it; ``--json PATH`` also writes the report for the README and later comparisons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from bench import perf
+
+T = TypeVar("T")
+
+
+def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """Wrap a parser so argparse shows its ValueError message, not a generic one."""
+
+    def parse_option(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse_option.__name__ = parse.__name__
+    return parse_option
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the harness's options; device-dependent defaults are filled in by ``run``."""
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto"
+    )
+    parser.add_argument("--model", default="lenet5", help="registered model (default lenet5)")
+    parser.add_argument(
+        "--batch-sizes",
+        type=_option(perf.parse_batch_sizes),
+        default=None,
+        help="comma-separated sizes and/or 'full' (all samples in one step); "
+        "default 128,1024 on the CPU and 128,1024,full on CUDA",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per cell, the median is reported (default 10 CPU, 50 CUDA)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (default 2 CPU, 5 CUDA)"
+    )
+    parser.add_argument(
+        "--methods",
+        type=_option(perf.parse_methods),
+        default=None,
+        help="comma-separated specs name[:key=value...], e.g. "
+        "'sgd,bsqh,bsqh-fast:cuda_graph=false'; default: every registered method "
+        "(plus feature-ablation rows of bsqh-fast)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="chunk size of full-batch steps, 0 for none (default 10000 CPU, none CUDA)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=perf.FASHION_SAMPLES,
+        help="synthetic training-set size, the full batch (default 60000, Fashion-MNIST)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the harness, print the table, write the JSON if asked; 2 on bad options."""
+    chunk_size = args.chunk_size
+    if chunk_size is not None and chunk_size < 0:
+        print("error: --chunk-size must be >= 0", file=sys.stderr)
+        return 2
+    config = perf.PerfConfig(
+        device=args.device,
+        model=args.model,
+        batch_sizes=args.batch_sizes,
+        steps=args.steps,
+        warmup=args.warmup,
+        methods=args.methods,
+        chunk_size=chunk_size,
+        samples=args.samples,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    try:
+        report = perf.run_perf(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        path = perf.write_json(report, args.json)
+        print(f"wrote {path}", file=sys.stderr)
+    print(perf.format_table(report), flush=True)
+    return 0

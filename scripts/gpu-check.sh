@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GPU check (issue 5, `make gpu-check`): the CUDA tests of the fast path, then the perf
+# harness on the GPU, in at most about 5 minutes on an H100; the perf table prints last.
+#
+# Works from a fresh copy of the repository: uses .venv/bin/python when it exists, else
+# python3 (a GPU machine with torch installed system-wide is enough; MLflow, Optuna and
+# even pytest may be missing: without pytest the CUDA checks run as a plain script).
+# The JSON report goes to $OUT/perf.json when OUT is set, else results/perf.json.
+# Exit status: non-zero if the CUDA checks or the harness failed (the table still prints).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+REPORT_DIR="${OUT:-results}"
+mkdir -p "$REPORT_DIR"
+
+"$PY" - <<'PYEOF' || exit 1
+import sys
+import torch
+if not torch.cuda.is_available():
+    sys.exit("gpu-check: torch sees no CUDA device")
+print(f"gpu-check: {torch.cuda.get_device_name()}, torch {torch.__version__}, python {sys.version.split()[0]}")
+PYEOF
+
+status=0
+echo "== CUDA tests (tests/test_fast_path.py -m cuda)"
+if "$PY" -c "import pytest" 2>/dev/null; then
+    timeout 130 "$PY" -m pytest -m cuda -p no:cacheprovider tests/test_fast_path.py || status=$?
+else
+    echo "pytest is not installed: running the test_cuda_* checks as a script"
+    timeout 130 "$PY" -m tests.test_fast_path || status=$?
+fi
+
+echo "== bench perf --device cuda (table last)"
+timeout 160 "$PY" -m bench perf --device cuda --no-progress --json "$REPORT_DIR/perf.json" || {
+    rc=$?
+    echo "gpu-check: bench perf failed (exit $rc)"
+    [ "$status" -eq 0 ] && status=$rc
+}
+exit "$status"
