@@ -23,9 +23,9 @@ print(f"gpu-check: {torch.cuda.get_device_name()}, torch {torch.__version__}, py
 PYEOF
 
 status=0
-echo "== CUDA tests (tests/test_fast_path.py -m cuda)"
+echo "== CUDA tests (tests/test_fast_path.py tests/test_cuda_training.py -m cuda)"
 if "$PY" -c "import pytest" 2>/dev/null; then
-    timeout 130 "$PY" -m pytest -m cuda -p no:cacheprovider tests/test_fast_path.py || status=$?
+    timeout 150 "$PY" -m pytest -m cuda -p no:cacheprovider tests/test_fast_path.py tests/test_cuda_training.py || status=$?
 else
     echo "pytest is not installed: running the test_cuda_* checks as a script"
     timeout 130 "$PY" -m tests.test_fast_path || status=$?
