@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
-from .passes import LossFn, batch_loss, split_batch
+from .passes import LossFn, batch_loss, split_batch, weighted
 from .registry import register
 from .regularizers import make_regularizer
 from .stats import StepStats
@@ -204,7 +204,7 @@ class BSQH:
                 for stage in self.stages:
                     h = stage(h)
                     states.append(h)
-                loss = self.loss_fn(h, yc) * weight
+                loss = weighted(self.loss_fn(h, yc), weight)
             parts.append(self._chunk_linearisation(states, loss))
         return self._combine_linearisations(parts)
 
@@ -223,9 +223,11 @@ class BSQH:
         keep_states = self.sweep == "parallel" and self.inner_steps > 1
         grad_params = [p for l in gradient_stages for p in self.stage_params[l]]
         targets = [states[l + 1] for l in adjoint_stages]
-        grads = torch.autograd.grad(loss, targets + grad_params)
-        adjoints = {l: -g.detach() for l, g in zip(adjoint_stages, grads, strict=False)}
-        chunk_grads = [-g for g in grads[len(targets) :]]
+        # Differentiating -loss yields p = -dLoss/dx and g = -dLoss/du directly: one
+        # negation of a scalar instead of one per tensor (exact: negation commutes).
+        grads = torch.autograd.grad(-loss, targets + grad_params)
+        adjoints = {l: g.detach() for l, g in zip(adjoint_stages, grads, strict=False)}
+        chunk_grads = list(grads[len(targets) :])
         kept = {l: states[l].detach() for l in self.param_stages} if keep_states else {}
         return loss.detach(), _Linearisation(states=kept, adjoints=adjoints), chunk_grads
 
@@ -320,7 +322,10 @@ class BSQH:
                     inputs = [stage(x) for x in inputs]
         if self.sweep == "sequential":
             loss = sum(
-                (self.loss_fn(h, yc) * w for h, (_, yc, w) in zip(inputs, chunks, strict=True)),
+                (
+                    weighted(self.loss_fn(h, yc), w)
+                    for h, (_, yc, w) in zip(inputs, chunks, strict=True)
+                ),
                 start=torch.zeros((), device=inputs[0].device),
             )
         else:

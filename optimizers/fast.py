@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from . import baselines
 from .bsqh import BSQH, _Linearisation
-from .passes import LossFn, split_batch
+from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import is_prunable
 from .stats import StepStats
@@ -485,6 +485,9 @@ class FastBSQH(BSQH):
         """
         old_by_stage = self._split_by_stage(old)
         sequential = self.sweep == "sequential"
+        # Scalars of the step, once per iteration: ``t`` cast as ``t * g`` would cast it,
+        # and the prox's factors (each a kernel when t lives on the device).
+        step = (t.to(self.params[0].dtype), self.regularizer.prox_factors(t))
         inputs = [xc for xc, _, _ in chunks]
         states: list[list[Tensor]] = [[xc] for xc in inputs] if track else []
         for l, stage in enumerate(self.stages):
@@ -494,7 +497,7 @@ class FastBSQH(BSQH):
                     if sequential
                     else [lin.states.get(l) for lin in lins]
                 )
-                self._update_stage(l, old_by_stage[l], stage_inputs, lins, gradients, t)
+                self._update_stage(l, old_by_stage[l], stage_inputs, lins, gradients, step)
             if sequential:
                 with torch.set_grad_enabled(track):
                     inputs = [stage(h) for h in inputs]
@@ -512,7 +515,8 @@ class FastBSQH(BSQH):
             inputs = outputs
         with torch.set_grad_enabled(track):
             chunk_losses = [
-                self.loss_fn(h, yc) * w for h, (_, yc, w) in zip(inputs, chunks, strict=True)
+                weighted(self.loss_fn(h, yc), w)
+                for h, (_, yc, w) in zip(inputs, chunks, strict=True)
             ]
         loss = chunk_losses[0].detach()
         for extra in chunk_losses[1:]:
@@ -526,7 +530,7 @@ class FastBSQH(BSQH):
         inputs: Sequence[Tensor],
         lins: Sequence[_Linearisation],
         gradients: dict[int, list[Tensor]],
-        t: Tensor,
+        step: tuple[Tensor, tuple[Tensor, ...]],
     ) -> None:
         """``BSQH._maximise_stage`` with the per-tensor arithmetic fused by ``_foreach`` ops.
 
@@ -534,16 +538,16 @@ class FastBSQH(BSQH):
         tensor, and the write-back one copy; the prox is the shared operator, unchanged.
         """
         params = self.stage_params[l]
-        step = t.to(params[0].dtype)  # what ``t * g`` would cast t to anyway
+        scale, factors = step
         for j in range(self.inner_steps):
             reuse = j == 0 and l in gradients  # stage 0's from the adjoint pass
             g = gradients[l] if reuse else self._stage_gradient(l, inputs, lins)
             with torch.no_grad():
-                v = torch._foreach_add(list(u_k), torch._foreach_mul(list(g), step))
+                v = torch._foreach_add(list(u_k), torch._foreach_mul(list(g), scale))
                 torch._foreach_copy_(
                     params,
                     [
-                        self.regularizer.prox_param(p, vi, t)
+                        self.regularizer.prox_param_with(p, vi, factors)
                         for p, vi in zip(params, v, strict=True)
                     ],
                 )

@@ -32,6 +32,11 @@ def split_batch(x: Tensor, y: Tensor, chunk_size: int | None) -> list[tuple[Tens
     ]
 
 
+def weighted(loss: Tensor, weight: float) -> Tensor:
+    """A chunk's share of the batch mean; the whole batch (weight 1) costs no kernel."""
+    return loss if weight == 1.0 else loss * weight
+
+
 @torch.no_grad()
 def batch_loss(
     model: nn.Module, chunks: Sequence[tuple[Tensor, Tensor, float]], loss_fn: LossFn
@@ -39,7 +44,7 @@ def batch_loss(
     """Mean data loss over the chunks of one batch, without building a graph."""
     total: Tensor | None = None
     for xc, yc, weight in chunks:
-        term = loss_fn(model(xc), yc) * weight
+        term = weighted(loss_fn(model(xc), yc), weight)
         total = term if total is None else total + term
     assert total is not None
     return total
@@ -60,7 +65,7 @@ def loss_and_gradients(
     total: Tensor | None = None
     for xc, yc, weight in chunks:
         with torch.enable_grad():
-            loss = loss_fn(model(xc), yc) * weight
+            loss = weighted(loss_fn(model(xc), yc), weight)
         loss.backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None

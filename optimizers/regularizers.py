@@ -79,8 +79,21 @@ class Regularizer(ABC):
         """P(w): the sparsity-inducing part, summed over the tensor."""
 
     @abstractmethod
+    def prox_factors(self, t: TimeStep) -> tuple[TimeStep, ...]:
+        """The scalars the prox needs for step ``t``.
+
+        Computed once per step and shared by every tensor: with ``t`` a device tensor
+        (the CUDA fast path) each scalar costs a kernel, so per-tensor recomputation
+        would multiply them.
+        """
+
+    @abstractmethod
+    def prox_with(self, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
+        """``prox_{tR}(v)`` elementwise, given ``prox_factors(t)`` (a new tensor)."""
+
     def prox(self, v: Tensor, t: TimeStep) -> Tensor:
         """``prox_{tR}(v)`` elementwise (a new tensor)."""
+        return self.prox_with(v, self.prox_factors(t))
 
     def penalty(self, w: Tensor) -> Tensor:
         """R(w) of one prunable tensor, as a 0-dim tensor on w's device."""
@@ -102,7 +115,11 @@ class Regularizer(ABC):
 
     def prox_param(self, param: Tensor, v: Tensor, t: TimeStep) -> Tensor:
         """The prox for ``param``'s slot: penalised only if ``param`` is prunable."""
-        return self.prox(v, t) if is_prunable(param) else v
+        return self.prox_param_with(param, v, self.prox_factors(t))
+
+    def prox_param_with(self, param: Tensor, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
+        """``prox_param`` with the step's ``prox_factors`` computed once by the caller."""
+        return self.prox_with(v, factors) if is_prunable(param) else v
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(beta={self.beta}, gamma={self.gamma})"
@@ -135,12 +152,16 @@ class L0L2(Regularizer):
     def sparse_penalty(self, w: Tensor) -> Tensor:
         return torch.count_nonzero(w).to(w.dtype)
 
-    def prox(self, v: Tensor, t: TimeStep) -> Tensor:
+    def prox_factors(self, t: TimeStep) -> tuple[TimeStep, ...]:
         shrink = 1.0 + t * self.gamma
+        return shrink, 2.0 * t * self.beta * shrink  # keep v iff v^2 > threshold
+
+    def prox_with(self, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
+        shrink, threshold = factors
+        kept = v / shrink if self.gamma else v  # dividing by exactly 1 would only cost a kernel
         if not self.beta:
-            return v / shrink
-        keep = v * v > 2.0 * t * self.beta * shrink
-        return torch.where(keep, v / shrink, torch.zeros_like(v))
+            return kept
+        return torch.where(v * v > threshold, kept, 0.0)
 
 
 @register_regularizer("l1")
@@ -150,9 +171,13 @@ class L1L2(Regularizer):
     def sparse_penalty(self, w: Tensor) -> Tensor:
         return torch.sum(torch.abs(w))
 
-    def prox(self, v: Tensor, t: TimeStep) -> Tensor:
-        shrink = 1.0 + t * self.gamma
-        return torch.sign(v) * torch.clamp(torch.abs(v) - t * self.beta, min=0.0) / shrink
+    def prox_factors(self, t: TimeStep) -> tuple[TimeStep, ...]:
+        return 1.0 + t * self.gamma, t * self.beta
+
+    def prox_with(self, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
+        shrink, cut = factors
+        soft = torch.sign(v) * torch.clamp(torch.abs(v) - cut, min=0.0)
+        return soft / shrink if self.gamma else soft
 
 
 def l2(gamma: float) -> Regularizer:
