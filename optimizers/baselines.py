@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
-from .passes import LossFn, batch_loss, loss_and_gradients, split_batch
+from .passes import LossFn, batch_loss, loss_and_gradients, split_batch, squared_distance
 from .registry import register
 from .regularizers import Regularizer, make_regularizer
 from .stats import StepStats
@@ -60,6 +60,8 @@ class GradientMethod:
         if not self.params:
             raise ValueError("model has no trainable parameters")
         self.optimizer = self._make_optimizer(self.params)
+        # Where each step keeps the parameters it started from (for tau), allocated once.
+        self._previous = [torch.empty_like(p) for p in self.params]
 
     def _make_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -80,11 +82,11 @@ class GradientMethod:
         chunks = split_batch(x, y, self.chunk_size)
         loss = loss_and_gradients(self.model, self.params, chunks, self.loss_fn)
         objective_before = loss + self.regularizer.value(self.params)
-        old = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self._previous, self.params)
         self.optimizer.step()
         self._apply_prox()
-        with torch.no_grad():
-            tau = sum(torch.sum((p - o) ** 2) for p, o in zip(self.params, old, strict=True))
+        tau = squared_distance(self.params, self._previous)
         forward = 1.0
         if self.post_step_loss:
             loss = batch_loss(self.model, chunks, self.loss_fn)

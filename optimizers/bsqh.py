@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
-from .passes import LossFn, batch_loss, split_batch, weighted
+from .passes import LossFn, batch_loss, split_batch, squared_distance, weighted
 from .registry import register
 from .regularizers import make_regularizer
 from .stats import StepStats
@@ -340,12 +340,8 @@ class BSQH:
             position += len(group)
         return grouped
 
-    @torch.no_grad()
     def _distance(self, old: Sequence[Tensor]) -> Tensor:
-        return sum(
-            (torch.sum((p - o) ** 2) for p, o in zip(self.params, old, strict=True)),
-            start=torch.zeros((), device=old[0].device),
-        )
+        return squared_distance(self.params, old)
 
     @torch.no_grad()
     def _restore(self, old: Sequence[Tensor]) -> None:

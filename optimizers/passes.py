@@ -70,3 +70,10 @@ def loss_and_gradients(
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
     return total
+
+
+def squared_distance(new: Sequence[Tensor], old: Sequence[Tensor]) -> Tensor:
+    """``sum_i |new_i - old_i|^2`` in a few multi-tensor kernels, whatever the layer count."""
+    with torch.no_grad():
+        norms = torch.stack(torch._foreach_norm(torch._foreach_sub(list(new), list(old)), 2))
+        return torch.dot(norms, norms)
