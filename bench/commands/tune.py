@@ -1,0 +1,341 @@
+"""``python -m bench tune --method M --trials N ...``: an Optuna study for one method.
+
+Two ways to say what a trial trains:
+
+- ``--setting quick`` (or the path of a setting file): data, model, budget and the
+  method's batch setup come from ``bench/suites/quick-tuned.toml``, which ``make bench
+  SUITE=quick-tuned`` evaluates afterwards; the study is named as that file says
+  (``quick-<label>``). Flags that would change the setting are refused, so every method
+  of a setting is tuned on the same budget.
+- ``--model X --dataset D`` and a budget (``--budget-epochs E`` and/or
+  ``--budget-seconds T``, whichever ends first), with ``--batch-size``, ``--mode``,
+  ``--train-subset``... The study defaults to ``<method>-<mode>-<model>-<dataset>``.
+
+Every bad input fails at once, exit code 2, before any data is trained on: unknown
+method or setting, an empty or inverted ``--space`` range, an unreachable ``--storage``,
+``--trials``/``--workers`` < 1, a study resumed with another objective, space or budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optimizers
+from bench.data import DatasetUnavailable, DataSplits, available_datasets
+from bench.environment import DEVICES, resolve_device
+from bench.models import available_models, build_model
+from bench.suites import MODES
+from bench.training import iterations_per_epoch
+from bench.tuning.outputs import DEFAULT_MIN_SPARSITY
+from bench.tuning.settings import Setting, SettingError, Target, load_setting
+from bench.tuning.spaces import SpaceError, space_for
+from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
+from bench.tuning.study import OBJECTIVES, StudyError, StudyPlan, load_tuning_data, tune
+
+#: Errors that mean "bad input": reported in one line, exit code 2.
+INPUT_ERRORS = (SpaceError, SettingError, StorageError, StudyError, DatasetUnavailable)
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Flags that describe the setting; refused together with --setting.
+_SETTING_FLAGS = (
+    "model",
+    "dataset",
+    "budget_epochs",
+    "budget_seconds",
+    "batch_size",
+    "chunk_size",
+    "train_subset",
+    "val_fraction",
+    "split_seed",
+    "eval_every",
+    "train_eval_size",
+)
+
+
+class InputError(ValueError):
+    """A command-line value is invalid."""
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``tune`` and ``tune-all``."""
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL or journal file path "
+        "(default: sqlite:///<out>/optuna.db; <out>/optuna-journal.log with "
+        "--workers > 1)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on this machine (default: 1)"
+    )
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="pareto",
+        help="pareto: maximise (val accuracy, sparsity); accuracy: maximise val "
+        "accuracy subject to sparsity >= --min-sparsity (default: pareto)",
+    )
+    parser.add_argument(
+        "--min-sparsity",
+        type=float,
+        default=DEFAULT_MIN_SPARSITY,
+        help="S: the accuracy objective's constraint, and the pick rule of "
+        f"best.json (default: {DEFAULT_MIN_SPARSITY})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed of every trial (default: 0)"
+    )
+    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE seed (default: 0)")
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        help="crashed trials after which a worker gives up (default: max(3, N))",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method", required=True, help="optimizer name (or a label of the setting, e.g. bsqh-full)"
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        required=True,
+        help="N: run until the study holds N finished (complete or pruned) trials",
+    )
+    parser.add_argument(
+        "--study",
+        default=None,
+        help="study name (default: from the setting, else <method>-<mode>-<model>-<dataset>)",
+    )
+    parser.add_argument(
+        "--setting", default=None, help="quick, or a suite file whose methods are tuned:<study>"
+    )
+    parser.add_argument(
+        "--mode", choices=MODES, default=None, help="minibatch (default) or fullbatch"
+    )
+    parser.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="NAME=LOW:HIGH|A,B",
+        help="override one parameter's range or choices (repeatable)",
+    )
+    group = parser.add_argument_group("setting without --setting")
+    group.add_argument("--model", choices=available_models(), default=None)
+    group.add_argument("--dataset", choices=available_datasets(), default=None)
+    group.add_argument("--budget-epochs", type=float, default=None)
+    group.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=None,
+        help="device seconds of training steps per trial",
+    )
+    group.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default 128)")
+    group.add_argument("--chunk-size", type=int, default=None, help="full-batch chunk size")
+    group.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="train + val pool size (default: the whole training set)",
+    )
+    group.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
+    group.add_argument("--split-seed", type=int, default=None, help="default 0")
+    group.add_argument(
+        "--eval-every", type=float, default=None, help="evaluation cadence in epochs (default 0.5)"
+    )
+    group.add_argument("--train-eval-size", type=int, default=None, help="default 2000")
+    add_common_options(parser)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_common(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if not 0.0 <= args.min_sparsity <= 1.0:
+        raise InputError(f"--min-sparsity must lie in [0, 1], got {args.min_sparsity}")
+    if args.max_failures is not None and args.max_failures < 1:
+        raise InputError(f"--max-failures must be >= 1, got {args.max_failures}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+
+
+def check_study_name(name: str) -> str:
+    if not _STUDY_NAME.fullmatch(name):
+        raise InputError(
+            f"study name {name!r} must start with a letter or digit and contain only letters, "
+            "digits, '.', '_' and '-' (it names a folder)"
+        )
+    return name
+
+
+def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, Target]:
+    """A one-method setting from ``--model/--dataset/--budget-*`` flags."""
+    if args.model is None or args.dataset is None:
+        raise InputError("pass --setting, or both --model and --dataset")
+    budget: dict[str, float] = {}
+    for key, value in (("epochs", args.budget_epochs), ("device_seconds", args.budget_seconds)):
+        if value is not None:
+            if not value > 0:
+                raise InputError(f"--budget-{key.split('_')[-1]} must be > 0, got {value}")
+            budget[key] = value
+    if not budget:
+        raise InputError("pass a budget: --budget-epochs E and/or --budget-seconds T")
+    mode = args.mode or "minibatch"
+    batch = args.batch_size if args.batch_size is not None else 128
+    if mode == "fullbatch":
+        if args.batch_size is not None:
+            raise InputError("--batch-size applies to mini-batch mode only")
+        batch = None
+    elif args.chunk_size is not None:
+        raise InputError("--chunk-size applies to full-batch mode only")
+    for flag, value in (
+        ("batch-size", batch),
+        ("chunk-size", args.chunk_size),
+        ("train-eval-size", args.train_eval_size),
+    ):
+        if value is not None and value < 1:
+            raise InputError(f"--{flag} must be >= 1, got {value}")
+    if args.eval_every is not None and not args.eval_every > 0:
+        raise InputError(f"--eval-every must be > 0, got {args.eval_every}")
+    data: dict[str, Any] = {}
+    for key in ("train_subset", "val_fraction", "split_seed"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    study = args.study or f"{method}-{mode}-{args.model}-{args.dataset}"
+    target = Target(method, method, mode, batch, args.chunk_size, study)
+    setting = Setting(
+        name="custom",
+        dataset=args.dataset,
+        data=data,
+        model=args.model,
+        model_options={},
+        budget=budget,
+        eval_every_epochs=args.eval_every or 0.5,
+        train_eval_size=args.train_eval_size or 2000,
+        seed=args.seed,
+        targets=(target,),
+    )
+    return setting, target
+
+
+def check_trainable(setting: Setting, target: Target, data: DataSplits) -> None:
+    """The model builds for the data and the batch fits the training split."""
+    try:
+        build_model(
+            setting.model,
+            in_channels=data.in_channels,
+            image_size=data.image_size,
+            num_classes=data.num_classes,
+            **setting.model_options,
+        )
+        iterations_per_epoch(setting.cell(target, {}), len(data.train_y))
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def make_plan(
+    args: argparse.Namespace,
+    setting: Setting,
+    target: Target,
+    *,
+    trials: int,
+    study: str | None = None,
+    overrides: list[str] | None = None,
+) -> StudyPlan:
+    """Validate everything a study needs and return its plan (no training happens here)."""
+    if trials < 1:
+        raise InputError(f"--trials must be >= 1, got {trials}")
+    name = check_study_name(study or target.study)
+    space = space_for(target.method, target.mode)
+    if overrides:
+        space = space.with_overrides(overrides)
+    out = Path(args.out).resolve()
+    if args.storage:
+        storage = parse_storage(args.storage)
+    else:  # the default storage lives in --out, which must exist to hold it
+        out.mkdir(parents=True, exist_ok=True)
+        storage = default_storage(out, name, args.workers)
+    check_storage(storage, args.workers)
+    return StudyPlan(
+        study=name,
+        storage=storage,
+        setting=setting,
+        target=target,
+        space=space,
+        objective=args.objective,
+        min_sparsity=args.min_sparsity,
+        trials=trials,
+        device=args.device,
+        out=out,
+        sampler_seed=args.sampler_seed,
+        max_failures=args.max_failures,
+        quiet=args.quiet,
+    )
+
+
+def load_checked_data(setting: Setting, targets: list[Target], device: str) -> DataSplits:
+    """Load the setting's data once, up front, and check each target can train on it."""
+    try:
+        resolved = resolve_device(device)
+        data = load_tuning_data(setting, resolved)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    for target in targets:
+        check_trainable(setting, target, data)
+    return data
+
+
+def resolve_method(args: argparse.Namespace) -> tuple[Setting, Target]:
+    method = args.method
+    known = optimizers.available()
+    if args.setting is None:
+        if method not in known:
+            raise InputError(f"unknown method {method!r}; available: {', '.join(known)}")
+        return setting_from_flags(args, method)
+    given = [f"--{f.replace('_', '-')}" for f in _SETTING_FLAGS if getattr(args, f) is not None]
+    if given:
+        raise InputError(
+            f"--setting fixes the data, model and budget of every method; drop {', '.join(given)} "
+            "(or drop --setting and describe the setting with flags)"
+        )
+    setting = load_setting(args.setting, seed=args.seed)
+    if method not in known and method not in {t.label for t in setting.targets}:
+        raise InputError(f"unknown method {method!r}; available: {', '.join(known)}")
+    return setting, setting.target(method, args.mode)
+
+
+# --------------------------------------------------------------------------- command
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        check_common(args)
+        if args.trials < 1:
+            raise InputError(f"--trials must be >= 1, got {args.trials}")
+        setting, target = resolve_method(args)
+        plan = make_plan(
+            args, setting, target, trials=args.trials, study=args.study, overrides=args.space
+        )
+        data = load_checked_data(setting, [target], args.device)
+        plan = replace(plan, num_classes=data.num_classes)
+        result = tune(plan, args.workers, data if args.workers == 1 else None)
+    except (InputError, *INPUT_ERRORS) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result.message, file=sys.stdout if result.exit_code == 0 else sys.stderr)
+    return result.exit_code

@@ -1,0 +1,692 @@
+"""Optuna studies: creation and resume, the trial objective, and worker processes.
+
+Decisions (the README's tuning section folds these in):
+
+- **What a trial is.** One :func:`bench.training.train_cell` run of the method with the
+  sampled hyperparameters, on the training split, with the setting's budget, scored on
+  the validation split at the end of the budget. ``use_test=False``: the tuner never
+  reads the test split (``tests/test_tuning.py`` proves it with a guard around the
+  tensors). Every trial of every method trains with the same seed, data and budget.
+- **Objectives.** ``pareto`` (default): two objectives, maximise (validation accuracy,
+  sparsity); Optuna cannot prune multi-objective studies, so no trial is pruned.
+  ``accuracy``: maximise validation accuracy subject to ``sparsity >= S`` (the sampler's
+  ``constraints_func``; the sparsity of the latest evaluation point is kept on the trial
+  so pruned trials have a constraint value too), and hopeless trials are pruned by a
+  median pruner on the validation accuracy of each evaluation point (steps are
+  evaluation indices, identical for every trial of a study).
+- **Diverged trials** (NaN/inf objective) are legitimate, bad outcomes of a setting at
+  this budget: they finish COMPLETE with the worst values (accuracy 0, sparsity 0), so
+  they count towards the budget of trials but never reach the Pareto front; their last
+  good figures are kept as user attributes.
+- **Finished trials** are COMPLETE or PRUNED ones: a pruned trial spent budget and told
+  the sampler something. FAIL (a crash) does not count. ``--trials N`` means: run until
+  the study holds N finished trials in total; a rerun resumes, a rerun with a larger N
+  adds the difference.
+- **Exactly N with concurrent workers.** Before training, each new trial counts the
+  trials numbered below it that are finished or still running. Optuna numbers trials
+  under a lock (the study row on a database, the file lock of a journal), so every
+  lower-numbered trial is visible then; if N of them exist the trial is a *surplus*:
+  it is marked FAIL with ``surplus = true``, trains nothing and stops its worker. A
+  worker also stops as soon as finished + running trials reach N; when a running trial
+  later crashes, its own worker goes on and replaces it.
+- **Crashes.** The trial is marked FAIL with its error (user attributes ``error`` and
+  ``traceback``) and does not count. A worker gives up after ``max_failures`` crashes of
+  its own (default ``max(3, N)``), so a broken setup cannot loop forever. Trials left
+  RUNNING by a process that died are failed on the next start: on a database through
+  Optuna's heartbeat, and on one machine by checking that the recorded worker process
+  is still alive.
+- **Samplers.** TPE (multivariate, constant liar for concurrent workers) with
+  ``max(3, min(10, N // 3))`` random start-up trials, seeded from ``--sampler-seed``,
+  the worker index and the number of trials the study already holds, so concurrent
+  workers and resumed runs do not redraw the same start-up points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import queue
+import socket
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from bench.data import DataSplits, load_dataset
+from bench.environment import resolve_device
+from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.training import train_cell
+from bench.tuning.settings import Setting, Target
+from bench.tuning.spaces import SPACE_VERSION, Space
+from bench.tuning.storage import StorageSpec
+
+# Heartbeats, metric names and multivariate TPE are "experimental" in Optuna; they are
+# stable enough for us and the warnings would drown the per-trial lines.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+OBJECTIVES = ("pareto", "accuracy")
+METRIC_NAMES = {"pareto": ["val_accuracy", "sparsity"], "accuracy": ["val_accuracy"]}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+EXPERIMENT = EXPERIMENT_PREFIX + "tuning"
+STUDY_ATTR = "pmp_bench"
+PRUNER_STARTUP_TRIALS = 4
+PRUNER_WARMUP_EVALS = 2
+
+
+class StudyError(ValueError):
+    """The study cannot be created or resumed as asked (mismatched objective, setting...)."""
+
+
+class _SurplusTrial(Exception):
+    """This trial would exceed the study's N finished trials (a concurrent-worker race)."""
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything a worker process needs, by value (sent to spawned processes)."""
+
+    study: str
+    storage: StorageSpec
+    setting: Setting
+    target: Target
+    space: Space
+    objective: str
+    min_sparsity: float
+    trials: int
+    device: str
+    out: Path
+    sampler_seed: int = 0
+    max_failures: int | None = None
+    parent_run_id: str | None = None
+    threads: int | None = None
+    quiet: bool = False
+    num_classes: int | None = None  # for the hypervolume above chance accuracy
+
+    @property
+    def failure_limit(self) -> int:
+        return self.max_failures if self.max_failures is not None else max(3, self.trials)
+
+    def study_attrs(self) -> dict[str, Any]:
+        """What a resumed study must agree with (stored as the study user attr)."""
+        attrs = {
+            "space_version": SPACE_VERSION,
+            "space": self.space.as_dict(),
+            "objective": self.objective,
+            "setting": self.setting.fingerprint(self.target),
+            "label": self.target.label,
+        }
+        if self.objective == "accuracy":  # the constraint shapes the search itself
+            attrs["min_sparsity"] = self.min_sparsity
+        return json.loads(json.dumps(attrs, sort_keys=True))
+
+
+@dataclass
+class WorkerOutcome:
+    ran: int = 0
+    failed: int = 0
+    gave_up: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+def n_startup_trials(trials: int) -> int:
+    return max(3, min(10, trials // 3))
+
+
+def make_sampler(plan: StudyPlan, seed: int) -> optuna.samplers.BaseSampler:
+    constraints = None
+    if plan.objective == "accuracy":
+        minimum = plan.min_sparsity
+
+        def constraints(trial: FrozenTrial) -> list[float]:
+            """<= 0 means feasible: sparsity of the latest evaluation point >= S."""
+            return [minimum - float(trial.user_attrs.get("sparsity", 0.0))]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=n_startup_trials(plan.trials),
+            multivariate=True,
+            constant_liar=True,
+            constraints_func=constraints,
+        )
+
+
+def make_pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
+    if plan.objective != "accuracy":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EVALS
+    )
+
+
+# --------------------------------------------------------------------------- study
+
+
+def open_study(plan: StudyPlan, *, create: bool, seed: int | None = None) -> optuna.Study:
+    """Create (or load) the study and check that it matches ``plan``.
+
+    A resumed study must have the same objective, search space (version and ranges),
+    setting and budget; otherwise this fails before any training, since a study whose
+    trials come from different budgets or spaces compares nothing.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = plan.storage.open()
+    sampler = make_sampler(plan, plan.sampler_seed if seed is None else seed)
+    pruner = make_pruner(plan)
+    directions = ["maximize"] * len(METRIC_NAMES[plan.objective])
+    if create:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=plan.study,
+            directions=directions,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    else:
+        study = optuna.load_study(
+            study_name=plan.study, storage=storage, sampler=sampler, pruner=pruner
+        )
+    if len(study.directions) != len(directions):
+        other = "pareto" if len(study.directions) == 2 else "accuracy"
+        raise StudyError(
+            f"study {plan.study!r} in {plan.storage.describe()} was created with --objective "
+            f"{other}; rerun it with --objective {other} or choose another --study name"
+        )
+    wanted = plan.study_attrs()
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if stored is None:
+        if create:
+            study.set_user_attr(STUDY_ATTR, wanted)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(METRIC_NAMES[plan.objective])
+    elif stored != wanted:
+        differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        details = "; ".join(
+            f"{k}: stored {json.dumps(stored.get(k))[:300]}, now {json.dumps(wanted.get(k))[:300]}"
+            for k in differing
+        )
+        raise StudyError(
+            f"study {plan.study!r} in {plan.storage.describe()} was created with a different "
+            f"{', '.join(differing)}; resuming it would mix incomparable trials. Use a new "
+            f"--study name. Differences: {details}"
+        )
+    return study
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    """Trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING) plus ``finished``."""
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    counts["finished"] = counts["COMPLETE"] + counts["PRUNED"]
+    return counts
+
+
+def _live_below(study: optuna.Study, number: int) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < number)
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """FAIL the RUNNING trials of worker processes on this host that no longer exist.
+
+    Why: the journal and SQLite storages have no heartbeat, so a worker killed hard (OOM,
+    ``kill -9``) would leave its trial RUNNING forever, and the resume logic would count
+    it as under way.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # databases: Optuna's heartbeat
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker_host") != host:
+            continue
+        pid = trial.user_attrs.get("worker_pid")
+        if not isinstance(pid, int) or _process_alive(pid):
+            continue
+        storage = study._storage
+        trial_id = trial._trial_id
+        try:
+            storage.set_trial_user_attr(
+                trial_id, "error", f"worker process {pid} on {host} died while running it"
+            )
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            failed.append(trial.number)
+        except Exception:  # another process failed it first
+            pass
+    return failed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def load_tuning_data(setting: Setting, device: torch.device) -> DataSplits:
+    """The setting's splits on ``device``; trials use train and val only."""
+    return load_dataset(setting.dataset, device=device, **setting.data)
+
+
+class _Objective:
+    """One trial: sample, train within the budget, score on validation, log to MLflow."""
+
+    def __init__(
+        self, plan: StudyPlan, data: DataSplits, device: torch.device, tracker: Tracker
+    ) -> None:
+        self.plan = plan
+        self.data = data
+        self.device = device
+        self.tracker = tracker
+        self.host = socket.gethostname()
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        plan = self.plan
+        trial.set_user_attr("worker_host", self.host)
+        trial.set_user_attr("worker_pid", os.getpid())
+        if _live_below(trial.study, trial.number) >= plan.trials:
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(
+                "error",
+                f"surplus: {plan.trials} trials were already finished or running when this "
+                "one started (a concurrent worker got there first); nothing was trained",
+            )
+            trial.study.stop()
+            raise _SurplusTrial(f"trial {trial.number} is surplus")
+        hparams = plan.space.suggest(trial)
+        trial.set_user_attr("hparams", hparams)
+        try:
+            run_id = self._start_run(trial, hparams)
+        except Exception as error:  # MLflow is down: the trial fails and says why
+            trial.set_user_attr("error", f"MLflow: {type(error).__name__}: {error}"[:2000])
+            raise
+        trial.set_user_attr("mlflow_run_id", run_id)
+        began = time.perf_counter()
+        evals = 0
+
+        def on_eval(point: dict[str, Any]) -> None:
+            nonlocal evals
+            self.tracker.log_metrics(
+                run_id, point, step=int(point["iteration"]), timestamp_ms=int(time.time() * 1000)
+            )
+            if plan.objective == "accuracy":
+                trial.set_user_attr("sparsity", float(point["sparsity"]))
+                trial.report(float(point["val_accuracy"]), evals)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(
+                        f"val accuracy {point['val_accuracy']:.4f} at evaluation {evals} "
+                        f"(epoch {point['epoch']:.2f}) is below the median of earlier trials"
+                    )
+            evals += 1
+
+        cell = plan.setting.cell(plan.target, hparams)
+        try:
+            result = train_cell(
+                cell, self.data, self.device, on_eval=on_eval, use_test=False, progress=False
+            )
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("wall_time_s", time.perf_counter() - began)
+            self.tracker.set_tags(run_id, {"optuna.state": "PRUNED", "status": "pruned"})
+            self.tracker.end(run_id, "KILLED")
+            self._say(f"trial {trial.number}: pruned ({pruned})")
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+            self.tracker.set_tags(run_id, {"optuna.state": "FAIL", "status": "killed"})
+            self.tracker.end(run_id, "KILLED")
+            raise
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            trial.set_user_attr("error", message[:2000])
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            self.tracker.set_tags(run_id, {"optuna.state": "FAIL", "status": "failed"})
+            self.tracker.log_json(
+                run_id, "error.json", {"error": message, "traceback": traceback.format_exc()}
+            )
+            self.tracker.end(run_id, "FAILED")
+            self._say(f"trial {trial.number}: FAILED {message}")
+            raise
+        summary = result.summary
+        diverged = result.status == "diverged"
+        accuracy = 0.0 if diverged else float(summary["val_accuracy"])
+        sparsity = 0.0 if diverged else float(summary["sparsity"])
+        attrs = {
+            "status": result.status,
+            "val_accuracy": accuracy,
+            "sparsity": sparsity,
+            "wall_time_s": time.perf_counter() - began,
+        }
+        for key in (
+            "device_time_s",
+            "iterations",
+            "epochs",
+            "nonzeros",
+            "nonzero_macs",
+            "accept_rate",
+            "eps",
+            "eval_time_s",
+            "warmup_time_s",
+        ):
+            value = summary.get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                attrs[key] = value
+        if diverged:
+            attrs["diverged_reason"] = str(summary.get("diverged_reason"))
+            attrs["last_val_accuracy"] = summary.get("val_accuracy")
+            attrs["last_sparsity"] = summary.get("sparsity")
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        self.tracker.log_metrics(
+            run_id,
+            {
+                "value_val_accuracy": accuracy,
+                "value_sparsity": sparsity,
+                **{f"final_{k}": v for k, v in attrs.items()},
+            },
+            step=int(summary.get("iterations") or 0),
+            timestamp_ms=int(time.time() * 1000),
+        )
+        self.tracker.set_tags(run_id, {"optuna.state": "COMPLETE", "status": result.status})
+        self.tracker.end(run_id, "FINISHED")
+        self._say(
+            f"trial {trial.number}: {result.status} val_acc={accuracy:.4f} "
+            f"sparsity={sparsity:.3f} iters={summary.get('iterations')} "
+            f"wall={attrs['wall_time_s']:.1f}s"
+        )
+        if plan.objective == "pareto":
+            return accuracy, sparsity
+        return accuracy
+
+    def _start_run(self, trial: optuna.Trial, hparams: dict[str, Any]) -> str:
+        """The trial's MLflow run, nested under the invocation's parent run."""
+        plan = self.plan
+        return self.tracker.start(
+            f"{plan.study}#{trial.number}",
+            params={"hparams": hparams, "trial": trial.number, "study": plan.study},
+            tags={
+                "study": plan.study,
+                "optuna.trial_number": str(trial.number),
+                "method": plan.target.label,
+                "optimizer": plan.target.method,
+                "objective": plan.objective,
+                "kind": "trial",
+            },
+            parent_run_id=plan.parent_run_id,
+        )
+
+    def _say(self, line: str) -> None:
+        if not self.plan.quiet:
+            print(f"[{self.plan.study}] {line}", flush=True)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def work(plan: StudyPlan, worker_index: int = 0, data: DataSplits | None = None) -> WorkerOutcome:
+    """Run trials of ``plan`` in this process until the study holds N finished trials."""
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    existing = len(open_study(plan, create=False).get_trials(deepcopy=False))
+    study = open_study(plan, create=False, seed=plan.sampler_seed + 1000 * worker_index + existing)
+    outcome = WorkerOutcome()
+    fail_dead_trials(study)
+    if _live_below(study, sys.maxsize) >= plan.trials:
+        return outcome
+    device = resolve_device(plan.device)
+    if data is None:
+        data = load_tuning_data(plan.setting, device)
+    tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, plan.out / "mlflow-artifacts")
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
+            outcome.failed += 1
+            if outcome.failed >= plan.failure_limit:
+                outcome.gave_up = True
+                outcome.notes.append(
+                    f"worker {worker_index} gave up after {outcome.failed} crashes"
+                )
+                study.stop()
+        elif trial.state in FINISHED:
+            outcome.ran += 1
+        if _live_below(study, sys.maxsize) >= plan.trials:
+            study.stop()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Failed trials are logged by Optuna as warnings; keep those visible.
+        optuna.logging.set_verbosity(optuna.logging.ERROR if plan.quiet else optuna.logging.WARNING)
+        study.optimize(
+            _Objective(plan, data, device, tracker),
+            n_trials=None,
+            catch=(Exception,),
+            callbacks=[after_trial],
+            gc_after_trial=False,
+        )
+    return outcome
+
+
+def _worker_main(plan: StudyPlan, worker_index: int, results: Any) -> None:
+    """Entry point of a spawned worker process (must be importable at module level)."""
+    try:
+        outcome = work(plan, worker_index)
+    except BaseException as error:
+        results.put((worker_index, None, f"{type(error).__name__}: {error}"))
+        raise SystemExit(2) from None
+    results.put((worker_index, outcome, None))
+    raise SystemExit(1 if outcome.gave_up else 0)
+
+
+def run_workers(plan: StudyPlan, workers: int, data: DataSplits | None = None) -> WorkerOutcome:
+    """Run ``workers`` processes (spawned, each loading the study) or this one alone.
+
+    Why spawn: a forked child would share the parent's torch threads and open database
+    connections; spawned workers start clean and load the study from storage, exactly as
+    a worker on another machine would. With K workers each torch process gets
+    ``cpu_count // K`` threads so they do not oversubscribe the cores.
+    """
+    if workers == 1:
+        return work(plan, 0, data)
+    threads = plan.threads or max(1, (os.cpu_count() or 1) // workers)
+    child_plan = replace(plan, threads=threads)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [
+        context.Process(target=_worker_main, args=(child_plan, i, results), daemon=False)
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    total = WorkerOutcome()
+    try:
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    reported = set()
+    while True:
+        try:
+            index, outcome, error = results.get(timeout=1)
+        except queue.Empty:
+            break
+        reported.add(index)
+        if error is not None:
+            total.gave_up = True
+            total.notes.append(f"worker {index} stopped with {error}")
+        else:
+            total.ran += outcome.ran
+            total.failed += outcome.failed
+            total.gave_up |= outcome.gave_up
+            total.notes.extend(outcome.notes)
+    for index, process in enumerate(processes):
+        if index not in reported:
+            total.gave_up = True
+            total.notes.append(f"worker {index} died with exit code {process.exitcode}")
+    return total
+
+
+# --------------------------------------------------------------------------- one study
+
+
+@dataclass
+class TuneResult:
+    """What one ``tune`` invocation achieved; ``exit_code`` 0 when N trials are finished."""
+
+    summary: dict[str, Any]
+    counts: dict[str, int]
+    exit_code: int
+    message: str
+
+
+def study_dir(out: Path, study: str) -> Path:
+    return Path(out) / "studies" / study
+
+
+def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> TuneResult:
+    """Create or resume the study, run its trials with ``workers`` processes, write outputs.
+
+    One MLflow parent run per invocation (tagged with the study name) holds a nested run
+    per trial; it ends FINISHED when the study holds N finished trials, else FAILED.
+    """
+    from bench.tuning.outputs import write_study_outputs
+
+    Path(plan.out).mkdir(parents=True, exist_ok=True)
+    study = open_study(plan, create=True)  # raises StudyError before any training
+    dead = fail_dead_trials(study)
+    before = count_trials(study)
+    tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, Path(plan.out) / "mlflow-artifacts")
+    parent = tracker.start(
+        plan.study,
+        params={
+            "study": plan.study,
+            "trials": plan.trials,
+            "workers": workers,
+            "objective": plan.objective,
+            "min_sparsity": plan.min_sparsity,
+            "space_version": SPACE_VERSION,
+            "space": plan.space.as_dict(),
+            "setting": plan.setting.fingerprint(plan.target),
+            "storage": plan.storage.describe(),
+            "sampler_seed": plan.sampler_seed,
+        },
+        tags={
+            "study": plan.study,
+            "kind": "study",
+            "method": plan.target.label,
+            "optimizer": plan.target.method,
+            "objective": plan.objective,
+            "setting": plan.setting.name,
+        },
+    )
+    plan = replace(plan, parent_run_id=parent)
+    status = "FAILED"
+    try:
+        if not plan.quiet:
+            print(
+                f"[{plan.study}] {before['finished']} of {plan.trials} trials finished "
+                f"({before['FAIL']} failed) in {plan.storage.describe()}; "
+                f"running with {workers} worker(s)"
+                + (f"; failed dead workers' trials {dead}" if dead else ""),
+                flush=True,
+            )
+        outcome = run_workers(plan, workers, data)
+        study = open_study(plan, create=False)
+        counts = count_trials(study)
+        info = {
+            "label": plan.target.label,
+            "method": plan.target.method,
+            "mode": plan.target.mode,
+            "setting": plan.setting.name,
+            "dataset": plan.setting.dataset,
+            "model": plan.setting.model,
+            "budget": plan.setting.budget,
+            "space_version": SPACE_VERSION,
+            "storage": plan.storage.describe(),
+            "chance_accuracy": 1.0 / plan.num_classes if plan.num_classes else None,
+        }
+        directory = study_dir(plan.out, plan.study)
+        summary = write_study_outputs(
+            study, directory, objective=plan.objective, min_sparsity=plan.min_sparsity, info=info
+        )
+        summary["notes"] = [*outcome.notes, *summary["notes"]]
+        tracker.log_metrics(
+            parent,
+            {
+                "finished_trials": counts["finished"],
+                "failed_trials": counts["FAIL"],
+                "hypervolume": summary["hypervolume"],
+                "best_val_accuracy": summary["best_val_accuracy"],
+                "max_sparsity": summary["max_sparsity"],
+                **{f"picked_{k}": v for k, v in (summary["picked"] or {}).items()},
+            },
+            step=counts["finished"],
+            timestamp_ms=int(time.time() * 1000),
+        )
+        for name in (
+            "best.json",
+            "pareto.json",
+            "summary.json",
+            "trials.csv",
+            "pareto-front.png",
+            "history.png",
+            "importances.png",
+        ):
+            if (directory / name).is_file():
+                tracker.log_file(parent, directory / name)
+        done = counts["finished"] >= plan.trials
+        if done and summary["picked"] is not None:
+            status = "FINISHED"
+            code, message = (
+                0,
+                (
+                    f"[{plan.study}] {counts['finished']} finished trials "
+                    f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+                    f"{counts['FAIL']} failed); hypervolume {summary['hypervolume']:.4f}; "
+                    f"picked trial {summary['picked']['trial']} "
+                    f"(val_acc {summary['picked']['val_accuracy']:.4f}, "
+                    f"sparsity {summary['picked']['sparsity']:.3f}); outputs in {directory}"
+                ),
+            )
+        else:
+            reasons = "; ".join(summary["notes"]) or "see the FAIL trials' error attribute"
+            code, message = (
+                1,
+                (
+                    f"[{plan.study}] only {counts['finished']} of {plan.trials} trials finished "
+                    f"({counts['FAIL']} failed): {reasons}"
+                ),
+            )
+        return TuneResult(summary=summary, counts=counts, exit_code=code, message=message)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.set_tags(parent, {"status": status.lower()})
+        tracker.end(parent, status)

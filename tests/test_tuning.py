@@ -1,0 +1,450 @@
+"""Optuna tuning: studies end to end, resume, concurrent workers, test-split isolation, bad input.
+
+Everything trains cnn-tiny on scikit-learn digits for half an epoch, so a trial takes a
+second or two; one output folder (and so one MLflow database) is shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+import bench.tuning.study as study_module
+from bench.cli import main
+from bench.data import load_dataset
+from bench.suites import load_suite
+from bench.tracking import tracking_uri
+from bench.training import train_cell
+from bench.tuning import hypervolume_2d, pareto_indices, pick, space_for, tunable_methods
+from bench.tuning.outputs import front_of
+from bench.tuning.settings import load_setting
+from bench.tuning.spaces import SpaceError
+from bench.tuning.storage import JOURNAL_NAME, SQLITE_NAME, StorageSpec
+
+SETTING = """\
+name = "tiny-tuned"
+description = "digits, cnn-tiny, half an epoch: the tuning tests' setting"
+datasets = ["digits"]
+models = ["cnn-tiny"]
+seeds = [0]
+
+[data]
+val_fraction = 0.2
+
+[budget]
+epochs = 0.5
+
+[eval]
+every_epochs = 0.25
+train_eval_size = 200
+
+[[methods]]
+name = "sgd"
+batch_size = 64
+hparams = "tuned:tiny-sgd"
+
+[[methods]]
+name = "bsqh"
+batch_size = 64
+hparams = "tuned:tiny-bsqh"
+"""
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def setting_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("setting") / "tiny-tuned.toml"
+    path.write_text(SETTING)
+    return path
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tune-out")
+
+
+def tune(setting: Path, out: Path, *extra: str) -> int:
+    return main(["tune", "--setting", str(setting), "--out", str(out), "--quiet", *extra])
+
+
+def load(out: Path, name: str, storage: str | None = None) -> optuna.Study:
+    url = storage or f"sqlite:///{out / SQLITE_NAME}"
+    spec = StorageSpec("journal", url) if "://" not in url else StorageSpec("rdb", url)
+    return optuna.load_study(study_name=name, storage=spec.open())
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: Path) -> None:
+    assert tune(setting_file, out, "--method", "bsqh", "--trials", "3") == 0
+
+    study = load(out, "tiny-bsqh")
+    done = finished(study)
+    assert len(done) == 3 and len(study.trials) == 3
+    assert {"eps", "sigma", "zeta", "eta", "beta", "gamma", "sweep", "inner_steps"} <= set(
+        done[0].params
+    )
+    assert study.user_attrs["pmp_bench"]["space_version"] >= 1
+
+    # MLflow: one parent run for the study, one nested run per trial.
+    client = MlflowClient(tracking_uri(out))
+    experiment = client.get_experiment_by_name("pmp-bench/tuning")
+    runs = client.search_runs([experiment.experiment_id], "tags.study = 'tiny-bsqh'")
+    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 3
+    assert {c.data.tags["optuna.trial_number"] for c in children} == {"0", "1", "2"}
+    child = children[0]
+    assert "hparams.eps" in child.data.params
+    assert {"value_val_accuracy", "value_sparsity", "val_accuracy"} <= set(child.data.metrics)
+    history = client.get_metric_history(child.info.run_id, "val_accuracy")
+    assert len(history) >= 2  # intermediate points, not only the final value
+
+    directory = out / "studies" / "tiny-bsqh"
+    csv = (directory / "trials.csv").read_text().strip().splitlines()
+    assert len(csv) == 1 + 3 and "values_val_accuracy" in csv[0]
+    for name in ("pareto-front.png", "history.png", "importances.png"):
+        data = (directory / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+    pareto = json.loads((directory / "pareto.json").read_text())
+    assert pareto["front"] and 0 <= pareto["hypervolume"] <= 1
+
+    best = json.loads((directory / "best.json").read_text())
+    assert best["study"] == "tiny-bsqh" and best["picked_by"]
+    assert best["params"]["max_retries"] == 5  # the fixed part of the space travels too
+    suite = tmp_path / "suite.toml"
+    suite.write_text(
+        SETTING.replace('name = "tiny-tuned"', 'name = "tiny-suite"').split("[[methods]]")[0]
+        + '[[methods]]\nname = "bsqh"\nbatch_size = 64\nhparams = "tuned:tiny-bsqh"\n'
+    )
+    loaded = load_suite(suite, studies_dir=out / "studies")
+    assert loaded.methods[0].hparams == best["params"]
+    assert loaded.methods[0].tuned_from == "tiny-bsqh"
+
+
+def test_resume_adds_trials_up_to_n(setting_file: Path, out: Path) -> None:
+    args = ("--method", "sgd", "--study", "resume")
+    assert tune(setting_file, out, *args, "--trials", "2") == 0
+    assert tune(setting_file, out, *args, "--trials", "4") == 0
+    assert tune(setting_file, out, *args, "--trials", "4") == 0  # nothing left to do
+    study = load(out, "resume")
+    numbers = [t.number for t in finished(study)]
+    assert len(numbers) == 4 and sorted(set(numbers)) == [0, 1, 2, 3]
+    assert len(study.trials) == 4
+
+
+def test_crashed_trial_is_failed_with_its_error_and_not_counted(
+    setting_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return train_cell(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "train_cell", flaky)
+    assert tune(setting_file, out, "--method", "sgd", "--study", "crash", "--trials", "3") == 0
+    study = load(out, "crash")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and "simulated crash" in failed[0].user_attrs["error"]
+    assert len(finished(study)) == 3
+
+
+def test_two_workers_on_a_journal_reach_exactly_n(setting_file: Path, out: Path) -> None:
+    code = tune(
+        setting_file, out, "--method", "sgd", "--study", "pair", "--trials", "5", "--workers", "2"
+    )
+    assert code == 0
+    journal = out / JOURNAL_NAME
+    assert journal.is_file()
+    study = load(out, "pair", str(journal))
+    numbers = [t.number for t in finished(study)]
+    assert len(numbers) == 5 and len(set(numbers)) == 5
+    pids = {t.user_attrs["worker_pid"] for t in finished(study)}
+    assert os.getpid() not in pids and len(pids) >= 1
+    # Anything beyond the N finished trials is a surplus trial that trained nothing.
+    for trial in study.get_trials(states=(TrialState.FAIL,)):
+        assert trial.user_attrs.get("surplus") is True
+    # One worker resumes a journal study (the default storage follows the study).
+    assert tune(setting_file, out, "--method", "sgd", "--study", "pair", "--trials", "6") == 0
+    assert len(finished(load(out, "pair", str(journal)))) == 6
+
+
+def test_accuracy_objective_prunes_and_counts_pruned_trials(
+    setting_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pruner that stops every trial after its second evaluation point.
+    monkeypatch.setattr(
+        study_module,
+        "make_pruner",
+        lambda plan: optuna.pruners.ThresholdPruner(upper=-1.0, n_warmup_steps=1),
+    )
+    args = ("--method", "sgd", "--study", "acc", "--objective", "accuracy")
+    assert tune(setting_file, out, *args, "--min-sparsity", "0", "--trials", "2") == 1
+    study = load(out, "acc")
+    assert len(study.directions) == 1
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) == 2 and all(len(t.intermediate_values) == 2 for t in pruned)
+    # Pruned trials count as finished, but best.json needs a trial that used its budget.
+    assert not (out / "studies" / "acc" / "best.json").exists()
+
+    monkeypatch.undo()
+    assert tune(setting_file, out, *args, "--min-sparsity", "0", "--trials", "3") == 0
+    study = load(out, "acc")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 1 and complete[0].user_attrs["sparsity"] >= 0
+    best = json.loads((out / "studies" / "acc" / "best.json").read_text())
+    assert best["objective"] == "accuracy" and best["trial"] == complete[0].number
+
+
+# --------------------------------------------------------------------------- test split
+
+
+class _GuardedSplits:
+    """DataSplits stand-in that counts (and refuses) every use of the test tensors."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.test_accesses = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("test_"):
+            self.test_accesses += 1
+            raise AssertionError(f"the tuner touched {name}")
+        return getattr(self._inner, name)
+
+
+def test_tuning_never_touches_the_test_split(
+    setting_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guards: list[_GuardedSplits] = []
+
+    def guarded_load(*args: Any, **kwargs: Any) -> _GuardedSplits:
+        guards.append(_GuardedSplits(load_dataset(*args, **kwargs)))
+        return guards[-1]
+
+    monkeypatch.setattr(study_module, "load_dataset", guarded_load)
+    assert tune(setting_file, out, "--method", "sgd", "--study", "guard", "--trials", "2") == 0
+    assert guards and all(g.test_accesses == 0 for g in guards)
+    study = load(out, "guard")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert not study.get_trials(states=(TrialState.FAIL,))
+
+    # The guard is not vacuous: the runner's evaluation on test trips it.
+    setting = load_setting(setting_file)
+    cell = setting.cell(setting.target("sgd"), {"lr": 0.1})
+    with pytest.raises(AssertionError, match="test_"):
+        train_cell(cell, guards[0], study_module.resolve_device("cpu"), progress=False)
+    assert guards[0].test_accesses > 0
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    calls: list[Any] = []
+    monkeypatch.setattr(study_module, "train_cell", lambda *a, **k: calls.append(a))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "nope", "--trials", "2"], "unknown method 'nope'; available: adam"),
+        (["--method", "sgd", "--trials", "0"], "--trials must be >= 1"),
+        (["--method", "sgd", "--trials", "2", "--workers", "0"], "--workers must be >= 1"),
+        (["--method", "sgd", "--trials", "2", "--space", "lr=0.1:0.001"], "inverted range"),
+        (["--method", "sgd", "--trials", "2", "--space", "lr=0.1:0.1"], "empty range"),
+        (["--method", "sgd", "--trials", "2", "--space", "lr=-1:0.1"], "log-scale"),
+        (["--method", "sgd", "--trials", "2", "--space", "momentum=0.5:1.5"], "rejected"),
+        (["--method", "sgd", "--trials", "2", "--space", "nope=1:2"], "no searched parameter"),
+        (["--method", "bsqh", "--trials", "2", "--space", "sweep=,"], "has no choices"),
+        (
+            ["--method", "sgd", "--trials", "2", "--storage", "postgresql://u:p@127.0.0.1:9/x"],
+            "cannot reach storage postgresql+psycopg2://u:***@127.0.0.1:9/x",
+        ),
+        (["--method", "sgd", "--trials", "2", "--storage", "nosuchdb://x/y"], "cannot use storage"),
+        (
+            ["--method", "sgd", "--trials", "2", "--workers", "2", "--storage", "sqlite:///x.db"],
+            "SQLite is not safe",
+        ),
+        (["--method", "sgd", "--trials", "2", "--budget-epochs", "3"], "--setting fixes"),
+        (["--method", "bsqh", "--trials", "2", "--mode", "fullbatch"], "no entry for method"),
+    ],
+)
+def test_bad_input_fails_before_training(
+    setting_file: Path,
+    tmp_path: Path,
+    no_training: list[Any],
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    assert tune(setting_file, tmp_path, *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert not no_training
+    assert not (tmp_path / SQLITE_NAME).exists() and not (tmp_path / "studies").exists()
+
+
+def test_bad_input_without_a_setting(
+    tmp_path: Path, no_training: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["tune", "--out", str(tmp_path), "--trials", "2"]
+    assert main([*base, "--method", "sgd", "--dataset", "digits"]) == 2
+    assert "pass --setting, or both --model and --dataset" in capsys.readouterr().err
+    assert main([*base, "--method", "sgd", "--model", "cnn-tiny", "--dataset", "digits"]) == 2
+    assert "pass a budget" in capsys.readouterr().err
+    assert main([*base, "--method", "nope", "--model", "cnn-tiny", "--dataset", "digits"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    code = main(
+        [*base, "--method", "sgd", "--model", "cnn-tiny", "--dataset", "digits",
+         "--budget-epochs", "1", "--batch-size", "100000"]
+    )  # fmt: skip
+    assert code == 2 and "exceeds" in capsys.readouterr().err
+    assert main(["tune-all", "--setting", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown setting 'nope'" in capsys.readouterr().err
+    assert not no_training
+
+
+def test_resuming_with_another_objective_or_budget_fails(
+    setting_file: Path, out: Path, tmp_path: Path, no_training: list[Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # "resume" was created by test_resume_adds_trials_up_to_n with the pareto objective.
+    args = ("--method", "sgd", "--study", "resume", "--trials", "9")
+    if not (out / "studies" / "resume").exists():
+        pytest.skip("needs the study of test_resume_adds_trials_up_to_n")
+    assert tune(setting_file, out, *args, "--objective", "accuracy") == 2
+    assert "created with --objective pareto" in capsys.readouterr().err
+    other = tmp_path / "other.toml"
+    other.write_text(SETTING.replace("epochs = 0.5", "epochs = 0.75"))
+    assert tune(other, out, *args) == 2
+    assert "different setting" in capsys.readouterr().err
+    assert not no_training
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_hypervolume_of_a_hand_example() -> None:
+    points = [(0.9, 0.1), (0.5, 0.5), (0.2, 0.8), (0.4, 0.4), (0.0, 0.9)]
+    # Rectangles of the front sorted by accuracy: 0.9*0.1 + 0.5*0.4 + 0.2*0.3; the
+    # dominated (0.4, 0.4) adds nothing and (0.0, 0.9) lies on the reference line. With
+    # reference (0.1, 0.1) only (0.5, 0.5) and (0.2, 0.8) lie strictly above it.
+    assert math.isclose(hypervolume_2d(points), 0.35)
+    assert sorted(pareto_indices(points)) == [0, 1, 2, 4]
+    assert hypervolume_2d([]) == 0.0
+    assert hypervolume_2d([(0.8, 0.0)]) == 0.0  # a dense method encloses no area
+    assert math.isclose(hypervolume_2d([(0.5, 0.5), (0.5, 0.5)]), 0.25)
+    assert math.isclose(hypervolume_2d(points, reference=(0.1, 0.1)), 0.4 * 0.4 + 0.1 * 0.3)
+
+
+def test_pick_rule() -> None:
+    def point(trial: int, acc: float, sparsity: float, status: str = "finished") -> dict:
+        return {"trial": trial, "val_accuracy": acc, "sparsity": sparsity, "status": status,
+                "params": {}}  # fmt: skip
+
+    points = [point(0, 0.9, 0.1), point(1, 0.8, 0.6), point(2, 0.7, 0.9), point(4, 0.8, 0.5)]
+    chosen, rule = pick(points, 0.5)
+    assert chosen["trial"] == 1 and "sparsity >= 0.5" in rule  # ties go to the sparser
+    assert chosen in front_of(points)
+    chosen, rule = pick(points, 0.95)
+    assert chosen["trial"] == 0 and "fallback" in rule
+    # A diverged trial is never picked, whatever its figures say.
+    chosen, _ = pick([*points, point(3, 0.95, 0.7, "diverged")], 0.5)
+    assert chosen["trial"] == 1
+    assert pick([point(0, 0.9, 0.0, "diverged")], 0.5)[0] is None
+
+
+def test_every_method_has_a_valid_space() -> None:
+    assert set(tunable_methods()) >= {
+        "sgd", "adam", "prox-sgd-l0", "prox-sgd-l1", "prox-adam-l0", "bsqh"
+    }  # fmt: skip
+    for method in tunable_methods():
+        for mode in ("minibatch", "fullbatch"):
+            space_for(method, mode).validate()
+    assert space_for("bsqh").fixed == {"max_retries": 5}
+    if "bsqh-fast" in tunable_methods():  # the fast path (optimizers/fast.py) has no retries
+        assert space_for("bsqh-fast").fixed == {"max_retries": 0}
+        assert space_for("bsqh-fast").names() == space_for("bsqh").names()
+    assert "max_retries" not in space_for("bsqh", "fullbatch").fixed
+    narrowed = space_for("bsqh").with_overrides(["eps=0.5:2", "inner_steps=1,2", "sweep=parallel"])
+    params = {p.name: p for p in narrowed.params}
+    assert (params["eps"].low, params["eps"].high, params["eps"].log) == (0.5, 2.0, True)
+    assert params["inner_steps"].choices == (1, 2)
+    with pytest.raises(SpaceError, match="not an integer"):
+        space_for("bsqh").with_overrides(["inner_steps=one"])
+    with pytest.raises(SpaceError, match="unknown method"):
+        space_for("nope")
+
+
+def test_quick_setting_matches_the_quick_suite() -> None:
+    """quick-tuned.toml evaluates what tune-all tunes, on quick.toml's data and budget."""
+    setting = load_setting("quick")
+    assert {t.study for t in setting.targets} == {f"quick-{t.label}" for t in setting.targets}
+    quick = Path(__file__).parent.parent / "bench" / "suites" / "quick.toml"
+    if not quick.is_file():
+        pytest.skip("bench/suites/quick.toml not present")
+    suite = load_suite(quick)
+    assert setting.budget == suite.budget
+    assert setting.data == suite.data[setting.dataset]
+    assert (setting.eval_every_epochs, setting.train_eval_size) == (
+        suite.eval_every_epochs,
+        suite.train_eval_size,
+    )
+    assert {(m.label, m.name, m.mode, m.batch_size, m.chunk_size) for m in suite.methods} == {
+        (t.label, t.method, t.mode, t.batch_size, t.chunk_size) for t in setting.targets
+    }
+
+
+def test_command_line_entry_point_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "tune", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert "--objective" in result.stdout and "--workers" in result.stdout
+    assert textwrap.dedent(result.stderr).strip() == ""
+
+
+def test_trials_of_dead_workers_are_failed(tmp_path: Path) -> None:
+    """A trial left RUNNING by a killed worker on this host is failed, so a rerun replaces it."""
+    import socket
+
+    storage = StorageSpec("journal", str(tmp_path / JOURNAL_NAME)).open()
+    study = optuna.create_study(storage=storage, study_name="dead")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    orphan, alive = study.ask(), study.ask()
+    for trial, pid in ((orphan, int(dead.stdout)), (alive, os.getpid())):
+        trial.set_user_attr("worker_host", socket.gethostname())
+        trial.set_user_attr("worker_pid", pid)
+    assert study_module.fail_dead_trials(study) == [orphan.number]
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.number for t in failed] == [orphan.number]
+    assert "died" in failed[0].user_attrs["error"]
+    assert study.get_trials(states=(TrialState.RUNNING,))[0].number == alive.number
