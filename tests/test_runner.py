@@ -352,3 +352,33 @@ def test_report_without_records_says_how_to_get_them(tmp_path, capsys):
 
     assert main(["report", "--suite", "smoke", "--out", str(tmp_path)]) == 2
     assert "run `python -m bench run --suite smoke" in capsys.readouterr().err
+
+
+def test_fast_variants_run_through_the_runner(tmp_path):
+    """bsqh-fast and a graphed baseline (eager on a CPU) fit the same runner contract."""
+    methods = """
+[[methods]]
+name = "sgd-graph"
+batch_size = 32
+hparams = { lr = 0.1 }
+[[methods]]
+name = "bsqh-fast"
+batch_size = 32
+hparams = { eps = 1.0, beta = 1e-3 }
+[[methods]]
+label = "bsqh-fast-full"
+name = "bsqh-fast"
+mode = "fullbatch"
+hparams = { eps = 0.5, beta = 1e-3 }
+"""
+    body = TINY.replace("[0, 1]", "[0]").replace("epochs = 1", "epochs = 4")
+    suite = load_suite(write_suite(tmp_path / "t.toml", body, methods=methods))
+    outcome = run_suite(suite, tmp_path, CPU, progress=False)
+    assert outcome.failed == 0 and outcome.diverged == 0
+    records = {r.config["label"]: r for r in load_records(cells_dir(tmp_path, "t"))}
+    assert records["sgd-graph"].summary["eps"] is None
+    for label in ["bsqh-fast", "bsqh-fast-full"]:
+        summary = records[label].summary
+        assert 0 < summary["accept_rate"] <= 1 and summary["eps"] > 0
+        assert summary["attempts"] == summary["iterations"]  # max_retries = 0: one per step
+    assert records["bsqh-fast-full"].summary["accepted_increases"] == 0
