@@ -35,6 +35,21 @@ CURVE_FIELDS = (
     "backward_passes",
 )
 
+#: Summary figures that are simply the last evaluation point's values.
+FINAL_FROM_CURVE = (
+    "test_accuracy",
+    "val_accuracy",
+    "objective",
+    "train_loss",
+    "sparsity",
+    "nonzeros",
+    "nonzero_macs",
+    "eps",
+    "accept_rate",
+    "forward_passes",
+    "backward_passes",
+)
+
 #: Final figures of a cell (runs.csv columns beyond the configuration).
 SUMMARY_FIELDS = (
     "test_accuracy",

@@ -24,6 +24,7 @@ import optimizers
 from bench.data import DataSplits
 from bench.evaluation import accuracy, mean_loss, model_figures
 from bench.models import build_model
+from bench.records import FINAL_FROM_CURVE
 from bench.suites import Cell
 from bench.timing import StepTimer, Stopwatch
 
@@ -214,22 +215,7 @@ def train_cell(
 
     last = curve[-1] if curve else {}
     summary = {
-        **{
-            k: last.get(k)
-            for k in (
-                "test_accuracy",
-                "val_accuracy",
-                "objective",
-                "train_loss",
-                "sparsity",
-                "nonzeros",
-                "nonzero_macs",
-                "eps",
-                "accept_rate",
-                "forward_passes",
-                "backward_passes",
-            )
-        },
+        **{k: last.get(k) for k in FINAL_FROM_CURVE},
         "device_time_s": timer.seconds(),
         "eval_time_s": evaluation.total,
         "warmup_time_s": warmup.total,
