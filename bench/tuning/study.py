@@ -26,9 +26,10 @@ Decisions (the README's tuning section folds these in):
   trials numbered below it that are finished or still running. Optuna numbers trials
   under a lock (the study row on a database, the file lock of a journal), so every
   lower-numbered trial is visible then; if N of them exist the trial is a *surplus*:
-  it is marked FAIL with ``surplus = true``, trains nothing and stops its worker. A
-  worker also stops as soon as finished + running trials reach N; when a running trial
-  later crashes, its own worker goes on and replaces it.
+  it is marked FAIL with ``surplus = true`` and trains nothing. A worker that finds the
+  remaining trials running elsewhere waits for them (polling the storage) and replaces
+  any that crash or whose worker dies, so every invocation returns with N finished
+  trials in the study (or after giving up).
 - **Crashes.** The trial is marked FAIL with its error (user attributes ``error`` and
   ``traceback``) and does not count. A worker gives up after ``max_failures`` crashes of
   its own (default ``max(3, N)``), so a broken setup cannot loop forever. Trials left
@@ -43,6 +44,7 @@ Decisions (the README's tuning section folds these in):
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import multiprocessing
@@ -81,6 +83,10 @@ EXPERIMENT = EXPERIMENT_PREFIX + "tuning"
 STUDY_ATTR = "pmp_bench"
 PRUNER_STARTUP_TRIALS = 4
 PRUNER_WARMUP_EVALS = 2
+#: Seconds between looks at the study while other workers run its last trials.
+POLL_S = 2.0
+#: A RUNNING trial that no worker claimed for this long is failed (journal and SQLite).
+ORPHAN_AFTER_S = 120.0
 
 
 class StudyError(ValueError):
@@ -242,35 +248,50 @@ def _live_below(study: optuna.Study, number: int) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < number)
 
 
-def fail_dead_trials(study: optuna.Study) -> list[int]:
+def fail_dead_trials(study: optuna.Study, *, orphan_after_s: float | None = None) -> list[int]:
     """FAIL the RUNNING trials of worker processes on this host that no longer exist.
 
     Why: the journal and SQLite storages have no heartbeat, so a worker killed hard (OOM,
     ``kill -9``) would leave its trial RUNNING forever, and the resume logic would count
-    it as under way.
+    it as under way (and waiting workers would wait for it). A worker records its host
+    and process id on a trial right after creating it; with ``orphan_after_s``, a RUNNING
+    trial still without them after that many seconds (its worker died in between) is
+    failed too. Databases rely on Optuna's heartbeat instead.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # databases: Optuna's heartbeat
     host = socket.gethostname()
     failed = []
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("worker_host") != host:
-            continue
         pid = trial.user_attrs.get("worker_pid")
-        if not isinstance(pid, int) or _process_alive(pid):
+        if "worker_host" not in trial.user_attrs:
+            started = trial.datetime_start
+            if orphan_after_s is None or started is None:
+                continue
+            if (now - started).total_seconds() < orphan_after_s:
+                continue
+            reason = f"no worker claimed it within {orphan_after_s:g} s of its creation"
+        elif trial.user_attrs["worker_host"] != host or not _dead(pid):
             continue
+        else:
+            reason = f"worker process {pid} on {host} died while running it"
+        # Optuna has no public call to annotate another process's trial; this is what
+        # its own fail_stale_trials does.
         storage = study._storage
         trial_id = trial._trial_id
         try:
-            storage.set_trial_user_attr(
-                trial_id, "error", f"worker process {pid} on {host} died while running it"
-            )
+            storage.set_trial_user_attr(trial_id, "error", reason)
             storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
             failed.append(trial.number)
         except Exception:  # another process failed it first
             pass
     return failed
+
+
+def _dead(pid: object) -> bool:
+    return isinstance(pid, int) and not _process_alive(pid)
 
 
 def _process_alive(pid: int) -> bool:
@@ -447,20 +468,22 @@ class _Objective:
 
 
 def work(plan: StudyPlan, worker_index: int = 0, data: DataSplits | None = None) -> WorkerOutcome:
-    """Run trials of ``plan`` in this process until the study holds N finished trials."""
+    """Run trials of ``plan`` in this process until the study holds N finished trials.
+
+    When the remaining trials are running in other workers (other processes or
+    machines), wait for them instead of returning: if one of them crashes, or its
+    worker dies, this worker runs the replacement, and when it returns the study is
+    complete (or this worker gave up after ``max_failures`` crashes of its own).
+    """
     if plan.threads:
         torch.set_num_threads(plan.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR if plan.quiet else optuna.logging.WARNING)
     existing = len(open_study(plan, create=False).get_trials(deepcopy=False))
     study = open_study(plan, create=False, seed=plan.sampler_seed + 1000 * worker_index + existing)
     outcome = WorkerOutcome()
-    fail_dead_trials(study)
-    if _live_below(study, sys.maxsize) >= plan.trials:
-        return outcome
-    device = resolve_device(plan.device)
-    if data is None:
-        data = load_tuning_data(plan.setting, device)
-    tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, plan.out / "mlflow-artifacts")
+    orphans = ORPHAN_AFTER_S if plan.storage.kind == "journal" or plan.storage.is_sqlite else None
+    objective: _Objective | None = None
+    waiting_since: float | None = None
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
@@ -476,17 +499,38 @@ def work(plan: StudyPlan, worker_index: int = 0, data: DataSplits | None = None)
         if _live_below(study, sys.maxsize) >= plan.trials:
             study.stop()
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # Failed trials are logged by Optuna as warnings; keep those visible.
-        optuna.logging.set_verbosity(optuna.logging.ERROR if plan.quiet else optuna.logging.WARNING)
-        study.optimize(
-            _Objective(plan, data, device, tracker),
-            n_trials=None,
-            catch=(Exception,),
-            callbacks=[after_trial],
-            gc_after_trial=False,
-        )
+    while not outcome.gave_up:
+        fail_dead_trials(study, orphan_after_s=orphans)
+        counts = count_trials(study)
+        if counts["finished"] >= plan.trials:
+            break
+        if counts["finished"] + counts["RUNNING"] >= plan.trials:
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                if not plan.quiet:
+                    print(
+                        f"[{plan.study}] worker {worker_index}: waiting for "
+                        f"{plan.trials - counts['finished']} trial(s) running elsewhere",
+                        flush=True,
+                    )
+            time.sleep(POLL_S)
+            continue
+        waiting_since = None
+        if objective is None:  # load data and MLflow only once there is work
+            device = resolve_device(plan.device)
+            if data is None:
+                data = load_tuning_data(plan.setting, device)
+            tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, plan.out / "mlflow-artifacts")
+            objective = _Objective(plan, data, device, tracker)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(
+                objective,
+                n_trials=None,
+                catch=(Exception,),
+                callbacks=[after_trial],
+                gc_after_trial=False,
+            )
     return outcome
 
 
@@ -579,7 +623,8 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
 
     Path(plan.out).mkdir(parents=True, exist_ok=True)
     study = open_study(plan, create=True)  # raises StudyError before any training
-    dead = fail_dead_trials(study)
+    local = plan.storage.kind == "journal" or plan.storage.is_sqlite
+    dead = fail_dead_trials(study, orphan_after_s=ORPHAN_AFTER_S if local else None)
     before = count_trials(study)
     tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, Path(plan.out) / "mlflow-artifacts")
     parent = tracker.start(
