@@ -37,6 +37,14 @@ class StepTimer:
             yield
             self._total += time.perf_counter() - began
 
+    def seconds_if_free(self) -> float | None:
+        """Total device seconds when reading them costs no synchronisation (CPU), else None.
+
+        Lets the CPU loop stop exactly at a device-time budget while CUDA runs check it
+        only at evaluation points.
+        """
+        return None if self.cuda else self._total
+
     def seconds(self) -> float:
         """Total device seconds so far (synchronises with the device on CUDA)."""
         if self._pending:

@@ -2,10 +2,11 @@
 
 Only ``method.step`` runs inside the device timer. Warm-up (a throwaway copy of the model
 and method stepping twice, plus the method's optional ``prepare`` for compilation or
-CUDA-graph capture), evaluation and logging are timed separately. The budget and the
-divergence check are looked at on the evaluation cadence only, so the host never waits
-for the device between steps; a run may therefore overshoot a device-seconds budget by up
-to one evaluation interval.
+CUDA-graph capture), evaluation and logging are timed separately. On CUDA the budget
+and the divergence check are looked at on the evaluation cadence only, so the host never
+waits for the device between steps, and a run may overshoot a device-seconds budget by up
+to one evaluation interval; on a CPU, where reading the clock is free, the device-seconds
+budget is checked after every step.
 """
 
 from __future__ import annotations
@@ -202,6 +203,8 @@ def train_cell(
             counters.iterations += 1
             bar.update(1)
             done = max_iterations is not None and counters.iterations >= max_iterations
+            if max_seconds is not None and (timer.seconds_if_free() or 0.0) >= max_seconds:
+                done = True  # on a CPU the budget is exact; CUDA checks it at evaluations
             if counters.iterations % every == 0 or done:
                 with evaluation.measure():
                     point = evaluate()

@@ -327,13 +327,25 @@ def test_report_command_writes_tables_figures_and_report(smoke):
 
     from bench.cli import main
 
-    suite, out, _ = smoke
+    _, out, _ = smoke
     assert main(["report", "--suite", "smoke", "--out", str(out)]) == 0
     folder = out / "smoke"
     runs = pd.read_csv(folder / "runs.csv")
-    required = {"method", "model", "dataset", "seed", "mode", "status", "test_accuracy",
-                "val_accuracy", "sparsity", "nonzeros", "device_time_s", "iterations",
-                "mlflow_run_id"}
+    required = {
+        "method",
+        "model",
+        "dataset",
+        "seed",
+        "mode",
+        "status",
+        "test_accuracy",
+        "val_accuracy",
+        "sparsity",
+        "nonzeros",
+        "device_time_s",
+        "iterations",
+        "mlflow_run_id",
+    }
     assert required <= set(runs.columns) and len(runs) == 4
     _, mlflow_runs = runs_of(out, "smoke")
     assert set(runs["mlflow_run_id"]) == {r.info.run_id for r in mlflow_runs}
@@ -382,3 +394,12 @@ hparams = { eps = 0.5, beta = 1e-3 }
         assert 0 < summary["accept_rate"] <= 1 and summary["eps"] > 0
         assert summary["attempts"] == summary["iterations"]  # max_retries = 0: one per step
     assert records["bsqh-fast-full"].summary["accepted_increases"] == 0
+
+
+def test_cpu_runs_stop_at_the_device_seconds_budget_after_the_step_that_crossed_it(tmp_path):
+    body = TINY.replace("[0, 1]", "[0]").replace("epochs = 1", "device_seconds = 1e-9")
+    suite = load_suite(write_suite(tmp_path / "t.toml", body))
+    run_suite(suite, tmp_path, CPU, progress=False)
+    for record in load_records(cells_dir(tmp_path, "t")):
+        assert record.summary["iterations"] == 1  # any step takes longer than a nanosecond
+        assert record.curve[-1]["iteration"] == 1  # and the last step got its evaluation
