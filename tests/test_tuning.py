@@ -283,7 +283,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         (["--method", "bsqh", "--trials", "2", "--space", "sweep=,"], "has no choices"),
         (
             ["--method", "sgd", "--trials", "2", "--storage", "postgresql://u:p@127.0.0.1:9/x"],
-            "cannot reach storage postgresql+psycopg2://u:***@127.0.0.1:9/x",
+            "cannot reach storage postgresql",
         ),
         (["--method", "sgd", "--trials", "2", "--storage", "nosuchdb://x/y"], "cannot use storage"),
         (
@@ -305,6 +305,7 @@ def test_bad_input_fails_before_training(
     assert tune(setting_file, tmp_path, *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
+    assert ":p@" not in err  # a storage password is never printed
     assert not no_training
     assert not (tmp_path / SQLITE_NAME).exists() and not (tmp_path / "studies").exists()
 
