@@ -378,6 +378,12 @@ def test_pick_rule() -> None:
     chosen, _ = pick([*points, point(3, 0.95, 0.7, "diverged")], 0.5)
     assert chosen["trial"] == 1
     assert pick([point(0, 0.9, 0.0, "diverged")], 0.5)[0] is None
+    # A network pruned until it guesses (10 classes: chance 0.1, floor 0.19) is not picked.
+    guessing = [point(0, 0.58, 0.2), point(1, 0.104, 0.9997), point(2, 0.18, 0.8)]
+    chosen, rule = pick(guessing, 0.5, chance=0.1)
+    assert chosen["trial"] == 0 and "fallback" in rule and "above 0.19" in rule
+    chosen, _ = pick([*guessing, point(3, 0.2, 0.6)], 0.5, chance=0.1)
+    assert chosen["trial"] == 3
 
 
 def test_every_method_has_a_valid_space() -> None:

@@ -14,10 +14,12 @@ Files under ``<out>/studies/<study>/``:
 
 How a point is picked (``picked_by`` says which rule applied): among COMPLETE trials
 that did not diverge, the most accurate one whose sparsity is at least ``S``
-(``--min-sparsity``, default 0.5); ties go to the sparser, then the earlier trial. Such
-a point always lies on the Pareto front. If no trial reaches ``S`` (always the case for
-``sgd`` and ``adam``, which produce no exact zeros), the most accurate trial overall is
-picked and ``picked_by`` records the fallback. The same rule serves ``accuracy`` studies,
+(``--min-sparsity``, default 0.5) and whose accuracy is clearly above chance (by at least
+``ABOVE_CHANCE_SHARE`` of the way from chance to 1: 0.19 for ten classes); ties go to the
+sparser, then the earlier trial. Such a point always lies on the Pareto front. If no trial
+qualifies (always the case for ``sgd`` and ``adam``, which produce no exact zeros, and for
+a method whose only sparse points are pruned to guessing), the most accurate trial
+overall is picked and ``picked_by`` records the fallback. The same rule serves ``accuracy`` studies,
 where it is the best feasible trial. Pruned trials are never picked: they did not train
 for the whole budget.
 
@@ -121,7 +123,14 @@ def front_of(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda p: (p["sparsity"], -p["val_accuracy"], p["trial"]))
 
 
-def pick(points: list[dict[str, Any]], min_sparsity: float) -> tuple[dict[str, Any] | None, str]:
+#: A sparse point is worth picking only this far (as a share of the way from chance
+#: accuracy to 1) above chance: a network pruned until it guesses is sparse but useless.
+ABOVE_CHANCE_SHARE = 0.1
+
+
+def pick(
+    points: list[dict[str, Any]], min_sparsity: float, chance: float | None = None
+) -> tuple[dict[str, Any] | None, str]:
     """The point a suite should use, and the rule that picked it (module docstring)."""
     usable = [p for p in points if p["status"] != "diverged"]
     if not usable:
@@ -130,14 +139,15 @@ def pick(points: list[dict[str, Any]], min_sparsity: float) -> tuple[dict[str, A
     def key(p: dict[str, Any]) -> tuple[float, float, int]:
         return (-p["val_accuracy"], -p["sparsity"], p["trial"])
 
-    sparse = [p for p in usable if p["sparsity"] >= min_sparsity]
+    floor = 0.0 if chance is None else chance + ABOVE_CHANCE_SHARE * (1.0 - chance)
+    sparse = [p for p in usable if p["sparsity"] >= min_sparsity and p["val_accuracy"] > floor]
     if sparse:
         return min(sparse, key=key), (
             f"most accurate trial with sparsity >= {min_sparsity:g} (validation split)"
         )
     return min(usable, key=key), (
         f"most accurate trial overall: no trial reached sparsity >= {min_sparsity:g} "
-        "(fallback; validation split)"
+        f"with validation accuracy above {floor:.3g} (fallback; validation split)"
     )
 
 
@@ -179,7 +189,7 @@ def write_study_outputs(
     hypervolume = hypervolume_2d(coords)
     chance = info.get("chance_accuracy")
     above_chance = hypervolume_2d(coords, reference=(chance, 0.0)) if chance else None
-    chosen, picked_by = pick(points, min_sparsity)
+    chosen, picked_by = pick(points, min_sparsity, chance)
 
     write_trials_csv(study, directory / "trials.csv")
     (directory / "pareto.json").write_text(
