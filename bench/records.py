@@ -52,25 +52,15 @@ FINAL_FROM_CURVE = (
 
 #: Final figures of a cell (runs.csv columns beyond the configuration).
 SUMMARY_FIELDS = (
-    "test_accuracy",
-    "val_accuracy",
-    "objective",
-    "train_loss",
-    "sparsity",
-    "nonzeros",
-    "nonzero_macs",
+    *FINAL_FROM_CURVE,
     "device_time_s",  # training steps only
     "eval_time_s",  # evaluation, timed separately
     "warmup_time_s",  # warm-up and compilation, timed separately
     "iterations",
     "epochs",
-    "eps",
-    "accept_rate",
     "attempts",  # bSQH attempts (accepted steps + rejected attempts)
     "rejected_attempts",
     "accepted_increases",  # full-batch: accepted steps whose objective rose (must be 0)
-    "forward_passes",
-    "backward_passes",
 )
 
 

@@ -20,31 +20,17 @@ import pytest
 from optuna.trial import TrialState
 
 from bench.tuning.storage import StorageError, check_storage, parse_storage
+from tests.test_tuning import SETTING as TINY_SETTING
 
 ENV = "PMP_BENCH_TEST_POSTGRES"
 TRIALS = 5
 
-SETTING = """\
-name = "pg-tuned"
-datasets = ["digits"]
-models = ["cnn-tiny"]
-seeds = [0]
-
-[data]
-val_fraction = 0.2
-
-[budget]
-epochs = 0.5
-
-[eval]
-every_epochs = 0.25
-train_eval_size = 200
-
-[[methods]]
-name = "sgd"
-batch_size = 64
-hparams = "tuned:pg-sgd"
-"""
+# The tuning tests' setting with only its sgd method, under study names of its own.
+SETTING = (
+    TINY_SETTING.split('[[methods]]\nname = "bsqh"')[0]
+    .replace('name = "tiny-tuned"', 'name = "pg-tuned"')
+    .replace("tuned:tiny-sgd", "tuned:pg-sgd")
+)
 
 
 @pytest.fixture(scope="module")
