@@ -23,11 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("command", nargs="?")
-    known, _ = parser.parse_known_args(argv[:1])
-    full = build_parser(known.command)
-    args = full.parse_args(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None  # configure only this one
+    args = build_parser(command).parse_args(argv)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

@@ -81,19 +81,17 @@ class GradientMethod:
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         chunks = split_batch(x, y, self.chunk_size)
         loss = loss_and_gradients(self.model, self.params, chunks, self.loss_fn)
-        objective_before = loss + self.regularizer.value(self.params)
+        if not self.post_step_loss:  # report the iterate the forward pass saw
+            objective = loss + self.regularizer.value(self.params)
         with torch.no_grad():
             torch._foreach_copy_(self._previous, self.params)
         self.optimizer.step()
         self._apply_prox()
         tau = squared_distance(self.params, self._previous)
-        forward = 1.0
         if self.post_step_loss:
             loss = batch_loss(self.model, chunks, self.loss_fn)
             objective = loss + self.regularizer.value(self.params)
-            forward += 1.0
-        else:
-            objective = objective_before
+        forward = 2.0 if self.post_step_loss else 1.0
         return StepStats(
             loss=loss,
             objective=objective,
