@@ -8,7 +8,17 @@ from . import baselines as _baselines  # noqa: F401  (registers the baselines)
 from . import fast as _fast  # noqa: F401  (registers bsqh-fast and the *-graph baselines)
 from .bsqh import BSQH
 from .fast import FastBSQH
-from .registry import Method, available, hyperparameters, make, register
+from .hparams import HParams, HParamSpec, hparam
+from .registry import (
+    Method,
+    available,
+    effective_hparams,
+    hparams_class,
+    hyperparameters,
+    make,
+    register,
+    runtime_options,
+)
 from .regularizers import (
     L0L2,
     L1L2,
@@ -27,10 +37,15 @@ __all__ = [
     "L0L2",
     "L1L2",
     "FastBSQH",
+    "HParamSpec",
+    "HParams",
     "Method",
     "Regularizer",
     "StepStats",
     "available",
+    "effective_hparams",
+    "hparam",
+    "hparams_class",
     "hyperparameters",
     "layer_sparsity",
     "make",
@@ -39,5 +54,6 @@ __all__ = [
     "prunable_count",
     "prunable_parameters",
     "register",
+    "runtime_options",
     "sparsity",
 ]
