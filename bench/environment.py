@@ -29,8 +29,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
+    """The card, or the processor's model name and the threads torch uses on it.
+
+    Linux's ``platform.processor()`` is usually empty or just the architecture, so the
+    CPU's name comes from ``/proc/cpuinfo`` where there is one.
+    """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"{_processor_name()} ({torch.get_num_threads()} threads)"
+
+
+@cache
+def _processor_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine() or "cpu"
 
 

@@ -1,7 +1,7 @@
 """Step-time harness: every registered method against SGD on Fashion-MNIST-shaped data.
 
 Why: bSQH spends several passes per iteration, so its cost per step relative to an SGD
-step decides whether its convergence per step is worth having (issue 5). This harness
+step decides whether its convergence per step is worth having. This harness
 measures that ratio the same way for every method, reference and fast paths alike, so
 the speed-up of the fast path is visible next to the eager code it replaces.
 
@@ -24,8 +24,10 @@ a method takes them (so the prox runs), ``max_retries=0`` for bSQH (one attempt 
 the fast path's mode) and ``post_step_loss=False`` for the gradient methods (no extra
 forward). A spec ``name:key=value:key=value`` overrides or adds options.
 
-This module imports only torch, tqdm, ``optimizers`` and ``bench.models`` (no MLflow,
-Optuna or plotting), so it runs on a bare GPU machine.
+This module imports only torch, tqdm, ``optimizers`` and ``bench.models``,
+``bench.environment`` and ``bench.timing`` (no MLflow, Optuna or plotting), so it runs on a
+bare GPU machine. Step times come from the runner's own ``StepTimer``, so the harness and
+the suite measure a step the same way.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 import optimizers
+from bench.environment import device_name, resolve_device
 from bench.models import build_model
+from bench.timing import StepTimer
 
 #: Fashion-MNIST's training set: 60,000 grey 28x28 images in 10 classes.
 FASHION_SAMPLES = 60_000
@@ -151,7 +155,7 @@ def parse_method_spec(text: str) -> MethodSpec:
         if not sep or not key:
             raise ValueError(f"method option {pair!r} in {text!r} must look like key=value")
         options[key.strip()] = _parse_value(value)
-    allowed = optimizers.hyperparameters(name)
+    allowed = [*optimizers.hyperparameters(name), *optimizers.runtime_options(name)]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
@@ -186,17 +190,6 @@ def parse_batch_sizes(text: str) -> list[int | str]:
     return sizes
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; asking for CUDA without one fails."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def default_methods(device: torch.device, batch_sizes: Sequence[int | str]) -> list[MethodSpec]:
     """Every registered method, SGD first, plus the feature-ablation rows."""
     names = [REFERENCE] + [n for n in optimizers.available() if n != REFERENCE]
@@ -211,7 +204,7 @@ def default_methods(device: torch.device, batch_sizes: Sequence[int | str]) -> l
 
 def method_options(spec: MethodSpec, chunk_size: int | None) -> dict[str, Any]:
     """Timing options the method accepts, the chunk size for full-batch cells, overrides."""
-    allowed = optimizers.hyperparameters(spec.name)
+    allowed = {*optimizers.hyperparameters(spec.name), *optimizers.runtime_options(spec.name)}
     options = {k: v for k, v in TIMING_OPTIONS.items() if k in allowed}
     if chunk_size is not None and "chunk_size" in allowed:
         options["chunk_size"] = chunk_size
@@ -220,35 +213,6 @@ def method_options(spec: MethodSpec, chunk_size: int | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- timing
-class _Timer:
-    """Per-step device time: CUDA events (no per-step sync) or the host's monotonic clock."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.pairs: list[tuple[Any, Any]] = []
-
-    def start(self) -> Any:
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def stop(self, begin: Any) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.pairs.append((begin, end))
-        else:
-            self.pairs.append((begin, time.perf_counter()))
-
-    def milliseconds(self) -> list[float]:
-        if self.cuda:
-            torch.cuda.synchronize()
-            return [a.elapsed_time(b) for a, b in self.pairs]
-        return [(b - a) * 1000.0 for a, b in self.pairs]
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -305,14 +269,13 @@ def measure_cell(
     for _ in range(warmup):
         method.step(*next(stream))
     _synchronize(device)
-    timer = _Timer(device)
+    timer = StepTimer(device, keep_steps=True)
     records = []
     for _ in range(steps):
         xb, yb = next(stream)
-        begin = timer.start()
-        records.append(method.step(xb, yb))
-        timer.stop(begin)
-    step_ms = statistics.median(timer.milliseconds())
+        with timer.step():
+            records.append(method.step(xb, yb))
+    step_ms = statistics.median(timer.step_milliseconds())
     resolved = [r.resolved() for r in records]
     accept_rate = (
         sum(bool(r.accepted) for r in resolved) / len(resolved)
@@ -340,12 +303,6 @@ def synthetic_data(samples: int, device: torch.device, seed: int) -> tuple[Tenso
     x = torch.randn(samples, *IMAGE_SHAPE, generator=generator)
     y = torch.randint(0, NUM_CLASSES, (samples,), generator=generator)
     return x.to(device), y.to(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def run_perf(config: PerfConfig) -> dict[str, Any]:

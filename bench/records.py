@@ -2,7 +2,8 @@
 
 One JSON file per cell, ``<out>/<suite>/cells/<key>.json``, written atomically when the
 cell ends. The report, the tuner and resumption read only these files (and MLflow for
-the UI), so this module is the contract between them.
+the UI), so this module is the contract between them. Which figures a summary and a
+curve point hold is defined once, in ``bench.metrics``.
 """
 
 from __future__ import annotations
@@ -15,53 +16,6 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("finished", "diverged", "failed", "killed")
-
-#: Columns of one evaluation point (curves.csv). None where a figure does not apply
-#: (eps and accept_rate for methods without them).
-CURVE_FIELDS = (
-    "iteration",  # training steps taken so far
-    "epoch",  # passes over the training split so far (float)
-    "device_time_s",  # cumulative device time of training steps only
-    "objective",  # J = mean CE + R on the training-evaluation set
-    "train_loss",  # mean CE on the training-evaluation set
-    "val_accuracy",
-    "test_accuracy",
-    "sparsity",  # fraction of exact zeros among prunable weights
-    "nonzeros",  # nonzero prunable weights
-    "nonzero_macs",  # multiply-accumulates per sample counting nonzero weights only
-    "eps",  # bSQH's augmentation parameter (None for other methods)
-    "accept_rate",  # accepted attempts / attempts since the start (bSQH)
-    "forward_passes",  # cumulative network-equivalent forward passes
-    "backward_passes",
-)
-
-#: Summary figures that are simply the last evaluation point's values.
-FINAL_FROM_CURVE = (
-    "test_accuracy",
-    "val_accuracy",
-    "objective",
-    "train_loss",
-    "sparsity",
-    "nonzeros",
-    "nonzero_macs",
-    "eps",
-    "accept_rate",
-    "forward_passes",
-    "backward_passes",
-)
-
-#: Final figures of a cell (runs.csv columns beyond the configuration).
-SUMMARY_FIELDS = (
-    *FINAL_FROM_CURVE,
-    "device_time_s",  # training steps only
-    "eval_time_s",  # evaluation, timed separately
-    "warmup_time_s",  # warm-up and compilation, timed separately
-    "iterations",
-    "epochs",
-    "attempts",  # bSQH attempts (accepted steps + rejected attempts)
-    "rejected_attempts",
-    "accepted_increases",  # full-batch: accepted steps whose objective rose (must be 0)
-)
 
 
 @dataclass

@@ -171,20 +171,35 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
-def resolve_suite_path(name_or_path: str | Path) -> Path:
-    """A path to an existing file, or the name of a shipped suite."""
+def resolve_toml(
+    name_or_path: str | Path,
+    *,
+    suffix: str = "",
+    what: str = "suite",
+    error: type[ValueError] = ValueError,
+    hint: str = "or pass the path of a .toml file",
+) -> Path:
+    """A path to an existing file, or the name of a file shipped in ``bench/suites``.
+
+    ``suffix`` narrows the shipped files to ``<name><suffix>.toml`` (tuning settings).
+    """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise SuiteError(f"suite file {path} does not exist")
+            raise error(f"{what} file {path} does not exist")
         return path
-    shipped = SUITES_DIR / f"{name_or_path}.toml"
+    shipped = SUITES_DIR / f"{name_or_path}{suffix}.toml"
     if not shipped.is_file():
-        raise SuiteError(
-            f"unknown suite {str(name_or_path)!r}; shipped suites: {', '.join(available_suites())} "
-            f"(or pass the path of a .toml file)"
+        names = sorted(p.name[: -len(f"{suffix}.toml")] for p in SUITES_DIR.glob(f"*{suffix}.toml"))
+        raise error(
+            f"unknown {what} {str(name_or_path)!r}; shipped {what}s: {', '.join(names)} ({hint})"
         )
     return shipped
+
+
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A path to an existing file, or the name of a shipped suite."""
+    return resolve_toml(name_or_path, error=SuiteError)
 
 
 def load_suite(name_or_path: str | Path, *, studies_dir: Path | None = None) -> Suite:
@@ -364,7 +379,9 @@ class _Validator:
             optimizers.make(method, nn.Sequential(nn.Linear(2, 2)), **value)
         except ValueError as error:
             raise self.fail(where, str(error)) from None
-        return dict(value), tuned_from
+        # Every hyperparameter with its effective value, defaults included: the cell key,
+        # MLflow params, runs.csv and the report then all show what actually ran.
+        return optimizers.effective_hparams(method, **value), tuned_from
 
     def tuned(self, study: str, where: str) -> dict[str, Any]:
         if self.studies_dir is None:

@@ -18,10 +18,12 @@ import torch
 class StepTimer:
     """Accumulates the device time of the steps run inside ``timer.step()``."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, *, keep_steps: bool = False) -> None:
         self.cuda = device.type == "cuda"
         self._total = 0.0
         self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        # Per-step durations, for the perf harness's medians (the runner needs only sums).
+        self._steps_ms: list[float] | None = [] if keep_steps else None
 
     @contextmanager
     def step(self) -> Iterator[None]:
@@ -35,7 +37,10 @@ class StepTimer:
         else:
             began = time.perf_counter()
             yield
-            self._total += time.perf_counter() - began
+            elapsed = time.perf_counter() - began
+            self._total += elapsed
+            if self._steps_ms is not None:
+                self._steps_ms.append(elapsed * 1000.0)
 
     def seconds_if_free(self) -> float | None:
         """Total device seconds when reading them costs no synchronisation (CPU), else None.
@@ -49,9 +54,19 @@ class StepTimer:
         """Total device seconds so far (synchronises with the device on CUDA)."""
         if self._pending:
             self._pending[-1][1].synchronize()
-            self._total += sum(s.elapsed_time(e) for s, e in self._pending) / 1000.0
+            elapsed = [s.elapsed_time(e) for s, e in self._pending]
+            self._total += sum(elapsed) / 1000.0
+            if self._steps_ms is not None:
+                self._steps_ms.extend(elapsed)
             self._pending.clear()
         return self._total
+
+    def step_milliseconds(self) -> list[float]:
+        """Each timed step's duration in ms (needs ``keep_steps=True``; syncs on CUDA)."""
+        if self._steps_ms is None:
+            raise RuntimeError("StepTimer was built without keep_steps=True")
+        self.seconds()
+        return list(self._steps_ms)
 
 
 class Stopwatch:

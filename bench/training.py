@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 import optimizers
+from bench import metrics
 from bench.data import DataSplits
-from bench.evaluation import accuracy, mean_loss, model_figures
 from bench.models import build_model
-from bench.records import FINAL_FROM_CURVE
 from bench.suites import Cell
 from bench.timing import StepTimer, Stopwatch
 
@@ -50,6 +48,17 @@ class TrainingResult:
 
 @dataclass
 class _Counters:
+    """The loop's running state; with the model and data it is the metrics' ``Probe``."""
+
+    model: Any
+    method: Any
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    data: DataSplits
+    use_test: bool
+    input_shape: tuple[int, int, int]
+    per_epoch: int
+    fullbatch: bool
     iterations: int = 0
     attempts: int = 0
     rejected: int = 0
@@ -59,6 +68,26 @@ class _Counters:
     accepted_steps: int = 0
     eps: float | None = None
     last_objective: float | None = None
+    device_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+
+    # Read through, never copied: tuning must not touch the test split at all.
+    @property
+    def val_x(self) -> torch.Tensor:
+        return self.data.val_x
+
+    @property
+    def val_y(self) -> torch.Tensor:
+        return self.data.val_y
+
+    @property
+    def test_x(self) -> torch.Tensor:
+        return self.data.test_x
+
+    @property
+    def test_y(self) -> torch.Tensor:
+        return self.data.test_y
 
 
 def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -154,10 +183,21 @@ def train_cell(
 
     timer = StepTimer(device)
     evaluation = Stopwatch(device)
-    counters = _Counters()
+    fullbatch = cell.method.mode == "fullbatch"
+    counters = _Counters(
+        model=model,
+        method=method,
+        eval_x=eval_x,
+        eval_y=eval_y,
+        data=data,
+        use_test=use_test,
+        input_shape=input_shape,
+        per_epoch=per_epoch,
+        fullbatch=fullbatch,
+        warmup_seconds=warmup.total,
+    )
     pending: list[optimizers.StepStats] = []
     curve: list[dict[str, Any]] = []
-    fullbatch = cell.method.mode == "fullbatch"
     if fullbatch:
         with evaluation.measure():
             counters.last_objective = float(method.objective(data.train_x, data.train_y))
@@ -165,24 +205,9 @@ def train_cell(
     def evaluate() -> dict[str, Any]:
         _absorb(pending, counters, fullbatch)
         pending.clear()
-        objective = float(method.objective(eval_x, eval_y))
-        loss = mean_loss(model, eval_x, eval_y)
-        point = {
-            "iteration": counters.iterations,
-            "epoch": counters.iterations / per_epoch,
-            "device_time_s": timer.seconds(),
-            "objective": objective,
-            "train_loss": loss,
-            "val_accuracy": accuracy(model, data.val_x, data.val_y),
-            "test_accuracy": accuracy(model, data.test_x, data.test_y) if use_test else None,
-            **model_figures(model, input_shape),
-            "eps": counters.eps,
-            "accept_rate": (
-                counters.accepted_steps / counters.attempts if counters.attempts else None
-            ),
-            "forward_passes": counters.forward,
-            "backward_passes": counters.backward,
-        }
+        counters.device_seconds = timer.seconds()
+        point = metrics.evaluation_point(counters)
+        objective = point["objective"]
         if not math.isfinite(objective):
             raise Diverged(f"objective is {objective} at iteration {counters.iterations}")
         curve.append(point)
@@ -216,19 +241,9 @@ def train_cell(
     finally:
         bar.close()
 
-    last = curve[-1] if curve else {}
-    summary = {
-        **{k: last.get(k) for k in FINAL_FROM_CURVE},
-        "device_time_s": timer.seconds(),
-        "eval_time_s": evaluation.total,
-        "warmup_time_s": warmup.total,
-        "iterations": counters.iterations,
-        "epochs": counters.iterations / per_epoch,
-        "attempts": counters.attempts,
-        "rejected_attempts": counters.rejected,
-        "accepted_increases": counters.accepted_increases if fullbatch else None,
-        "completed_at": time.time(),
-    }
+    counters.device_seconds = timer.seconds()
+    counters.eval_seconds = evaluation.total
+    summary = metrics.summary(counters, curve[-1] if curve else {})
     if status == "diverged":
         summary["diverged_reason"] = diverged_reason
     return TrainingResult(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 5, `make gpu-check`): the CUDA tests of the fast path, then the perf
+# GPU check (`make gpu-check`): the CUDA tests of the fast path, then the perf
 # harness on the GPU, in at most about 5 minutes on an H100; the perf table prints last.
 #
 # Works from a fresh copy of the repository: uses .venv/bin/python when it exists, else

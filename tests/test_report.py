@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.records import CURVE_FIELDS, SUMMARY_FIELDS, CellRecord
+from bench.metrics import CURVE_FIELDS, SUMMARY_FIELDS
+from bench.records import CellRecord
 from bench.report import ReportPaths, write_report
 from bench.report.stats import seed_band, spans_decades, time_to_target
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.training
+import bench.metrics
 from bench.records import load_records
 from bench.runner import cell_key, cells_dir, run_suite
 from bench.suites import SuiteError, load_suite
@@ -225,14 +225,14 @@ def test_device_time_excludes_evaluation(tmp_path, monkeypatch):
         def perf_counter(cls) -> float:
             return cls.now
 
-    real_accuracy = bench.training.accuracy
+    real_accuracy = bench.metrics.accuracy
 
     def slow_accuracy(*args, **kwargs):
         Clock.now += 100.0
         return real_accuracy(*args, **kwargs)
 
     monkeypatch.setattr("bench.timing.time", Clock)
-    monkeypatch.setattr("bench.training.accuracy", slow_accuracy)
+    monkeypatch.setattr("bench.metrics.accuracy", slow_accuracy)
     suite = load_suite(write_suite(tmp_path / "t.toml", TINY.replace("[0, 1]", "[0]")))
     run_suite(suite, tmp_path, CPU, progress=False)
     for record in load_records(cells_dir(tmp_path, "t")):

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import bench.tuning.study as study_module
+import optimizers
 from bench.cli import main
 from bench.data import load_dataset
 from bench.suites import load_suite
@@ -137,7 +138,8 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
         + '[[methods]]\nname = "bsqh"\nbatch_size = 64\nhparams = "tuned:tiny-bsqh"\n'
     )
     loaded = load_suite(suite, studies_dir=out / "studies")
-    assert loaded.methods[0].hparams == best["params"]
+    # the tuned values, completed by the defaults of what was not searched
+    assert loaded.methods[0].hparams == optimizers.effective_hparams("bsqh", **best["params"])
     assert loaded.methods[0].tuned_from == "tiny-bsqh"
 
 

@@ -20,14 +20,11 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.metrics import FIGURE_METRICS
 from bench.report.stats import FINISHED, GROUP_COLUMNS, median, seed_band, spans_decades
 
 #: (curve column, file kind, axis label) of the plots against device time.
-TIME_SERIES = (
-    ("objective", "objective_vs_time", "objective J (train-eval set)"),
-    ("test_accuracy", "test_accuracy_vs_time", "test accuracy"),
-    ("sparsity", "sparsity_vs_time", "sparsity (fraction of zero weights)"),
-)
+TIME_SERIES = tuple((m.name, f"{m.name}_vs_time", str(m.figure)) for m in FIGURE_METRICS)
 SCATTER_KIND = "accuracy_vs_sparsity"
 EPS_KIND = "bsqh_eps_accept_rate"
 FIGSIZE = (7.0, 4.5)

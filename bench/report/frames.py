@@ -14,7 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.records import CURVE_FIELDS, SUMMARY_FIELDS, CellRecord
+from bench import metrics
+from bench.metrics import CURVE_FIELDS, RUN_FIELDS
+from bench.records import CellRecord
 
 #: Columns that identify a cell; they lead both CSV files.
 ID_COLUMNS = ("method", "optimizer", "model", "dataset", "seed", "mode", "status")
@@ -39,20 +41,7 @@ RUN_TAIL_COLUMNS = (
 )
 
 #: Counts that should read as integers in the CSV even when some cells lack them.
-INTEGER_COLUMNS = (
-    "seed",
-    "nonzeros",
-    "nonzero_macs",
-    "iterations",
-    "attempts",
-    "rejected_attempts",
-    "accepted_increases",
-    "forward_passes",
-    "backward_passes",
-    "batch_size",
-    "chunk_size",
-    "iteration",
-)
+INTEGER_COLUMNS = (*metrics.INTEGER_FIELDS, "seed", "batch_size", "chunk_size")
 
 HP_PREFIX = "hp_"
 
@@ -105,7 +94,9 @@ def run_row(record: CellRecord) -> dict[str, Any]:
     config, env = record.config, record.environment
     budget = config.get("budget") or {}
     row = _identity(record)
-    row.update({name: _clean(record.summary.get(name)) for name in SUMMARY_FIELDS})
+    summary = {name: _clean(record.summary.get(name)) for name in metrics.SUMMARY_FIELDS}
+    row.update(summary)
+    row.update(metrics.derived(summary))
     row.update(
         {
             "wall_time_s": record.wall_time_s,
@@ -144,7 +135,7 @@ def _integer_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def runs_frame(records: Iterable[CellRecord]) -> pd.DataFrame:
     """runs.csv as a DataFrame: one row per cell, fixed leading columns, then ``hp_*``."""
     rows = [run_row(r) for r in records]
-    fixed = [*ID_COLUMNS, *SUMMARY_FIELDS, *RUN_TAIL_COLUMNS]
+    fixed = [*ID_COLUMNS, *RUN_FIELDS, *RUN_TAIL_COLUMNS]
     hp_columns = sorted({c for row in rows for c in row if c.startswith(HP_PREFIX)})
     frame = pd.DataFrame(rows, columns=[*fixed, *hp_columns])
     return _integer_columns(frame)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.metrics import TABLE_METRICS, TARGET_COLUMN, Metric
 from bench.report.claims import Claim
 from bench.report.figures import FigureFile
 from bench.report.frames import HP_PREFIX
@@ -166,32 +167,31 @@ def _target_text(row: pd.Series) -> str:
     return f"not reached ({missed}/{n})"
 
 
+def _metric_text(row: pd.Series, metric: Metric) -> str:
+    """A table metric's median (± spread where the metric asks for it), or a dash."""
+    value = row.get(f"{metric.name}_median")
+    if metric.fmt == "s":
+        return fmt_seconds(value)
+    text = fmt(value, metric.fmt)
+    spread = row.get(f"{metric.name}_spread")
+    if metric.spread and text != DASH and not _missing(spread):
+        text = f"{text} ± {format(float(spread), metric.fmt)}"
+    return text
+
+
 def results_table(group: pd.DataFrame, target_accuracy: float | None) -> list[str]:
-    """One row per method of one dataset x model."""
-    header = ["Method", "Seeds", "Not finished", "Test accuracy", "Sparsity", "Nonzeros"]
-    header += ["Device time [s]", "Steps", "ms/step"]
+    """One row per method of one dataset x model; columns from the metric table."""
+    columns: list[tuple[int, str, Any]] = [
+        (m.column, str(m.title), lambda row, m=m: _metric_text(row, m)) for m in TABLE_METRICS
+    ]
     if target_accuracy is not None:
-        header.append(f"Time to {target_accuracy:g} [s]")
-    header.append("Accept rate")
+        columns.append((TARGET_COLUMN, f"Time to {target_accuracy:g} [s]", _target_text))
+    columns.sort(key=lambda c: c[0])
+    header = ["Method", "Seeds", "Not finished", *(title for _, title, _ in columns)]
     rows = []
     for _, row in group.sort_values("method").iterrows():
-        accuracy = DASH
-        if not _missing(row["acc_median"]):
-            accuracy = f"{row['acc_median']:.3f} ± {row['acc_spread']:.3f}"
-        values = [
-            row["method"],
-            int(row["n_finished"]),
-            _not_finished(row),
-            accuracy,
-            fmt(row["sparsity_median"]),
-            fmt(row["nonzeros_median"], ",.0f"),
-            fmt_seconds(row["device_time_median"]),
-            fmt(row["iterations_median"], ",.0f"),
-            fmt(row["step_ms_median"], ".2f"),
-        ]
-        if target_accuracy is not None:
-            values.append(_target_text(row))
-        values.append(fmt(row["accept_rate_median"]))
+        values = [row["method"], int(row["n_finished"]), _not_finished(row)]
+        values += [render(row) for _, _, render in columns]
         rows.append(values)
     return table(header, rows)
 

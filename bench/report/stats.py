@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.metrics import METRICS, RUN_FIELDS
+
 FINISHED = "finished"
 NOT_FINISHED = ("diverged", "failed", "killed")
 GROUP_COLUMNS = ("dataset", "model")
@@ -95,16 +97,16 @@ def method_table(
             "acc_min": float(present.min()) if len(present) else math.nan,
             "acc_max": float(present.max()) if len(present) else math.nan,
             "acc_spread": half_range(accuracy),
-            "sparsity_median": median(done["sparsity"]),
-            "nonzeros_median": median(done["nonzeros"]),
-            "device_time_median": median(done["device_time_s"]),
-            "iterations_median": median(done["iterations"]),
-            "step_ms_median": median(
-                1000.0
-                * pd.to_numeric(done["device_time_s"], errors="coerce")
-                / pd.to_numeric(done["iterations"], errors="coerce").where(lambda n: n > 0)
-            ),
-            "accept_rate_median": median(done["accept_rate"]),
+            **{
+                f"{m.name}_median": median(done[m.name])
+                for m in METRICS
+                if m.aggregate == "median" and m.name in RUN_FIELDS and m.name in done
+            },
+            **{
+                f"{m.name}_spread": half_range(done[m.name])
+                for m in METRICS
+                if m.spread and m.name in done
+            },
         }
         if target_accuracy is not None:
             empty = curves.iloc[0:0]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.suites import SUITES_DIR, Cell, MethodSpec, SuiteError, load_suite
+from bench.suites import Cell, MethodSpec, SuiteError, load_suite, resolve_toml
 
 #: ``--setting NAME`` resolves to ``bench/suites/<NAME><SETTING_SUFFIX>.toml``.
 SETTING_SUFFIX = "-tuned"
@@ -133,21 +133,13 @@ class Setting:
 
 def resolve_setting_path(name_or_path: str | Path) -> Path:
     """A shipped setting name (``quick``) or the path of a setting file."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise SettingError(f"setting file {path} does not exist")
-        return path
-    shipped = SUITES_DIR / f"{name_or_path}{SETTING_SUFFIX}.toml"
-    if not shipped.is_file():
-        names = sorted(
-            p.stem[: -len(SETTING_SUFFIX)] for p in SUITES_DIR.glob(f"*{SETTING_SUFFIX}.toml")
-        )
-        raise SettingError(
-            f"unknown setting {str(name_or_path)!r}; shipped settings: {', '.join(names)} "
-            f'(or pass the path of a suite file whose methods use hparams = "tuned:<study>")'
-        )
-    return shipped
+    return resolve_toml(
+        name_or_path,
+        suffix=SETTING_SUFFIX,
+        what="setting",
+        error=SettingError,
+        hint='or pass the path of a suite file whose methods use hparams = "tuned:<study>"',
+    )
 
 
 def load_setting(name_or_path: str | Path, *, seed: int = 0) -> Setting:

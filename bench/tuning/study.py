@@ -71,10 +71,6 @@ from bench.tuning.settings import Setting, Target
 from bench.tuning.spaces import SPACE_VERSION, Space
 from bench.tuning.storage import StorageSpec
 
-# Heartbeats, metric names and multivariate TPE are "experimental" in Optuna; they are
-# stable enough for us and the warnings would drown the per-trial lines.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
 OBJECTIVES = ("pareto", "accuracy")
 METRIC_NAMES = {"pareto": ["val_accuracy", "sparsity"], "accuracy": ["val_accuracy"]}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
