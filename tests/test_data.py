@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench import data
 from bench.data import (
     CIFAR10_BATCHES,
     IDX_FILES,
@@ -24,12 +23,14 @@ from bench.data import (
     DataSplits,
     available_datasets,
     ensure_dataset,
+    install,
     load_dataset,
+    locate,
     read_cifar_batch,
     read_idx,
 )
 
-REAL_DEBIAN_DIR = data.DEBIAN_FASHION_MNIST_DIR
+REAL_DEBIAN_DIR = locate.DEBIAN_FASHION_MNIST_DIR
 N_TRAIN, N_TEST, SIZE = 30, 10, 28
 
 
@@ -105,12 +106,12 @@ def _index_of(images: np.ndarray) -> dict[bytes, int]:
 @pytest.fixture
 def no_debian(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Hide the real Debian directory and make any download attempt fail loudly."""
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-such-debian-dir")
+    monkeypatch.setattr(locate, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-such-debian-dir")
 
     def offline(name: str, target: Path) -> None:
         raise OSError("offline in tests")
 
-    monkeypatch.setattr(data, "_download_with_torchvision", offline)
+    monkeypatch.setattr(locate, "_download_with_torchvision", offline)
     return tmp_path / "no-such-debian-dir"
 
 
@@ -315,7 +316,7 @@ def test_download_lands_in_torchvision_layout(
         calls.append((name, target))
         _write_idx_dataset(target / "FashionMNIST" / "raw", gz=True)
 
-    monkeypatch.setattr(data, "_download_with_torchvision", fake_download)
+    monkeypatch.setattr(locate, "_download_with_torchvision", fake_download)
     splits = load_dataset("fashion-mnist", root=tmp_path)
     assert calls == [("fashion-mnist", tmp_path / "fashion-mnist")]
     assert "downloaded" in splits.source
@@ -340,7 +341,7 @@ def test_debian_dir_is_used_after_local_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     debian = tmp_path / "debian"
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian)
+    monkeypatch.setattr(locate, "DEBIAN_FASHION_MNIST_DIR", debian)
     _write_idx_dataset(debian, seed=5)
     root = tmp_path / "root"
     from_debian = load_dataset("fashion-mnist", root=root, allow_download=False)
@@ -470,7 +471,7 @@ def test_malformed_cifar_batch(tmp_path: Path, content: object, pattern: str) ->
 def test_real_fashion_mnist_from_debian_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", REAL_DEBIAN_DIR)
+    monkeypatch.setattr(locate, "DEBIAN_FASHION_MNIST_DIR", REAL_DEBIAN_DIR)
     splits = load_dataset("fashion-mnist", root=tmp_path, allow_download=False)
     assert splits.sizes() == {"train": 54_000, "val": 6_000, "test": 10_000}
     assert (splits.num_classes, splits.in_channels, splits.image_size) == (10, 1, 28)
@@ -583,9 +584,9 @@ def test_ensure_dataset_installs_debian_package_as_root(
         installed.append(package)
         _write_idx_dataset(no_debian)
 
-    monkeypatch.setattr(data, "_apt_install", fake_apt)
-    monkeypatch.setattr(data, "_running_as_root", lambda: True)
-    monkeypatch.setattr(data.shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
+    monkeypatch.setattr(install, "_apt_install", fake_apt)
+    monkeypatch.setattr(install, "_running_as_root", lambda: True)
+    monkeypatch.setattr(install.shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
 
     with pytest.raises(DatasetUnavailable, match="dataset-fashion-mnist"):
         ensure_dataset("fashion-mnist", root=tmp_path, install_with_apt=False)
@@ -599,7 +600,7 @@ def test_ensure_dataset_installs_debian_package_as_root(
 def test_ensure_dataset_without_root_explains(
     tmp_path: Path, no_debian: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "_running_as_root", lambda: False)
-    monkeypatch.setattr(data, "_apt_install", lambda package: pytest.fail("apt must not run"))
+    monkeypatch.setattr(install, "_running_as_root", lambda: False)
+    monkeypatch.setattr(install, "_apt_install", lambda package: pytest.fail("apt must not run"))
     with pytest.raises(DatasetUnavailable, match="needs root"):
         ensure_dataset("fashion-mnist", root=tmp_path)
