@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from bench.data import (
     CIFAR10_BATCHES,
     IDX_FILES,
+    DataFileError,
     DatasetUnavailable,
     DataSplits,
     available_datasets,
@@ -263,6 +265,66 @@ def test_image_and_label_counts_must_agree(tmp_path: Path, no_debian: Path) -> N
     _write_idx(directory / IDX_FILES["test_labels"], np.zeros(3, np.uint8), 0x801, gz=True)
     with pytest.raises(ValueError, match=r"10 images.*3 labels"):
         load_dataset("mnist", root=tmp_path, allow_download=False)
+
+
+def _corrupt(path: Path, how: str) -> None:
+    """Damage a gzip file the ways disks and interrupted copies do."""
+    raw = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+        return
+    start = 12 if how == "flipped-header" else len(raw) // 2  # deflate header / payload
+    for i in range(start, start + 4):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["flipped-header", "flipped-payload", "truncated"])
+def test_corrupt_gzip_names_file_and_remedy(tmp_path: Path, no_debian: Path, how: str) -> None:
+    _write_idx_dataset(tmp_path / "fashion-mnist", gz=True)
+    damaged = tmp_path / "fashion-mnist" / f"{IDX_FILES['train_images']}.gz"
+    _corrupt(damaged, how)
+    with pytest.raises(DataFileError) as info:
+        load_dataset("fashion-mnist", root=tmp_path, allow_download=False)
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert error.path == damaged
+    message = str(error)
+    assert message.startswith(f"{damaged}: corrupt gzip data")
+    assert f"delete {damaged}" in message
+    assert "python -m bench data --dataset fashion-mnist" in message
+    # The low-level error is kept as the cause, never raised bare.
+    assert isinstance(error.__cause__, OSError | EOFError | zlib.error)
+    with pytest.raises(DataFileError, match="corrupt gzip"):
+        ensure_dataset("fashion-mnist", root=tmp_path, install_with_apt=False)
+
+
+def test_corrupt_debian_file_advises_reinstall(tmp_path: Path, no_debian: Path) -> None:
+    _write_idx_dataset(no_debian, gz=True)
+    _corrupt(no_debian / f"{IDX_FILES['test_labels']}.gz", "flipped-header")
+    with pytest.raises(DataFileError, match=r"t10k-labels.*apt-get install --reinstall"):
+        load_dataset("fashion-mnist", root=tmp_path / "empty", allow_download=False)
+
+
+def test_corrupt_cifar_batch_names_file_and_remedy(tmp_path: Path, no_debian: Path) -> None:
+    directory = tmp_path / "cifar10" / "cifar-10-batches-py"
+    _write_cifar(directory)
+    (directory / "data_batch_3").write_bytes((directory / "data_batch_3").read_bytes()[:100])
+    with pytest.raises(DataFileError, match=r"data_batch_3.*delete .*--dataset cifar10"):
+        load_dataset("cifar10", root=tmp_path, allow_download=False)
+
+
+def test_data_command_reports_corrupt_file_in_one_line(
+    tmp_path: Path, no_debian: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.cli import main
+
+    _write_idx_dataset(tmp_path / "mnist", gz=True)
+    _corrupt(tmp_path / "mnist" / f"{IDX_FILES['test_images']}.gz", "truncated")
+    assert main(["data", "--dataset", "mnist", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "t10k-images-idx3-ubyte.gz" in err
+    assert "Traceback" not in err
 
 
 def test_read_idx_gz_and_raw_agree(tmp_path: Path) -> None:
