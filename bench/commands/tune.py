@@ -29,7 +29,7 @@ import optimizers
 from bench.data import DatasetUnavailable, DataSplits, available_datasets
 from bench.environment import DEVICES, resolve_device
 from bench.models import available_models, build_model
-from bench.suites import MODES
+from bench.suites import DEFAULT_EVAL_EVERY_EPOCHS, DEFAULT_TRAIN_EVAL_SIZE, MODES
 from bench.training import iterations_per_epoch
 from bench.tuning.outputs import DEFAULT_MIN_SPARSITY
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
@@ -225,8 +225,8 @@ def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, 
         model=args.model,
         model_options={},
         budget=budget,
-        eval_every_epochs=args.eval_every or 0.5,
-        train_eval_size=args.train_eval_size or 2000,
+        eval_every_epochs=args.eval_every or DEFAULT_EVAL_EVERY_EPOCHS,
+        train_eval_size=args.train_eval_size or DEFAULT_TRAIN_EVAL_SIZE,
         seed=args.seed,
         targets=(target,),
     )
