@@ -45,6 +45,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 import optimizers
@@ -71,6 +72,7 @@ _TOP_KEYS = {
 _METHOD_KEYS = {"label", "name", "mode", "batch_size", "chunk_size", "hparams"}
 _BUDGET_KEYS = {"epochs", "device_seconds"}
 _EVAL_KEYS = {"every_epochs", "train_eval_size"}
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 #: Defaults of ``[eval]``, shared with ``bench tune``'s flags so a study and a suite
 #: without an ``[eval]`` table evaluate alike.
 DEFAULT_EVAL_EVERY_EPOCHS = 0.5
@@ -391,6 +393,13 @@ class _Validator:
         runtime = sorted(set(optimizers.runtime_options(method)) & set(value))
         if runtime:
             raise self.fail(f"{where}.{runtime[0]}", "is set by the runner, not the suite")
+        for key, number in value.items():  # training runs in float32: it must hold the value
+            if isinstance(number, float) and math.isfinite(number) and abs(number) > FLOAT32_MAX:
+                raise self.fail(
+                    f"{where}.{key}",
+                    f"{number:g} does not fit in float32 (largest {FLOAT32_MAX:.3g}), the "
+                    "precision training runs in",
+                )
         hparams_class = optimizers.hparams_class(method)
         try:
             if hparams_class is not None:  # names, types and bounds from the dataclass

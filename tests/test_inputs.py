@@ -220,6 +220,7 @@ def test_valid_model_option_loads(tmp_path: Path) -> None:
         ("{ lr = inf }", r"hparams': lr must be finite"),
         ("{ lr = nan }", r"hparams': lr must be finite"),
         ("{ lrr = 0.1 }", r"hparams': .*lrr"),
+        ("{ lr = 1e40 }", r"hparams.lr': 1e\+40 does not fit in float32"),
     ],
 )
 def test_hyperparameters_checked_at_load(tmp_path: Path, hparams: str, pattern: str) -> None:
