@@ -70,7 +70,7 @@ def git_commit() -> str:
 #: Sources whose changes can change a cell's result (reports, CLI and tracking cannot).
 RESULT_SOURCES = (
     "optimizers",
-    "bench/data.py",
+    "bench/data",
     "bench/models.py",
     "bench/training.py",
     "bench/evaluation.py",

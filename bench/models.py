@@ -20,7 +20,7 @@ ReLU is offered (``act="relu"``) as an ablation.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,7 @@ __all__ = [
     "ACTIVATIONS",
     "available_models",
     "build_model",
+    "check_model_options",
     "dense_macs_per_sample",
     "nonzero_macs_per_sample",
     "register_model",
@@ -54,6 +55,7 @@ class _ModelSpec:
     name: str
     builder: ModelBuilder
     options: tuple[str, ...]
+    defaults: dict[str, object]
 
 
 _MODELS: dict[str, _ModelSpec] = {}
@@ -65,6 +67,9 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     The builder must accept the keyword arguments ``in_channels``, ``image_size`` and
     ``num_classes``; every other keyword parameter it declares becomes an allowed option
     of :func:`build_model`, so option checking never drifts from the builder's code.
+    Options are checked without building anything (suites do it on load): by the
+    shared check in :data:`OPTION_CHECKS` for its name, else by the type of the
+    parameter's default.
     """
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
@@ -75,7 +80,8 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
         if missing:
             raise TypeError(f"model builder {name!r} lacks the parameters {missing}")
         options = tuple(p for p in params if p not in _REQUIRED_ARGS)
-        _MODELS[name] = _ModelSpec(name=name, builder=builder, options=options)
+        defaults = {p: params[p].default for p in options}
+        _MODELS[name] = _ModelSpec(name=name, builder=builder, options=options, defaults=defaults)
         return builder
 
     return decorator
@@ -95,21 +101,48 @@ def build_model(
     unknown model, an unknown option or a bad option value, so that a typo in a suite file
     fails at once instead of silently training a different network.
     """
-    spec = _MODELS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
-    for option in options:
-        if option not in spec.options:
-            allowed = ", ".join(spec.options) or "(none)"
-            raise ValueError(
-                f"unknown option {option!r} for model {name!r}; allowed options: {allowed}"
-            )
+    spec = check_model_options(name, options)
     _check_int("in_channels", in_channels, minimum=1)
     _check_int("image_size", image_size, minimum=1)
     _check_int("num_classes", num_classes, minimum=2)
     return spec.builder(
         in_channels=in_channels, image_size=image_size, num_classes=num_classes, **options
     )
+
+
+def check_model_options(name: str, options: Mapping[str, object]) -> _ModelSpec:
+    """Check ``options`` of model ``name`` without building it (suites call this on load).
+
+    Raises ``ValueError`` for an unknown model, an option the builder does not declare
+    (listing the allowed ones) or a bad value (naming it and the allowed values).
+    """
+    spec = _MODELS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    for option, value in options.items():
+        if option not in spec.options:
+            allowed = ", ".join(spec.options) or "(none)"
+            raise ValueError(
+                f"unknown option {option!r} for model {name!r}; allowed options: {allowed}"
+            )
+        check = OPTION_CHECKS.get(option)
+        if check is not None:
+            check(value)
+        else:
+            _check_like_default(name, option, value, spec.defaults[option])
+    return spec
+
+
+def _check_like_default(model: str, option: str, value: object, default: object) -> None:
+    """An option without a shared check must have its default's type (ints pass as floats)."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    kind = (int, float) if type(default) is float else type(default)
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kind):
+        raise ValueError(
+            f"option {option}={value!r} of model {model!r} must be of type "
+            f"{type(default).__name__} like its default {default!r}"
+        )
 
 
 def _check_int(what: str, value: object, *, minimum: int) -> None:
@@ -125,6 +158,10 @@ def _activation(act: object) -> nn.Module:
             f"unknown activation act={act!r}; allowed values: {', '.join(sorted(ACTIVATIONS))}"
         )
     return ACTIVATIONS[act]()
+
+
+#: Value checks of the options builders may declare, by option name.
+OPTION_CHECKS: dict[str, Callable[[object], object]] = {"act": _activation}
 
 
 def _check_min_size(name: str, image_size: int, minimum: int) -> None:

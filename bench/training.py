@@ -7,6 +7,13 @@ and the divergence check are looked at on the evaluation cadence only, so the ho
 waits for the device between steps, and a run may overshoot a device-seconds budget by up
 to one evaluation interval; on a CPU, where reading the clock is free, the device-seconds
 budget is checked after every step.
+
+A cell *diverges* (status ``diverged``, with the reason in its summary) when, at an
+evaluation point or a step, the objective is NaN or infinite, or when at an evaluation
+point the objective on the training-evaluation samples exceeds ``DIVERGENCE_FACTOR``
+times its initial value plus ``DIVERGENCE_MARGIN``: training that explodes but stays
+finite (lr = 1e6 lifting 2.3 to millions) is not a result to compare. The curve keeps
+the last good point; the report leaves diverged cells out of medians and claims.
 """
 
 from __future__ import annotations
@@ -29,13 +36,25 @@ from bench.timing import StepTimer, Stopwatch
 
 #: Relative tolerance when counting full-batch objective increases on accepted steps.
 INCREASE_TOLERANCE = 1e-6
+#: Divergence: at an evaluation point the objective on the training-evaluation samples
+#: exceeds ``DIVERGENCE_FACTOR`` times its value before the first step plus
+#: ``DIVERGENCE_MARGIN`` (the margin keeps a near-zero start from flagging noise). No
+#: method that is making progress gets there (cross-entropy starts near ln(classes) and
+#: falls); an exploding learning rate gets there fast and can stay finite for many steps.
+DIVERGENCE_FACTOR = 10.0
+DIVERGENCE_MARGIN = 1.0
 WARMUP_STEPS = 2  # throwaway steps (one in full-batch mode, where a step is an epoch)
 
 EvalCallback = Callable[[dict[str, Any]], None]
 
 
 class Diverged(Exception):
-    """The objective became NaN or infinite."""
+    """The objective became NaN or infinite, or exploded (see :data:`DIVERGENCE_FACTOR`)."""
+
+
+def divergence_limit(initial_objective: float) -> float:
+    """The objective above which a cell counts as diverged, given its starting value."""
+    return DIVERGENCE_FACTOR * initial_objective + DIVERGENCE_MARGIN
 
 
 @dataclass
@@ -125,8 +144,8 @@ def iterations_per_epoch(cell: Cell, n_train: int) -> int:
 
 def method_hparams(cell: Cell) -> dict[str, Any]:
     hparams = dict(cell.method.hparams)
-    allowed = optimizers.hyperparameters(cell.method.name)
-    if "post_step_loss" in allowed:  # the runner evaluates J itself: skip the extra forward
+    if "post_step_loss" in optimizers.runtime_options(cell.method.name):
+        # the runner evaluates J itself: skip the extra forward
         hparams["post_step_loss"] = False
     if cell.method.chunk_size is not None:
         hparams["chunk_size"] = cell.method.chunk_size
@@ -210,6 +229,12 @@ def train_cell(
         objective = point["objective"]
         if not math.isfinite(objective):
             raise Diverged(f"objective is {objective} at iteration {counters.iterations}")
+        if curve and objective > divergence_limit(curve[0]["objective"]):
+            raise Diverged(
+                f"objective {objective:.4g} at iteration {counters.iterations} exceeds "
+                f"{DIVERGENCE_FACTOR:g} x its initial {curve[0]['objective']:.4g} "
+                f"+ {DIVERGENCE_MARGIN:g}"
+            )
         curve.append(point)
         if on_eval is not None:
             on_eval(point)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,20 +17,22 @@ import numpy as np
 import pytest
 import torch
 
-from bench import data
 from bench.data import (
     CIFAR10_BATCHES,
     IDX_FILES,
+    DataFileError,
     DatasetUnavailable,
     DataSplits,
     available_datasets,
     ensure_dataset,
+    install,
     load_dataset,
+    locate,
     read_cifar_batch,
     read_idx,
 )
 
-REAL_DEBIAN_DIR = data.DEBIAN_FASHION_MNIST_DIR
+REAL_DEBIAN_DIR = locate.DEBIAN_FASHION_MNIST_DIR
 N_TRAIN, N_TEST, SIZE = 30, 10, 28
 
 
@@ -105,12 +108,12 @@ def _index_of(images: np.ndarray) -> dict[bytes, int]:
 @pytest.fixture
 def no_debian(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Hide the real Debian directory and make any download attempt fail loudly."""
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-such-debian-dir")
+    monkeypatch.setattr(locate, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-such-debian-dir")
 
     def offline(name: str, target: Path) -> None:
         raise OSError("offline in tests")
 
-    monkeypatch.setattr(data, "_download_with_torchvision", offline)
+    monkeypatch.setattr(locate, "_download_with_torchvision", offline)
     return tmp_path / "no-such-debian-dir"
 
 
@@ -264,6 +267,66 @@ def test_image_and_label_counts_must_agree(tmp_path: Path, no_debian: Path) -> N
         load_dataset("mnist", root=tmp_path, allow_download=False)
 
 
+def _corrupt(path: Path, how: str) -> None:
+    """Damage a gzip file the ways disks and interrupted copies do."""
+    raw = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+        return
+    start = 12 if how == "flipped-header" else len(raw) // 2  # deflate header / payload
+    for i in range(start, start + 4):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["flipped-header", "flipped-payload", "truncated"])
+def test_corrupt_gzip_names_file_and_remedy(tmp_path: Path, no_debian: Path, how: str) -> None:
+    _write_idx_dataset(tmp_path / "fashion-mnist", gz=True)
+    damaged = tmp_path / "fashion-mnist" / f"{IDX_FILES['train_images']}.gz"
+    _corrupt(damaged, how)
+    with pytest.raises(DataFileError) as info:
+        load_dataset("fashion-mnist", root=tmp_path, allow_download=False)
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert error.path == damaged
+    message = str(error)
+    assert message.startswith(f"{damaged}: corrupt gzip data")
+    assert f"delete {damaged}" in message
+    assert "python -m bench data --dataset fashion-mnist" in message
+    # The low-level error is kept as the cause, never raised bare.
+    assert isinstance(error.__cause__, OSError | EOFError | zlib.error)
+    with pytest.raises(DataFileError, match="corrupt gzip"):
+        ensure_dataset("fashion-mnist", root=tmp_path, install_with_apt=False)
+
+
+def test_corrupt_debian_file_advises_reinstall(tmp_path: Path, no_debian: Path) -> None:
+    _write_idx_dataset(no_debian, gz=True)
+    _corrupt(no_debian / f"{IDX_FILES['test_labels']}.gz", "flipped-header")
+    with pytest.raises(DataFileError, match=r"t10k-labels.*apt-get install --reinstall"):
+        load_dataset("fashion-mnist", root=tmp_path / "empty", allow_download=False)
+
+
+def test_corrupt_cifar_batch_names_file_and_remedy(tmp_path: Path, no_debian: Path) -> None:
+    directory = tmp_path / "cifar10" / "cifar-10-batches-py"
+    _write_cifar(directory)
+    (directory / "data_batch_3").write_bytes((directory / "data_batch_3").read_bytes()[:100])
+    with pytest.raises(DataFileError, match=r"data_batch_3.*delete .*--dataset cifar10"):
+        load_dataset("cifar10", root=tmp_path, allow_download=False)
+
+
+def test_data_command_reports_corrupt_file_in_one_line(
+    tmp_path: Path, no_debian: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.cli import main
+
+    _write_idx_dataset(tmp_path / "mnist", gz=True)
+    _corrupt(tmp_path / "mnist" / f"{IDX_FILES['test_images']}.gz", "truncated")
+    assert main(["data", "--dataset", "mnist", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "t10k-images-idx3-ubyte.gz" in err
+    assert "Traceback" not in err
+
+
 def test_read_idx_gz_and_raw_agree(tmp_path: Path) -> None:
     array = _unique_images(5, (3, 4), seed=3)
     _write_idx(tmp_path / "a", array, 0x803, gz=False)
@@ -315,7 +378,7 @@ def test_download_lands_in_torchvision_layout(
         calls.append((name, target))
         _write_idx_dataset(target / "FashionMNIST" / "raw", gz=True)
 
-    monkeypatch.setattr(data, "_download_with_torchvision", fake_download)
+    monkeypatch.setattr(locate, "_download_with_torchvision", fake_download)
     splits = load_dataset("fashion-mnist", root=tmp_path)
     assert calls == [("fashion-mnist", tmp_path / "fashion-mnist")]
     assert "downloaded" in splits.source
@@ -340,7 +403,7 @@ def test_debian_dir_is_used_after_local_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     debian = tmp_path / "debian"
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian)
+    monkeypatch.setattr(locate, "DEBIAN_FASHION_MNIST_DIR", debian)
     _write_idx_dataset(debian, seed=5)
     root = tmp_path / "root"
     from_debian = load_dataset("fashion-mnist", root=root, allow_download=False)
@@ -470,7 +533,7 @@ def test_malformed_cifar_batch(tmp_path: Path, content: object, pattern: str) ->
 def test_real_fashion_mnist_from_debian_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", REAL_DEBIAN_DIR)
+    monkeypatch.setattr(locate, "DEBIAN_FASHION_MNIST_DIR", REAL_DEBIAN_DIR)
     splits = load_dataset("fashion-mnist", root=tmp_path, allow_download=False)
     assert splits.sizes() == {"train": 54_000, "val": 6_000, "test": 10_000}
     assert (splits.num_classes, splits.in_channels, splits.image_size) == (10, 1, 28)
@@ -583,9 +646,9 @@ def test_ensure_dataset_installs_debian_package_as_root(
         installed.append(package)
         _write_idx_dataset(no_debian)
 
-    monkeypatch.setattr(data, "_apt_install", fake_apt)
-    monkeypatch.setattr(data, "_running_as_root", lambda: True)
-    monkeypatch.setattr(data.shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
+    monkeypatch.setattr(install, "_apt_install", fake_apt)
+    monkeypatch.setattr(install, "_running_as_root", lambda: True)
+    monkeypatch.setattr(install.shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
 
     with pytest.raises(DatasetUnavailable, match="dataset-fashion-mnist"):
         ensure_dataset("fashion-mnist", root=tmp_path, install_with_apt=False)
@@ -599,7 +662,7 @@ def test_ensure_dataset_installs_debian_package_as_root(
 def test_ensure_dataset_without_root_explains(
     tmp_path: Path, no_debian: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "_running_as_root", lambda: False)
-    monkeypatch.setattr(data, "_apt_install", lambda package: pytest.fail("apt must not run"))
+    monkeypatch.setattr(install, "_running_as_root", lambda: False)
+    monkeypatch.setattr(install, "_apt_install", lambda package: pytest.fail("apt must not run"))
     with pytest.raises(DatasetUnavailable, match="needs root"):
         ensure_dataset("fashion-mnist", root=tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.data import DatasetUnavailable, available_datasets, ensure_dataset
+from bench.data import DataFileError, DatasetUnavailable, available_datasets, ensure_dataset
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         source = ensure_dataset(args.dataset, root=args.root, install_with_apt=not args.no_apt)
-    except DatasetUnavailable as error:
-        print(str(error), file=sys.stderr)
+    except (DatasetUnavailable, DataFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.dataset}: {source}")
     return 0

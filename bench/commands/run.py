@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from bench.environment import DEVICES, resolve_device
 from bench.runner import run_suite
 from bench.suites import load_suite
+from bench.writable import PathNotWritable, ensure_writable_dir
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, studies_dir=args.out / "studies")
+    try:  # the ledger, MLflow store and report go here: fail now, not after a cell trained
+        ensure_writable_dir(args.out, "output folder", flag="--out")
+    except PathNotWritable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     device = resolve_device(args.device)
     outcome = run_suite(suite, args.out, device, only=args.only, progress=not args.no_progress)
     print(

@@ -12,8 +12,10 @@ Two ways to say what a trial trains:
   ``--train-subset``... The study defaults to ``<method>-<mode>-<model>-<dataset>``.
 
 Every bad input fails at once, exit code 2, before any data is trained on: unknown
-method or setting, an empty or inverted ``--space`` range, an unreachable ``--storage``,
-``--trials``/``--workers`` < 1, a study resumed with another objective, space or budget.
+method or setting, an empty or inverted ``--space`` range, an unreachable ``--storage``
+or one in a folder that cannot be written, a read-only ``--out``, a number flag that is
+not finite or out of range (``--budget-seconds inf``, ``--trials 0``: refused by argparse,
+naming the flag), a study resumed with another objective, space or budget.
 """
 
 from __future__ import annotations
@@ -26,19 +28,35 @@ from pathlib import Path
 from typing import Any
 
 import optimizers
-from bench.data import DatasetUnavailable, DataSplits, available_datasets
+from bench.commands.args import (
+    CLOSED_FRACTION,
+    NONNEGATIVE_INT,
+    OPEN_FRACTION,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+)
+from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_datasets
 from bench.environment import DEVICES, resolve_device
 from bench.models import available_models, build_model
-from bench.suites import MODES
+from bench.suites import DEFAULT_EVAL_EVERY_EPOCHS, DEFAULT_TRAIN_EVAL_SIZE, MODES
 from bench.training import iterations_per_epoch
 from bench.tuning.outputs import DEFAULT_MIN_SPARSITY
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
 from bench.tuning.spaces import SpaceError, space_for
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
 from bench.tuning.study import OBJECTIVES, StudyError, StudyPlan, load_tuning_data, tune
+from bench.writable import PathNotWritable, ensure_writable_dir
 
 #: Errors that mean "bad input": reported in one line, exit code 2.
-INPUT_ERRORS = (SpaceError, SettingError, StorageError, StudyError, DatasetUnavailable)
+INPUT_ERRORS = (
+    SpaceError,
+    SettingError,
+    StorageError,
+    StudyError,
+    DatasetUnavailable,
+    DataFileError,
+    PathNotWritable,
+)
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Flags that describe the setting; refused together with --setting.
 _SETTING_FLAGS = (
@@ -76,7 +94,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="worker processes on this machine (default: 1)"
+        "--workers",
+        type=POSITIVE_INT,
+        default=1,
+        help="worker processes on this machine (default: 1)",
     )
     parser.add_argument(
         "--objective",
@@ -87,18 +108,20 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-sparsity",
-        type=float,
+        type=CLOSED_FRACTION,
         default=DEFAULT_MIN_SPARSITY,
         help="S: the accuracy objective's constraint, and the pick rule of "
         f"best.json (default: {DEFAULT_MIN_SPARSITY})",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="training seed of every trial (default: 0)"
+        "--seed", type=NONNEGATIVE_INT, default=0, help="training seed of every trial (default: 0)"
     )
-    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE seed (default: 0)")
+    parser.add_argument(
+        "--sampler-seed", type=NONNEGATIVE_INT, default=0, help="TPE seed (default: 0)"
+    )
     parser.add_argument(
         "--max-failures",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="crashed trials after which a worker gives up (default: max(3, N))",
     )
@@ -111,7 +134,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trials",
-        type=int,
+        type=POSITIVE_INT,
         required=True,
         help="N: run until the study holds N finished (complete or pruned) trials",
     )
@@ -136,42 +159,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("setting without --setting")
     group.add_argument("--model", choices=available_models(), default=None)
     group.add_argument("--dataset", choices=available_datasets(), default=None)
-    group.add_argument("--budget-epochs", type=float, default=None)
+    group.add_argument("--budget-epochs", type=POSITIVE_NUMBER, default=None)
     group.add_argument(
         "--budget-seconds",
-        type=float,
+        type=POSITIVE_NUMBER,
         default=None,
         help="device seconds of training steps per trial",
     )
-    group.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default 128)")
-    group.add_argument("--chunk-size", type=int, default=None, help="full-batch chunk size")
+    group.add_argument(
+        "--batch-size", type=POSITIVE_INT, default=None, help="mini-batch size (default 128)"
+    )
+    group.add_argument(
+        "--chunk-size", type=POSITIVE_INT, default=None, help="full-batch chunk size"
+    )
     group.add_argument(
         "--train-subset",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="train + val pool size (default: the whole training set)",
     )
-    group.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
-    group.add_argument("--split-seed", type=int, default=None, help="default 0")
+    group.add_argument("--val-fraction", type=OPEN_FRACTION, default=None, help="default 0.1")
+    group.add_argument("--split-seed", type=NONNEGATIVE_INT, default=None, help="default 0")
     group.add_argument(
-        "--eval-every", type=float, default=None, help="evaluation cadence in epochs (default 0.5)"
+        "--eval-every",
+        type=POSITIVE_NUMBER,
+        default=None,
+        help=f"evaluation cadence in epochs (default {DEFAULT_EVAL_EVERY_EPOCHS})",
     )
-    group.add_argument("--train-eval-size", type=int, default=None, help="default 2000")
+    group.add_argument(
+        "--train-eval-size",
+        type=POSITIVE_INT,
+        default=None,
+        help=f"default {DEFAULT_TRAIN_EVAL_SIZE}",
+    )
     add_common_options(parser)
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def check_common(args: argparse.Namespace) -> None:
-    if args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
-    if not 0.0 <= args.min_sparsity <= 1.0:
-        raise InputError(f"--min-sparsity must lie in [0, 1], got {args.min_sparsity}")
-    if args.max_failures is not None and args.max_failures < 1:
-        raise InputError(f"--max-failures must be >= 1, got {args.max_failures}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
 
 
 def check_study_name(name: str) -> str:
@@ -189,9 +213,7 @@ def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, 
         raise InputError("pass --setting, or both --model and --dataset")
     budget: dict[str, float] = {}
     for key, value in (("epochs", args.budget_epochs), ("device_seconds", args.budget_seconds)):
-        if value is not None:
-            if not value > 0:
-                raise InputError(f"--budget-{key.split('_')[-1]} must be > 0, got {value}")
+        if value is not None:  # finite and > 0: checked by the flag's type
             budget[key] = value
     if not budget:
         raise InputError("pass a budget: --budget-epochs E and/or --budget-seconds T")
@@ -203,15 +225,6 @@ def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, 
         batch = None
     elif args.chunk_size is not None:
         raise InputError("--chunk-size applies to full-batch mode only")
-    for flag, value in (
-        ("batch-size", batch),
-        ("chunk-size", args.chunk_size),
-        ("train-eval-size", args.train_eval_size),
-    ):
-        if value is not None and value < 1:
-            raise InputError(f"--{flag} must be >= 1, got {value}")
-    if args.eval_every is not None and not args.eval_every > 0:
-        raise InputError(f"--eval-every must be > 0, got {args.eval_every}")
     data: dict[str, Any] = {}
     for key in ("train_subset", "val_fraction", "split_seed"):
         if getattr(args, key) is not None:
@@ -225,8 +238,8 @@ def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, 
         model=args.model,
         model_options={},
         budget=budget,
-        eval_every_epochs=args.eval_every or 0.5,
-        train_eval_size=args.train_eval_size or 2000,
+        eval_every_epochs=args.eval_every or DEFAULT_EVAL_EVERY_EPOCHS,
+        train_eval_size=args.train_eval_size or DEFAULT_TRAIN_EVAL_SIZE,
         seed=args.seed,
         targets=(target,),
     )
@@ -264,11 +277,12 @@ def make_plan(
     space = space_for(target.method, target.mode)
     if overrides:
         space = space.with_overrides(overrides)
-    out = Path(args.out).resolve()
+    # Studies write their outputs (and the default storage) under --out: prove it is
+    # writable before a trial trains.
+    out = ensure_writable_dir(Path(args.out).resolve(), "output folder", flag="--out")
     if args.storage:
         storage = parse_storage(args.storage)
-    else:  # the default storage lives in --out, which must exist to hold it
-        out.mkdir(parents=True, exist_ok=True)
+    else:
         storage = default_storage(out, name, args.workers)
     check_storage(storage, args.workers)
     return StudyPlan(
@@ -324,9 +338,6 @@ def resolve_method(args: argparse.Namespace) -> tuple[Setting, Target]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        check_common(args)
-        if args.trials < 1:
-            raise InputError(f"--trials must be >= 1, got {args.trials}")
         setting, target = resolve_method(args)
         plan = make_plan(
             args, setting, target, trials=args.trials, study=args.study, overrides=args.space

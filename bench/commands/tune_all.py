@@ -22,11 +22,11 @@ import sys
 import time
 from dataclasses import replace
 
+from bench.commands.args import POSITIVE_INT
 from bench.commands.tune import (
     INPUT_ERRORS,
     InputError,
     add_common_options,
-    check_common,
     load_checked_data,
     make_plan,
 )
@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trials",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="N finished trials per method (default: "
         + ", ".join(f"{k}: {v}" for k, v in DEFAULT_TRIALS.items())
@@ -71,7 +71,6 @@ def _budget_caption(setting_budget: dict[str, float], trials: int) -> str:
 def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     try:
-        check_common(args)
         setting = load_setting(args.setting, seed=args.seed)
         trials = (
             args.trials

@@ -30,6 +30,8 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from bench.writable import PathNotWritable, check_writable_file
+
 # Heartbeats, metric names and multivariate TPE are "experimental" in Optuna; they are
 # stable enough for us and the warnings would drown the per-trial lines.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -163,12 +165,21 @@ def _study_exists(spec: StorageSpec, study: str, path: Path) -> bool:
     return study in names
 
 
+def _check_writable(path: Path, what: str) -> None:
+    """A storage file must be writable, and so must its folder (locks, SQLite journals)."""
+    try:
+        check_writable_file(path, what, flag="--storage")
+    except PathNotWritable as error:
+        raise StorageError(str(error)) from None
+
+
 def check_storage(spec: StorageSpec, workers: int) -> None:
     """Fail fast, before any training, on a storage that cannot work."""
     if spec.kind == "journal":
         parent = Path(spec.location).parent
         if not parent.is_dir():
             raise StorageError(f"journal storage {spec.location}: folder {parent} does not exist")
+        _check_writable(Path(spec.location), "journal storage")
         return
     try:
         from sqlalchemy import create_engine, text
@@ -188,6 +199,7 @@ def check_storage(spec: StorageSpec, workers: int) -> None:
         parent = Path(url.database).parent
         if not parent.is_dir():
             raise StorageError(f"SQLite storage {spec.location}: folder {parent} does not exist")
+        _check_writable(Path(url.database), "SQLite storage")
         return
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
