@@ -5,7 +5,10 @@ This package knows nothing of the benchmark suite (``bench``) that drives it.
 """
 
 from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from . import emsa as _emsa  # noqa: F401  (registers emsa)
 from . import fast as _fast  # noqa: F401  (registers bsqh-fast and the *-graph baselines)
+from . import gmp as _gmp  # noqa: F401  (registers gmp)
+from . import l0hc as _l0hc  # noqa: F401  (registers l0-hc)
 from .bsqh import BSQH
 from .fast import FastBSQH
 from .hparams import HParams, HParamSpec, hparam

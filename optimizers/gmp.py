@@ -1,0 +1,270 @@
+"""Gradual magnitude pruning (GMP; Zhu & Gupta 2017, arXiv 1710.01878).
+
+A dense optimizer (SGD with momentum, or Adam with ``inner="adam"``) trains the network;
+at every ``frequency``-th step ``t`` between ``begin_step`` (t0) and ``end_step`` the
+prunable weights are masked by magnitude down to the target sparsity
+
+    s_t = s_f + (s_i - s_f) (1 - (t - t0) / (t_end - t0))^3,   t clipped into [t0, t_end],
+
+the cubic schedule of the paper (``t_end = t0 + n dt``; TensorFlow Model Optimization's
+``PolynomialDecay(power=3)`` computes the same). ``end_step`` itself is always a pruning
+step, so ``s_f`` is reached even when ``end_step - begin_step`` is not a multiple of
+``frequency``. Masks persist: weights pruned once are never revived. To guarantee that,
+masked weights rank below every live weight when the next mask is chosen, their gradients
+and optimizer state (momentum, Adam moments) are zeroed, and the mask is re-applied after
+every optimizer step, so they stay exactly zero.
+
+``scope="layer"`` prunes every prunable tensor to ``s_t``; ``scope="global"`` ranks all
+prunable weights together, so layers end at different sparsities but the total is ``s_t``.
+
+Step budgets. ``begin_fraction`` / ``end_fraction`` give t0 and t_end as fractions of the
+runtime option ``total_steps`` (the cell's step budget, which the runner passes): the
+schedule then scales with the budget, as a tuned schedule must. A device-seconds budget
+has no step count; the runner passes an estimate (its epoch budget times the steps per
+epoch) when it has one. Without ``total_steps`` the fractions cannot be resolved and the
+absolute ``begin_step`` / ``end_step`` apply (``schedule_source`` says which did).
+
+The step counter is a host integer and the number of weights to prune is computed on the
+host from the schedule, so pruning (``torch.topk`` on the device) never synchronises the
+host. Like SGD and Adam, GMP takes ``beta`` and ``gamma`` only to report the common
+objective ``J = loss + R``; it does not shrink R.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import validation
+from .hparams import HParams, hparam
+from .passes import LossFn, batch_loss, loss_and_gradients, split_batch, squared_distance
+from .registry import register
+from .regularizers import is_prunable, make_regularizer
+from .stats import StepStats
+
+INNER = ("sgd", "adam")
+SCOPES = ("layer", "global")
+
+
+@dataclass(frozen=True)
+class GMPHParams(HParams):
+    final_sparsity: float = hparam(0.9, "target sparsity s_f", low=0.0, high=1.0, high_open=True)
+    initial_sparsity: float = hparam(
+        0.0, "sparsity s_i at begin_step", low=0.0, high=1.0, high_open=True
+    )
+    begin_step: int = hparam(0, "first pruning step t0 (0-based step index)", low=0)
+    end_step: int = hparam(1000, "last pruning step t_end; s_f holds from here on", low=0)
+    frequency: int = hparam(100, "steps between mask updates (dt)", low=1)
+    begin_fraction: float | None = hparam(
+        None, "t0 as a fraction of total_steps (overrides begin_step)",
+        kind=float, low=0.0, high=1.0, optional=True,
+    )  # fmt: skip
+    end_fraction: float | None = hparam(
+        None, "t_end as a fraction of total_steps (overrides end_step)",
+        kind=float, low=0.0, high=1.0, optional=True,
+    )  # fmt: skip
+    lr: float = hparam(0.05, "learning rate of the dense optimizer", low=0.0, low_open=True)
+    momentum: float = hparam(
+        0.9, "heavy-ball momentum (inner='sgd')", low=0.0, high=1.0, high_open=True
+    )
+    inner: str = hparam("sgd", "dense optimizer underneath", choices=INNER)
+    scope: str = hparam("layer", "rank weights per tensor or over all tensors", choices=SCOPES)
+    beta: float = hparam(0.0, "L0 weight of the reported R (not optimised)", low=0.0)
+    gamma: float = hparam(0.0, "L2 weight of the reported R (not optimised)", low=0.0)
+
+    def check(self) -> None:
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(
+                f"initial_sparsity must be <= final_sparsity, got initial_sparsity="
+                f"{self.initial_sparsity!r} > final_sparsity={self.final_sparsity!r}"
+            )
+        if self.begin_step > self.end_step:
+            raise ValueError(
+                f"begin_step must be <= end_step, got begin_step={self.begin_step!r} > "
+                f"end_step={self.end_step!r}"
+            )
+        if (
+            self.begin_fraction is not None
+            and self.end_fraction is not None
+            and self.begin_fraction > self.end_fraction
+        ):
+            raise ValueError(
+                f"begin_fraction must be <= end_fraction, got begin_fraction="
+                f"{self.begin_fraction!r} > end_fraction={self.end_fraction!r}"
+            )
+
+
+@dataclass(frozen=True)
+class CubicSchedule:
+    """Zhu & Gupta's target sparsity over steps; pure host arithmetic."""
+
+    initial: float
+    final: float
+    begin: int
+    end: int
+    frequency: int
+
+    def sparsity(self, t: int) -> float:
+        """``s_t`` with ``t`` clipped into [begin, end] (``s_f`` from ``end`` on)."""
+        if self.end == self.begin:
+            return self.initial if t < self.begin else self.final
+        progress = min(max((t - self.begin) / (self.end - self.begin), 0.0), 1.0)
+        return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
+
+    def prunes_at(self, t: int) -> bool:
+        """Whether step ``t`` (0-based) updates the masks."""
+        if not self.begin <= t <= self.end:
+            return False
+        return (t - self.begin) % self.frequency == 0 or t == self.end
+
+
+def pruned_count(sparsity: float, size: int) -> int:
+    """The number of weights to zero: the count closest to ``sparsity * size``."""
+    return min(size, int(sparsity * size + 0.5))
+
+
+@register(
+    "gmp", hparams=GMPHParams, runtime=("chunk_size", "loss_fn", "post_step_loss", "total_steps")
+)
+class GMP:
+    """Gradual magnitude pruning on top of SGD-momentum or Adam; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hp: GMPHParams | None = None,
+        *,
+        chunk_size: int | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+        post_step_loss: bool = True,
+        total_steps: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.hp = hp = hp if hp is not None else GMPHParams()
+        self.model = model
+        if chunk_size is not None:
+            validation.integer_at_least("chunk_size", chunk_size, 1)
+        if total_steps is not None:
+            validation.integer_at_least("total_steps", total_steps, 1)
+        self.chunk_size = chunk_size
+        self.loss_fn = loss_fn
+        self.post_step_loss = bool(post_step_loss)
+        self.regularizer = make_regularizer("l0", beta=hp.beta, gamma=hp.gamma)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("model has no trainable parameters")
+        self.prunable = [p for p in self.params if is_prunable(p)]
+        self.schedule = self._schedule(hp, total_steps)
+        self.optimizer: torch.optim.Optimizer = (
+            torch.optim.SGD(self.params, lr=hp.lr, momentum=hp.momentum)
+            if hp.inner == "sgd"
+            else torch.optim.Adam(self.params, lr=hp.lr)
+        )
+        self.masks: list[Tensor] | None = None  # none before the first pruning step
+        self.steps = 0
+        self._previous = [torch.empty_like(p) for p in self.params]
+
+    def _schedule(self, hp: GMPHParams, total_steps: int | None) -> CubicSchedule:
+        begin, end = hp.begin_step, hp.end_step
+        fractions = hp.begin_fraction is not None or hp.end_fraction is not None
+        self.schedule_source = "absolute steps"
+        if fractions and total_steps is not None:
+            self.schedule_source = f"fractions of total_steps={total_steps}"
+            if hp.begin_fraction is not None:
+                begin = round(hp.begin_fraction * total_steps)
+            if hp.end_fraction is not None:
+                end = round(hp.end_fraction * total_steps)
+            if begin > end:
+                raise ValueError(
+                    f"the pruning window is inverted: begin step {begin} > end step {end} "
+                    f"(from begin_fraction={hp.begin_fraction!r}, "
+                    f"end_fraction={hp.end_fraction!r}, begin_step={hp.begin_step!r}, "
+                    f"end_step={hp.end_step!r}, total_steps={total_steps})"
+                )
+        return CubicSchedule(hp.initial_sparsity, hp.final_sparsity, begin, end, hp.frequency)
+
+    def objective(self, x: Tensor, y: Tensor) -> Tensor:
+        """J(w) = mean loss + R(w) on (x, y) at the current parameters (no graph)."""
+        chunks = split_batch(x, y, self.chunk_size)
+        return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
+
+    def step(self, x: Tensor, y: Tensor) -> StepStats:
+        chunks = split_batch(x, y, self.chunk_size)
+        loss = loss_and_gradients(self.model, self.params, chunks, self.loss_fn)
+        if not self.post_step_loss:
+            objective = loss + self.regularizer.value(self.params)
+        with torch.no_grad():
+            torch._foreach_copy_(self._previous, self.params)
+            if self.masks is not None:
+                torch._foreach_mul_([p.grad for p in self.prunable], self.masks)
+        self.optimizer.step()
+        if self.masks is not None:
+            with torch.no_grad():
+                torch._foreach_mul_(self.prunable, self.masks)
+        if self.schedule.prunes_at(self.steps):
+            self.prune(self.schedule.sparsity(self.steps))
+        self.steps += 1
+        tau = squared_distance(self.params, self._previous)
+        if self.post_step_loss:
+            loss = batch_loss(self.model, chunks, self.loss_fn)
+            objective = loss + self.regularizer.value(self.params)
+        return StepStats(
+            loss=loss,
+            objective=objective,
+            accepted=True,
+            eps=None,
+            tau=tau,
+            retries=0,
+            forward_passes=2.0 if self.post_step_loss else 1.0,
+            backward_passes=1.0,
+            after_step=self.post_step_loss,
+        )
+
+    @torch.no_grad()
+    def prune(self, target: float) -> None:
+        """Mask the smallest weights so that ``target`` of them are zero (per scope).
+
+        Weights masked earlier score -1, below every live magnitude, so they are chosen
+        first: with a non-decreasing target the masks only grow.
+        """
+        if not self.prunable:
+            return
+        if self.masks is None:
+            self.masks = [torch.ones_like(p) for p in self.prunable]
+        scores = [
+            torch.where(m.bool(), p.abs(), -1.0)
+            for p, m in zip(self.prunable, self.masks, strict=True)
+        ]
+        if self.hp.scope == "layer":
+            for mask, score in zip(self.masks, scores, strict=True):
+                _mask_smallest(mask.view(-1), score.reshape(-1), pruned_count(target, mask.numel()))
+        else:
+            flat = torch.cat([s.reshape(-1) for s in scores])
+            joint = torch.ones_like(flat)
+            _mask_smallest(joint, flat, pruned_count(target, flat.numel()))
+            torch._foreach_copy_(
+                self.masks, [part.view_as(m) for part, m in zip(
+                    joint.split([m.numel() for m in self.masks]), self.masks, strict=True
+                )]
+            )  # fmt: skip
+        torch._foreach_mul_(self.prunable, self.masks)
+        self._mask_optimizer_state()
+
+    def _mask_optimizer_state(self) -> None:
+        """Zero momentum and Adam moments of masked weights, so nothing pushes them back."""
+        assert self.masks is not None
+        for p, mask in zip(self.prunable, self.masks, strict=True):
+            for value in self.optimizer.state.get(p, {}).values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value.mul_(mask)
+
+
+def _mask_smallest(mask: Tensor, score: Tensor, count: int) -> None:
+    """Set ``mask`` (1-D, in place) to 1 except at the ``count`` smallest scores."""
+    mask.fill_(1.0)
+    if count > 0:
+        mask.index_fill_(0, torch.topk(score, count, largest=False, sorted=False).indices, 0.0)

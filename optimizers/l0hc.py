@@ -1,0 +1,221 @@
+"""L0 regularisation with hard-concrete gates (Louizos, Welling & Kingma 2018, arXiv 1712.01312).
+
+Every prunable weight ``theta`` gets a gate ``z`` in [0, 1] with a learned logit
+``log_alpha``. During training the gate is a hard-concrete sample
+
+    s = sigmoid((log u - log(1 - u) + log_alpha) / temperature),   u ~ U(0, 1),
+    z = min(1, max(0, s (zeta - gamma_) + gamma_)),   gamma_ = -0.1, zeta = 1.1,
+
+so it has point masses at exactly 0 and 1, and the network runs with ``theta * z``. The
+expected number of nonzero gates is differentiable,
+``P(z != 0) = sigmoid(log_alpha - temperature * log(-gamma_ / zeta))``, and the training loss
+is ``CE + lam * sum P(z != 0) + gamma/2 |theta|^2``, minimised by Adam over ``theta``,
+``log_alpha`` and the unpenalised parameters (biases) together. The L2 term is plain
+``gamma/2 |theta|^2`` rather than the paper's gate-weighted expectation, so that ``gamma``
+means what it means for every other method here.
+
+The optimizer owns ``theta`` and ``log_alpha``; the model's prunable parameters hold the
+deterministic test-time weights ``theta * z_hat``, ``z_hat = min(1, max(0,
+sigmoid(log_alpha) (zeta - gamma_) + gamma_))``, rewritten after every step, so evaluation
+and the sparsity figures see exact zeros wherever a gate is closed. The training forward
+uses ``torch.func.functional_call`` with the gated weights: the model keeps its structure
+and its own parameter tensors.
+
+Reported figures: ``objective(x, y)`` and, with ``post_step_loss=True``, the step's
+``loss``/``objective`` are the cross-entropy of the model as evaluated (test-time gates)
+plus ``lam * sum P(z != 0) + gamma/2 |theta|^2``. With ``post_step_loss=False`` they are the
+sampled-gate training loss of the iterate before the step plus the same penalty at that
+iterate (what the step computed anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from . import validation
+from .hparams import HParams, hparam
+from .passes import LossFn, batch_loss, split_batch, squared_distance, weighted
+from .registry import register
+from .regularizers import is_prunable
+from .stats import StepStats
+
+#: Stretch interval (gamma_, zeta) of the hard-concrete distribution, as in the paper.
+LIMIT_LOW = -0.1
+LIMIT_HIGH = 1.1
+
+
+@dataclass(frozen=True)
+class L0HCHParams(HParams):
+    lam: float = hparam(1e-4, "weight of the expected L0 norm sum P(z != 0)", low=0.0)
+    lr: float = hparam(
+        1e-3, "Adam learning rate (weights, gate logits, biases)", low=0.0, low_open=True
+    )
+    droprate_init: float = hparam(
+        0.2, "initial gate drop rate d: log_alpha = log(1 - d) - log(d)",
+        low=0.0, high=1.0, low_open=True, high_open=True,
+    )  # fmt: skip
+    temperature: float = hparam(
+        2.0 / 3.0, "temperature of the concrete sample", low=0.0, low_open=True
+    )
+    gamma: float = hparam(0.0, "L2 weight gamma/2 |theta|^2", low=0.0)
+
+
+def hard_concrete_sample(log_alpha: Tensor, u: Tensor, temperature: float) -> Tensor:
+    """Training gate ``z`` for uniform noise ``u`` in (0, 1) (differentiable in log_alpha)."""
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
+    return torch.clamp(s * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0)
+
+
+def open_probability(log_alpha: Tensor, temperature: float) -> Tensor:
+    """``P(z != 0) = sigmoid(log_alpha - temperature * log(-gamma_ / zeta))``, elementwise."""
+    return torch.sigmoid(log_alpha - temperature * math.log(-LIMIT_LOW / LIMIT_HIGH))
+
+
+def deterministic_gate(log_alpha: Tensor) -> Tensor:
+    """Deterministic gate ``z_hat = min(1, max(0, sigmoid(log_alpha)(zeta - gamma_) + gamma_))``."""
+    return torch.clamp(torch.sigmoid(log_alpha) * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0)
+
+
+@register("l0-hc", hparams=L0HCHParams, runtime=("chunk_size", "loss_fn", "post_step_loss"))
+class L0HardConcrete:
+    """Hard-concrete L0 gates trained with Adam; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hp: L0HCHParams | None = None,
+        *,
+        chunk_size: int | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+        post_step_loss: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.hp = hp = hp if hp is not None else L0HCHParams()
+        self.model = model
+        if chunk_size is not None:
+            validation.integer_at_least("chunk_size", chunk_size, 1)
+        self.chunk_size = chunk_size
+        self.loss_fn = loss_fn
+        self.post_step_loss = bool(post_step_loss)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("model has no trainable parameters")
+        self.gated_names = [n for n, p in named if is_prunable(p)]
+        self.gated = [p for n, p in named if is_prunable(p)]  # hold theta * z_hat
+        self.others = [p for n, p in named if not is_prunable(p)]  # trained as they are
+        self.theta = [p.detach().clone().requires_grad_(True) for p in self.gated]
+        initial = math.log(1.0 - hp.droprate_init) - math.log(hp.droprate_init)
+        self.log_alpha = [torch.full_like(p, initial).requires_grad_(True) for p in self.gated]
+        self.trained = [*self.theta, *self.log_alpha, *self.others]
+        self.optimizer = torch.optim.Adam(self.trained, lr=hp.lr)
+        # tau measures the move of the weights the model evaluates with (theta * z_hat).
+        self.visible = [*self.gated, *self.others]
+        self._previous = [torch.empty_like(p) for p in self.visible]
+        self.write_test_weights()
+
+    # ---------------------------------------------------------------- public API
+    def penalty(self) -> Tensor:
+        """``lam * sum P(z != 0) + gamma/2 |theta|^2`` (differentiable)."""
+        terms = []
+        if self.hp.lam and self.theta:
+            opened = torch.stack(
+                [open_probability(a, self.hp.temperature).sum() for a in self.log_alpha]
+            )
+            terms.append(opened.sum() * self.hp.lam)
+        if self.hp.gamma and self.theta:
+            norms = torch.stack([torch.dot(t.reshape(-1), t.reshape(-1)) for t in self.theta])
+            terms.append(norms.sum() * (0.5 * self.hp.gamma))
+        if not terms:
+            return self.trained[0].new_zeros(())
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    def expected_l0(self) -> Tensor:
+        """Expected number of open gates, ``sum P(z != 0)`` (no graph)."""
+        with torch.no_grad():
+            return sum(
+                (open_probability(a, self.hp.temperature).sum() for a in self.log_alpha),
+                start=self.trained[0].new_zeros(()),
+            )
+
+    def objective(self, x: Tensor, y: Tensor) -> Tensor:
+        """Loss of the model as evaluated (test-time gates) plus the penalty (no graph)."""
+        chunks = split_batch(x, y, self.chunk_size)
+        with torch.no_grad():
+            return batch_loss(self.model, chunks, self.loss_fn) + self.penalty()
+
+    def sample_gates(self) -> list[Tensor]:
+        """Fresh training gates, one hard-concrete sample per weight."""
+        return [
+            hard_concrete_sample(a, _uniform_open(a), self.hp.temperature) for a in self.log_alpha
+        ]
+
+    @torch.no_grad()
+    def write_test_weights(self) -> None:
+        """Store ``theta * z_hat`` in the model's prunable parameters."""
+        for p, theta, alpha in zip(self.gated, self.theta, self.log_alpha, strict=True):
+            p.copy_(theta * deterministic_gate(alpha))
+
+    def step(self, x: Tensor, y: Tensor) -> StepStats:
+        chunks = split_batch(x, y, self.chunk_size)
+        for p in self.trained:
+            p.grad = None
+        noise = [_uniform_open(a) for a in self.log_alpha]  # one sample per weight and step
+        loss: Tensor | None = None
+        for xc, yc, weight in chunks:
+            with torch.enable_grad():
+                gates = [
+                    hard_concrete_sample(a, u, self.hp.temperature)
+                    for a, u in zip(self.log_alpha, noise, strict=True)
+                ]
+                chunk_loss = weighted(self.loss_fn(self._gated_forward(xc, gates), yc), weight)
+            chunk_loss.backward()
+            loss = chunk_loss.detach() if loss is None else loss + chunk_loss.detach()
+        assert loss is not None
+        with torch.enable_grad():
+            penalty = self.penalty()
+        if penalty.requires_grad:
+            penalty.backward()
+        if not self.post_step_loss:
+            objective = loss + penalty.detach()
+        with torch.no_grad():
+            torch._foreach_copy_(self._previous, self.visible)
+        self.optimizer.step()
+        self.write_test_weights()
+        tau = squared_distance(self.visible, self._previous)
+        if self.post_step_loss:
+            loss = batch_loss(self.model, chunks, self.loss_fn)
+            with torch.no_grad():
+                objective = loss + self.penalty()
+        return StepStats(
+            loss=loss,
+            objective=objective,
+            accepted=True,
+            eps=None,
+            tau=tau,
+            retries=0,
+            forward_passes=2.0 if self.post_step_loss else 1.0,
+            backward_passes=1.0,
+            after_step=self.post_step_loss,
+        )
+
+    # ---------------------------------------------------------------- internals
+    def _gated_forward(self, x: Tensor, gates: Sequence[Tensor]) -> Tensor:
+        weights = {
+            name: theta * z
+            for name, theta, z in zip(self.gated_names, self.theta, gates, strict=True)
+        }
+        return functional_call(self.model, weights, (x,))
+
+
+def _uniform_open(like: Tensor) -> Tensor:
+    """U(0, 1) noise shaped like ``like``, kept off the endpoints where the logit is infinite."""
+    tiny = torch.finfo(like.dtype).eps
+    return torch.rand_like(like).clamp_(tiny, 1.0 - tiny)

@@ -1,0 +1,413 @@
+"""The field's peer methods: GMP, L0 hard-concrete gates and E-MSA, by their defining properties."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+import optimizers
+from optimizers import L0L2, StepStats
+from optimizers.emsa import EMSA, EMSAHParams
+from optimizers.gmp import GMP, GMPHParams
+from optimizers.l0hc import (
+    LIMIT_HIGH,
+    LIMIT_LOW,
+    L0HardConcrete,
+    L0HCHParams,
+    deterministic_gate,
+    hard_concrete_sample,
+    open_probability,
+)
+from optimizers.regularizers import prunable_parameters
+from tests.helpers import learnable_data, stage_model
+
+PEERS = ["gmp", "l0-hc", "emsa"]
+LEARNS = {
+    "gmp": {"lr": 0.5, "momentum": 0.9, "final_sparsity": 0.5, "end_step": 20, "frequency": 5},
+    "l0-hc": {"lr": 0.03, "lam": 1e-3},
+    "emsa": {"inner_lr": 0.5, "inner_steps": 2, "beta": 1e-4, "gamma": 1e-4},
+}
+
+
+def zeros(model) -> list[torch.Tensor]:
+    return [p.detach() == 0 for _, p in prunable_parameters(model)]
+
+
+# --------------------------------------------------------------------------- all three
+def test_the_peers_are_registered_with_typed_hyperparameters():
+    assert set(PEERS) <= set(optimizers.available())
+    assert optimizers.hparams_class("gmp") is GMPHParams
+    assert optimizers.hparams_class("l0-hc") is L0HCHParams
+    assert optimizers.hparams_class("emsa") is EMSAHParams
+    assert "total_steps" in optimizers.runtime_options("gmp")
+    for name in PEERS:
+        assert {"chunk_size", "loss_fn", "post_step_loss"} <= set(optimizers.runtime_options(name))
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_every_peer_lowers_its_objective_and_reports_device_tensors(name):
+    model = stage_model(seed=7)
+    x, y = learnable_data(n=128)
+    torch.manual_seed(0)
+    method = optimizers.make(name, model, **LEARNS[name])
+    start = float(method.objective(x, y))
+    for _ in range(40):
+        stats = method.step(x, y)
+    assert isinstance(stats, StepStats) and stats.finite
+    # No host synchronisation inside step: the figures stay tensors until resolved.
+    assert all(isinstance(v, torch.Tensor) for v in (stats.loss, stats.objective, stats.tau))
+    end = float(method.objective(x, y))
+    assert end < 0.8 * start
+    assert float(stats.objective) == pytest.approx(end, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_every_peer_is_deterministic_under_a_seed(name):
+    x, y = learnable_data(n=64)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = stage_model(seed=5)
+        method = optimizers.make(name, model, **LEARNS[name])
+        for _ in range(6):
+            method.step(x, y)
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_pre_step_mode_reports_the_iterate_the_step_started_from(name):
+    x, y = learnable_data()
+    model = stage_model()
+    kwargs = {k: v for k, v in LEARNS[name].items() if k != "lam"}  # l0-hc: sampled CE
+    method = optimizers.make(name, model, post_step_loss=False, **kwargs)
+    before = float(F.cross_entropy(model(x), y).detach())
+    stats = method.step(x, y)
+    assert not stats.after_step and stats.forward_passes >= 1
+    if name != "l0-hc":  # l0-hc's pre-step loss uses sampled gates, not the evaluated model
+        assert float(stats.loss) == pytest.approx(before, rel=1e-6)
+
+
+BAD = [
+    ("gmp", {"final_sparsity": 1.0}, "final_sparsity must be a finite number >= 0 and < 1"),
+    ("gmp", {"initial_sparsity": 0.6, "final_sparsity": 0.5}, "initial_sparsity must be <= fin"),
+    ("gmp", {"begin_step": 10, "end_step": 5}, "begin_step must be <= end_step"),
+    ("gmp", {"frequency": 0}, "frequency must be an integer >= 1, got 0"),
+    ("gmp", {"lr": 0.0}, "lr must be a finite number > 0, got 0.0"),
+    ("gmp", {"momentum": 1.0}, "momentum must be a finite number >= 0 and < 1"),
+    ("gmp", {"inner": "lion"}, "inner must be one of ['sgd', 'adam'], got 'lion'"),
+    ("gmp", {"scope": "row"}, "scope must be one of ['layer', 'global'], got 'row'"),
+    ("gmp", {"begin_fraction": 1.5}, "begin_fraction must be a finite number >= 0 and <= 1"),
+    ("gmp", {"begin_fraction": 0.6, "end_fraction": 0.5}, "begin_fraction must be <= end_fraction"),
+    ("gmp", {"begin_fraction": 0.5, "end_step": 9, "total_steps": 99}, "window is inverted"),
+    ("gmp", {"total_steps": 0}, "total_steps must be an integer >= 1, got 0"),
+    ("l0-hc", {"lam": -1.0}, "lam must be a finite number >= 0, got -1.0"),
+    ("l0-hc", {"droprate_init": 1.0}, "droprate_init must be a finite number > 0 and < 1"),
+    ("l0-hc", {"temperature": 0.0}, "temperature must be a finite number > 0"),
+    ("l0-hc", {"lr": -1e-3}, "lr must be a finite number > 0"),
+    ("emsa", {"rho": -0.1}, "rho must be a finite number >= 0, got -0.1"),
+    ("emsa", {"inner_steps": 0}, "inner_steps must be an integer >= 1, got 0"),
+    ("emsa", {"inner_lr": 0.0}, "inner_lr must be a finite number > 0"),
+    ("emsa", {"beta": float("nan")}, "beta must be a finite number >= 0"),
+    ("emsa", {"momentum": 0.9}, "unknown hyperparameter(s) ['momentum'] for optimizer 'emsa'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "kwargs", "message"), BAD)
+def test_bad_hyperparameters_are_refused_by_name(name, kwargs, message):
+    with pytest.raises(ValueError) as error:
+        optimizers.make(name, stage_model(), **kwargs)
+    assert message in str(error.value)
+
+
+# --------------------------------------------------------------------------- GMP
+def cubic(t: int, s_i: float, s_f: float, t0: int, t_end: int) -> float:
+    t = min(max(t, t0), t_end)
+    return s_f + (s_i - s_f) * (1 - (t - t0) / (t_end - t0)) ** 3
+
+
+@pytest.mark.parametrize("inner", ["sgd", "adam"])
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_gmp_follows_the_cubic_schedule_and_masks_persist(scope, inner):
+    x, y = learnable_data(n=64)
+    model = stage_model(seed=2, channels=6)
+    s_i, s_f, t0, t_end, dt = 0.1, 0.8, 3, 17, 4  # 17 - 3 is not a multiple of 4
+    method = optimizers.make(
+        "gmp", model, initial_sparsity=s_i, final_sparsity=s_f, begin_step=t0,
+        end_step=t_end, frequency=dt, scope=scope, inner=inner, lr=0.1,
+    )  # fmt: skip
+    sizes = [p.numel() for _, p in prunable_parameters(model)]
+    pruned_before: list[torch.Tensor] | None = None
+    target = 0.0
+    for t in range(t_end + 6):
+        method.step(x, y)
+        masks = zeros(model)
+        if t in {3, 7, 11, 15, 17}:
+            target = cubic(t, s_i, s_f, t0, t_end)
+        counts = [int(m.sum()) for m in masks]
+        if t < t0:
+            assert sum(counts) == 0, "nothing is pruned before begin_step"
+        elif scope == "layer":
+            for count, size in zip(counts, sizes, strict=True):
+                assert abs(count - target * size) <= 0.5
+        else:
+            assert abs(sum(counts) - target * sum(sizes)) <= 0.5
+        if pruned_before is not None:  # a pruned weight stays exactly zero
+            assert all(bool(m[b].all()) for m, b in zip(masks, pruned_before, strict=True))
+        pruned_before = masks
+    assert target == pytest.approx(s_f)
+    if scope == "global":  # ranked together, the layers end at different sparsities
+        assert len({round(c / s, 3) for c, s in zip(counts, sizes, strict=True)}) > 1
+
+
+def test_gmp_zeroes_the_momentum_of_pruned_weights():
+    x, y = learnable_data(n=64)
+    model = stage_model(seed=2)
+    method = optimizers.make("gmp", model, final_sparsity=0.6, begin_step=1, end_step=1, lr=0.1)
+    for _ in range(3):
+        method.step(x, y)
+    for _, p in prunable_parameters(model):
+        buffer = method.optimizer.state[p]["momentum_buffer"]
+        assert bool((buffer[p == 0] == 0).all()) and bool((buffer[p != 0] != 0).any())
+
+
+def test_gmp_window_from_fractions_of_the_step_budget():
+    model = stage_model()
+    given = {"begin_fraction": 0.2, "end_fraction": 0.75, "begin_step": 1, "end_step": 2}
+    method = optimizers.make("gmp", model, total_steps=40, **given)
+    assert (method.schedule.begin, method.schedule.end) == (8, 30)
+    assert "total_steps=40" in method.schedule_source
+    fallback = optimizers.make("gmp", model, **given)  # no step budget: absolute steps
+    assert (fallback.schedule.begin, fallback.schedule.end) == (1, 2)
+    assert fallback.schedule_source == "absolute steps"
+
+
+def test_gmp_reports_r_like_sgd_without_shrinking_it():
+    x, y = learnable_data()
+    plain, penalised = stage_model(seed=1), stage_model(seed=1)
+    GMP(plain, GMPHParams(lr=0.1)).step(x, y)
+    stats = GMP(penalised, GMPHParams(lr=0.1, beta=0.5, gamma=0.1)).step(x, y)
+    assert all(
+        torch.equal(a, b) for a, b in zip(plain.parameters(), penalised.parameters(), strict=True)
+    )
+    r = L0L2(beta=0.5, gamma=0.1).value(list(penalised.parameters()))
+    assert float(stats.objective) == pytest.approx(float(stats.loss) + float(r), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- L0-HC
+def test_hard_concrete_samples_lie_in_the_unit_interval_with_point_masses():
+    torch.manual_seed(0)
+    u = torch.rand(200_000, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+    for log_alpha, temperature in [(0.0, 2 / 3), (1.0, 2 / 3), (-1.0, 0.5)]:
+        z = hard_concrete_sample(torch.full_like(u, log_alpha), u, temperature)
+        assert bool(((z >= 0) & (z <= 1)).all())
+        closed, opened = float((z == 0).double().mean()), float((z == 1).double().mean())
+        assert closed > 0.01 and opened > 0.01  # atoms at exactly 0 and 1
+        assert float(((z > 0) & (z < 1)).double().mean()) > 0.1  # and a continuous part
+
+
+@pytest.mark.parametrize("log_alpha", [-3.0, -0.5, 0.0, 1.5, 4.0])
+@pytest.mark.parametrize("temperature", [2 / 3, 0.3])
+def test_expected_l0_formula_matches_monte_carlo(log_alpha, temperature):
+    generator = torch.Generator().manual_seed(11)
+    n = 200_000
+    u = torch.rand(n, dtype=torch.float64, generator=generator).clamp(1e-12, 1 - 1e-12)
+    z = hard_concrete_sample(torch.full_like(u, log_alpha), u, temperature)
+    estimate = float((z != 0).double().mean())
+    exact = float(open_probability(torch.tensor(log_alpha, dtype=torch.float64), temperature))
+    by_hand = 1 / (1 + math.exp(-(log_alpha - temperature * math.log(-LIMIT_LOW / LIMIT_HIGH))))
+    assert exact == pytest.approx(by_hand, rel=1e-12)
+    assert abs(estimate - exact) <= 4 * math.sqrt(exact * (1 - exact) / n) + 1e-9
+
+
+def test_test_time_weights_are_theta_times_the_deterministic_gate():
+    x, y = learnable_data()
+    model = stage_model(seed=4)
+    method = L0HardConcrete(model, L0HCHParams(lr=0.01, lam=1e-3))
+    with torch.no_grad():
+        for a in method.log_alpha:  # closed (z_hat = 0), half open, fully open gates
+            a.copy_(
+                torch.tensor([-6.0, 0.0, 6.0]).repeat(a.numel() // 3 + 1)[: a.numel()].view_as(a)
+            )
+    method.write_test_weights()
+    for p, theta, a in zip(method.gated, method.theta, method.log_alpha, strict=True):
+        gate = (torch.sigmoid(a) * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW).clamp(0, 1)
+        assert torch.equal(p, theta.detach() * gate)
+        assert bool((p[a < -3] == 0).all()) and bool((p[a > 3] == theta[a > 3]).all())
+    method.step(x, y)  # after a step the model holds the updated theta * z_hat
+    for p, theta, a in zip(method.gated, method.theta, method.log_alpha, strict=True):
+        assert torch.equal(p, (theta * deterministic_gate(a)).detach())
+        assert bool((p[deterministic_gate(a) == 0] == 0).all())
+    assert optimizers.sparsity(model) > 0.3
+
+
+def test_l0_penalty_closes_gates_and_keeps_the_model_structure():
+    x, y = learnable_data()
+    model = stage_model(seed=4)
+    ids = [id(p) for p in model.parameters()]
+    torch.manual_seed(0)
+    method = optimizers.make("l0-hc", model, lr=0.1, lam=0.01, droprate_init=0.3)
+    opened = float(method.expected_l0())
+    initial = 1 / (1 + math.exp(-(math.log(0.7 / 0.3) + 2 / 3 * math.log(11))))
+    assert opened == pytest.approx(initial * optimizers.prunable_count(model), rel=1e-5)
+    for _ in range(40):
+        method.step(x, y)
+    assert [id(p) for p in model.parameters()] == ids
+    assert optimizers.sparsity(model) > 0.3
+    assert float(method.expected_l0()) < 0.5 * opened
+
+
+# --------------------------------------------------------------------------- E-MSA
+def reference_hamiltonian_gradients(model, x, y, theta_k, rho, gamma):
+    """grad_theta H~_l written from the definition with torch.func, stage by stage."""
+    stages = list(model)
+    params_k = [dict(s.named_parameters()) for s in stages]
+    for params, old in zip(params_k, theta_k, strict=True):
+        params.update(old)
+    n = x.shape[0]
+    states = [x.detach().requires_grad_(True)]
+    for stage, params in zip(stages, params_k, strict=True):
+        states.append(functional_call(stage, params, (states[-1],)))
+    costates = torch.autograd.grad(-F.cross_entropy(states[-1], y) * n, states)
+    gradients = []
+    for l, stage in enumerate(stages):
+        current = {k: v.detach() for k, v in stage.named_parameters()}
+        if not current:
+            gradients.append({})
+            continue
+        x_l, x_next = states[l].detach(), states[l + 1].detach()
+        p_l, p_next = costates[l], costates[l + 1]
+
+        def h_tilde(theta, x_l=x_l, x_next=x_next, p_l=p_l, p_next=p_next, stage=stage):
+            def coupling(state):
+                return (p_next * functional_call(stage, theta, (state,))).sum()
+
+            out = functional_call(stage, theta, (x_l,))
+            grad_x = grad(coupling)(x_l)
+            per_sample = (
+                (p_next * out).flatten(1).sum(1)
+                - rho / 2 * ((x_next - out) ** 2).flatten(1).sum(1)
+                - rho / 2 * ((p_l - grad_x) ** 2).flatten(1).sum(1)
+            )
+            l2 = sum((w**2).sum() for k, w in theta.items() if w.dim() >= 2)
+            return per_sample.mean() - gamma / 2 * l2
+
+        gradients.append(grad(h_tilde)(current))
+    return gradients
+
+
+def test_emsa_hamiltonian_gradients_equal_autograd_of_its_definition():
+    x, y = learnable_data(n=40, dtype=torch.float64)
+    model = stage_model(seed=6, dtype=torch.float64)
+    rho, gamma = 0.7, 0.05
+    method = EMSA(model, EMSAHParams(rho=rho, gamma=gamma), chunk_size=15)
+    theta_k = [{k: v.detach().clone() for k, v in s.named_parameters()} for s in model]
+    _, records, first = method.linearise(x, y)
+    with torch.no_grad():  # move away from theta_k: the feasibility terms come alive
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    mine = method.hamiltonian_gradients(records)
+    expected = reference_hamiltonian_gradients(model, x, y, theta_k, rho, gamma)
+    flat = [g for stage in expected for g in stage.values()]
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(mine, flat, strict=True))
+    plain = reference_hamiltonian_gradients(model, x, y, theta_k, 0.0, gamma)
+    assert not all(
+        torch.allclose(a, b, atol=1e-6)
+        for a, b in zip(mine, [g for s in plain for g in s.values()], strict=True)
+    ), "the feasibility terms must change the gradient away from theta_k"
+    # At theta_k the first ascent direction is -dLoss/dtheta - gamma theta.
+    with torch.no_grad():
+        for p, old in zip(
+            model.parameters(), [v for s in theta_k for v in s.values()], strict=True
+        ):
+            p.copy_(old)
+    loss = F.cross_entropy(model(x), y)
+    descent = torch.autograd.grad(loss, list(model.parameters()))
+    for a, g, p in zip(first, descent, model.parameters(), strict=True):
+        assert torch.allclose(a, -g - (gamma * p.detach() if p.dim() >= 2 else 0), atol=1e-12)
+
+
+def hand_written_msa(model, x, y, lr, beta, gamma, inner_steps):
+    """Plain MSA: states and costates at theta_k, proximal ascent on <p, f> - gamma/2|theta|^2."""
+    reg = L0L2(beta=beta)
+    stages = list(model)
+    states = [x]
+    for stage in stages:
+        states.append(stage(states[-1]))
+    costates = torch.autograd.grad(-F.cross_entropy(states[-1], y) * x.shape[0], states[1:])
+    states = [s.detach() for s in states]
+    for _ in range(inner_steps):
+        for l, stage in enumerate(stages):
+            params = list(stage.parameters())
+            if not params:
+                continue
+            h = (costates[l] * stage(states[l])).sum() / x.shape[0]
+            grads = torch.autograd.grad(h, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    ascent = g - gamma * p if p.dim() >= 2 else g
+                    p.copy_(reg.prox_param(p, p + lr * ascent, lr))
+
+
+def test_emsa_with_rho_zero_is_plain_msa_and_rho_matters_only_after_the_first_inner_step():
+    x, y = learnable_data(n=48, dtype=torch.float64)
+    hp = {"inner_lr": 0.4, "beta": 2e-3, "gamma": 0.01}
+
+    def run(rho, inner_steps):
+        model = stage_model(seed=8, dtype=torch.float64)
+        EMSA(model, EMSAHParams(rho=rho, inner_steps=inner_steps, **hp)).step(x, y)
+        return list(model.parameters())
+
+    expected = stage_model(seed=8, dtype=torch.float64)
+    hand_written_msa(expected, x, y, hp["inner_lr"], hp["beta"], hp["gamma"], inner_steps=3)
+    same = lambda a, b: all(torch.allclose(p, q, atol=1e-12) for p, q in zip(a, b, strict=True))  # noqa: E731
+    assert same(run(0.0, 3), expected.parameters())
+    assert same(run(0.0, 1), run(5.0, 1))  # feasibility gradients vanish at theta_k
+    assert not same(run(0.0, 3), run(5.0, 3))
+    assert any(bool((p == 0).any()) for p in run(0.0, 3) if p.dim() >= 2)  # the L0 prox acts
+
+
+def test_emsa_full_batch_objective_decreases_and_chunks_equal_one_pass():
+    x, y = learnable_data(n=60, dtype=torch.float64)
+    results, curves = [], []
+    for chunk_size in [None, 25]:
+        model = stage_model(seed=9, dtype=torch.float64)
+        method = optimizers.make(
+            "emsa", model, rho=0.03, inner_steps=3, inner_lr=0.4, beta=1e-4, gamma=1e-3,
+            chunk_size=chunk_size,
+        )  # fmt: skip
+        curve = [float(method.objective(x, y))]
+        for _ in range(20):
+            curve.append(float(method.step(x, y).objective))
+        curves.append(curve)
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(*results, strict=True))
+    curve = curves[0]
+    assert curve[-1] < 0.7 * curve[0]
+    assert sum(b > a for a, b in itertools.pairwise(curve)) <= 2  # mostly monotone at this step
+
+
+# --------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_peer_steps_never_synchronise_the_host():
+    x, y = (t.cuda() for t in learnable_data(n=96))
+    for name in PEERS:
+        method = optimizers.make(
+            name, stage_model(seed=3).cuda(), post_step_loss=False, **LEARNS[name]
+        )
+        for _ in range(3):  # warm: lazy initialisation may synchronise
+            method.step(x, y)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(5):
+                method.step(x, y)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
