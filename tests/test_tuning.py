@@ -388,7 +388,8 @@ def test_pick_rule() -> None:
 
 def test_every_method_has_a_valid_space() -> None:
     assert set(tunable_methods()) >= {
-        "sgd", "adam", "prox-sgd-l0", "prox-sgd-l1", "prox-adam-l0", "bsqh"
+        "sgd", "adam", "prox-sgd-l0", "prox-sgd-l1", "prox-adam-l0", "bsqh", "gmp", "l0-hc",
+        "emsa",
     }  # fmt: skip
     for method in tunable_methods():
         for mode in ("minibatch", "fullbatch"):

@@ -6,7 +6,9 @@ study records the exact space it was created with (``SPACE_VERSION`` and the spa
 JSON, as study user attributes). Resuming a study with a different space fails instead of
 silently mixing trials drawn from two different distributions.
 
-Ranges (version 1). ``log`` means sampled uniformly in log scale::
+Ranges (version 1; the peer methods gmp, l0-hc and emsa were added without changing any
+earlier range, so earlier studies still resume). ``log`` means sampled uniformly in log
+scale::
 
     method          parameter    range                     notes
     sgd             lr           [1e-3, 0.5] log
@@ -29,6 +31,20 @@ Ranges (version 1). ``log`` means sampled uniformly in log scale::
                     fixed: max_retries = 5 in mini-batch mode (a rejected mini-batch
                     step is retried at most 5 times, so one step cannot eat the budget);
                     full-batch mode keeps the method's default.
+    gmp             lr           [1e-3, 0.5] log           SGD-momentum underneath
+                    momentum     [0, 0.95]
+                    final_sparsity [0.5, 0.98]             the trade-off knob
+                    begin_fraction [0, 0.3]                pruning window, as fractions
+                    end_fraction   [0.5, 0.9]              of the cell's step budget
+                    frequency    20 | 50 | 100             steps between mask updates
+    l0-hc           lr           [1e-4, 3e-2] log          Adam on weights and gates
+                    lam          [1e-6, 1e-1] log          weight of sum P(gate != 0)
+                    droprate_init [0.05, 0.7]              initial gate drop rate
+    emsa            inner_lr     [1e-3, 0.5] log           inner ascent and prox step
+                    inner_steps  1 | 2 | 3 | 5
+                    rho          [1e-3, 1] log             feasibility penalty
+                    beta         [1e-6, 1e-1] log          L0 weight
+                    gamma        [1e-6, 1e-2] log          L2 weight
     variants        bsqh-fast and every <method>-graph search their reference method's
                     space (bsqh-fast with max_retries = 0: it has no retries).
 
@@ -38,6 +54,17 @@ to 1e-1 sweeps from "prunes nothing" to "prunes every weight" for LeNet-sized we
 the step sizes in range: the whole accuracy-sparsity trade-off is reachable, which a
 Pareto front needs. Log-scale ranges exclude 0; a method's plain default (for example
 ``gamma = 0``) is not in its space. ``sgd`` has no ``beta``: plain SGD only reports R.
+
+The peers' knobs are their own forms of that trade-off: GMP's ``final_sparsity`` sets the
+sparsity directly (0.5 to 0.98 spans the matched-sparsity grid of the report), and
+L0-HC's ``lam`` prices one open gate in units of the mean cross-entropy, as ``beta`` does
+for one nonzero weight, so it gets the same range. GMP's window is searched as fractions
+of the step budget (ending by 0.9 leaves steps for the pruned network to recover), so a
+tuned schedule transfers between budgets; ``frequency`` stays coarse
+because a mask update is cheap but a too-frequent one leaves no steps to recover. E-MSA's
+first inner step is a proximal gradient step, so ``inner_lr`` gets the SGD learning-rate
+range; ``rho`` starts at 1e-3 because log scale excludes 0 (plain MSA) and the reference
+code's 0.03 lies mid-range.
 
 CLI overrides (``--space lr=1e-4:1e-1``, ``--space sweep=sequential``) replace a range or
 the choices of one parameter; they are validated like the table itself (non-empty, not
@@ -262,6 +289,26 @@ _SPACES: dict[str, tuple[Param, ...]] = {
         _float("gamma", 1e-6, 1e-2, log=True),
         Param("sweep", choices=("sequential", "parallel")),
         Param("inner_steps", choices=(1, 2, 3)),
+    ),
+    "gmp": (
+        _LR_SGD,
+        _MOMENTUM,
+        _float("final_sparsity", 0.5, 0.98),
+        _float("begin_fraction", 0.0, 0.3),
+        _float("end_fraction", 0.5, 0.9),
+        Param("frequency", choices=(20, 50, 100)),
+    ),
+    "l0-hc": (
+        _LR_ADAM,
+        _float("lam", 1e-6, 1e-1, log=True),
+        _float("droprate_init", 0.05, 0.7),
+    ),
+    "emsa": (
+        _float("inner_lr", 1e-3, 0.5, log=True),
+        Param("inner_steps", choices=(1, 2, 3, 5)),
+        _float("rho", 1e-3, 1.0, log=True),
+        _BETA,
+        _float("gamma", 1e-6, 1e-2, log=True),
     ),
 }
 
