@@ -105,14 +105,17 @@ class EMSA:
         chunks = split_batch(x, y, self.chunk_size)
         return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
 
-    def linearise(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Linearisation], list[Tensor]]:
+    def linearise(
+        self, x: Tensor, y: Tensor, *, keep: bool = True
+    ) -> tuple[Tensor, list[Linearisation], list[Tensor]]:
         """Forward and costate pass at the current parameters.
 
         Returns the batch loss, each chunk's states and costates, and ``grad H~`` at the
         current parameters (``-dLoss/dtheta - gamma theta``), the first inner step's ascent
-        direction.
+        direction. ``keep=False`` (one inner step: only that direction is needed) skips
+        the states and costates and the memory they hold.
         """
-        keep_inputs = self.hp.rho > 0  # p_l and x_{l+1} enter only the feasibility terms
+        keep_inputs = keep and self.hp.rho > 0  # p_l, x_{l+1}: feasibility terms only
         total: Tensor | None = None
         records = []
         ascent: list[Tensor] | None = None
@@ -124,7 +127,7 @@ class EMSA:
                     states.append(stage(states[-1]))
                 loss = self.loss_fn(states[-1], yc)
             wanted = sorted(
-                {l + 1 for l in self.param_stages}
+                ({l + 1 for l in self.param_stages} if keep else set())
                 | ({l for l in self.param_stages} if keep_inputs else set())
             )
             # -n * mean loss differentiates to the per-sample costates; its parameter
@@ -134,7 +137,10 @@ class EMSA:
             kept = {l for l in self.param_stages} | (
                 {l + 1 for l in self.param_stages} if keep_inputs else set()
             )
-            records.append(Linearisation({i: states[i].detach() for i in kept}, costates, weight))
+            if keep:
+                records.append(
+                    Linearisation({i: states[i].detach() for i in kept}, costates, weight)
+                )
             scaled = [g * (weight / n) for g in grads[len(wanted) :]]
             ascent = scaled if ascent is None else torch._foreach_add(ascent, scaled)
             part = weighted(loss.detach(), weight)
@@ -154,7 +160,7 @@ class EMSA:
         return self._with_l2(total)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
-        loss, records, ascent = self.linearise(x, y)
+        loss, records, ascent = self.linearise(x, y, keep=self.hp.inner_steps > 1)
         if not self.post_step_loss:
             objective = loss + self.regularizer.value(self.params)
         with torch.no_grad():
