@@ -190,6 +190,22 @@ def test_gmp_zeroes_the_momentum_of_pruned_weights():
         assert bool((buffer[p == 0] == 0).all()) and bool((buffer[p != 0] != 0).any())
 
 
+def test_gmp_never_revives_a_pruned_weight_when_live_weights_tie_at_zero():
+    for scope in ["layer", "global"]:
+        model = stage_model(seed=2, channels=6)
+        method = GMP(model, GMPHParams(scope=scope))
+        method.prune(0.3)
+        before = [m == 0 for m in method.masks]
+        with torch.no_grad():  # live weights that happen to be exactly zero tie with pruned ones
+            for _, p in prunable_parameters(model):
+                p[(p != 0) & (torch.rand_like(p) < 0.5)] = 0.0
+        method.prune(0.3)
+        assert all(
+            bool(m.flatten()[b.flatten()].eq(0).all())
+            for m, b in zip(method.masks, before, strict=True)
+        )
+
+
 def test_gmp_window_from_fractions_of_the_step_budget():
     model = stage_model()
     given = {"begin_fraction": 0.2, "end_fraction": 0.75, "begin_step": 1, "end_step": 2}
@@ -237,6 +253,23 @@ def test_expected_l0_formula_matches_monte_carlo(log_alpha, temperature):
     by_hand = 1 / (1 + math.exp(-(log_alpha - temperature * math.log(-LIMIT_LOW / LIMIT_HIGH))))
     assert exact == pytest.approx(by_hand, rel=1e-12)
     assert abs(estimate - exact) <= 4 * math.sqrt(exact * (1 - exact) / n) + 1e-9
+
+
+def test_the_training_forward_runs_theta_times_sampled_gates():
+    x, y = learnable_data()
+    model = stage_model(seed=4)
+    method = L0HardConcrete(model, L0HCHParams(lam=1e-3), post_step_loss=False)
+    names = [n for n, _ in prunable_parameters(model)]
+    torch.manual_seed(21)
+    gates = [
+        hard_concrete_sample(a.detach(), torch.rand_like(a).clamp(1.2e-7, 1 - 1.2e-7), 2 / 3)
+        for a in method.log_alpha
+    ]
+    assert any(bool(((z > 0) & (z < 1)).any()) for z in gates)
+    weights = {n: t.detach() * z for n, t, z in zip(names, method.theta, gates, strict=True)}
+    expected = F.cross_entropy(functional_call(model, weights, (x,)), y)
+    torch.manual_seed(21)
+    assert float(method.step(x, y).loss) == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
 def test_test_time_weights_are_theta_times_the_deterministic_gate():
