@@ -142,9 +142,18 @@ def iterations_per_epoch(cell: Cell, n_train: int) -> int:
     return n_train // size
 
 
-def method_hparams(cell: Cell) -> dict[str, Any]:
+def method_hparams(cell: Cell, total_steps: int | None = None) -> dict[str, Any]:
+    """The cell's hyperparameters plus the runtime options the runner sets.
+
+    ``total_steps`` (the epoch budget in steps) is handed to methods with a schedule over
+    the run (GMP's pruning window as fractions of it); a budget of device seconds alone
+    gives no step count, and such methods fall back to their absolute step settings.
+    """
     hparams = dict(cell.method.hparams)
-    if "post_step_loss" in optimizers.runtime_options(cell.method.name):
+    runtime = optimizers.runtime_options(cell.method.name)
+    if total_steps is not None and "total_steps" in runtime:
+        hparams["total_steps"] = total_steps
+    if "post_step_loss" in runtime:
         # the runner evaluates J itself: skip the extra forward
         hparams["post_step_loss"] = False
     if cell.method.chunk_size is not None:
@@ -175,13 +184,13 @@ def train_cell(
         num_classes=data.num_classes,
         **cell.model_options,
     ).to(device)
-    hparams = method_hparams(cell)
     input_shape = (data.in_channels, data.image_size, data.image_size)
     n_train = len(data.train_y)
     per_epoch = iterations_per_epoch(cell, n_train)
     every = max(1, round(cell.eval_every_epochs * per_epoch))
     epochs = cell.budget.get("epochs")
     max_iterations = math.ceil(epochs * per_epoch) if epochs else None
+    hparams = method_hparams(cell, max_iterations)
     max_seconds = cell.budget.get("device_seconds")
     eval_x = data.train_x[: cell.train_eval_size]
     eval_y = data.train_y[: cell.train_eval_size]
