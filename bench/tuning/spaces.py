@@ -6,47 +6,14 @@ study records the exact space it was created with (``SPACE_VERSION`` and the spa
 JSON, as study user attributes). Resuming a study with a different space fails instead of
 silently mixing trials drawn from two different distributions.
 
-Ranges (version 1; the peer methods gmp, l0-hc and emsa were added without changing any
-earlier range, so earlier studies still resume). ``log`` means sampled uniformly in log
-scale::
-
-    method          parameter    range                     notes
-    sgd             lr           [1e-3, 0.5] log
-                    momentum     [0, 0.95]                 heavy ball
-    adam            lr           [1e-4, 3e-2] log
-                    weight_decay [1e-7, 1e-2] log          Adam's own L2 term
-    prox-sgd-l0     lr           [1e-3, 0.5] log
-    prox-sgd-l1     momentum     [0, 0.95]
-                    beta         [1e-6, 1e-1] log          L0 / L1 weight of R
-    prox-adam-l0    lr           [1e-4, 3e-2] log
-                    beta         [1e-6, 1e-1] log
-    bsqh            eps          [1e-1, 1e2] log           initial eps (step 1/(2 eps))
-                    sigma        [1.2, 5]                  eps growth on reject
-                    zeta         [0.5, 0.999]              eps shrink on accept
-                    eta          [1e-6, 1e-2] log          sufficient-decrease constant
-                    beta         [1e-6, 1e-1] log          L0 weight
-                    gamma        [1e-6, 1e-2] log          L2 weight
-                    sweep        sequential | parallel
-                    inner_steps  1 | 2 | 3
-                    fixed: max_retries = 5 in mini-batch mode (a rejected mini-batch
-                    step is retried at most 5 times, so one step cannot eat the budget);
-                    full-batch mode keeps the method's default.
-    gmp             lr           [1e-3, 0.5] log           SGD-momentum underneath
-                    momentum     [0, 0.95]
-                    final_sparsity [0.5, 0.98]             the trade-off knob
-                    begin_fraction [0, 0.3]                pruning window, as fractions
-                    end_fraction   [0.5, 0.9]              of the cell's step budget
-                    frequency    20 | 50 | 100             steps between mask updates
-    l0-hc           lr           [1e-4, 3e-2] log          Adam on weights and gates
-                    lam          [1e-6, 1e-1] log          weight of sum P(gate != 0)
-                    droprate_init [0.05, 0.7]              initial gate drop rate
-    emsa            inner_lr     [1e-3, 0.5] log           inner ascent and prox step
-                    inner_steps  1 | 2 | 3 | 5
-                    rho          [1e-3, 1] log             feasibility penalty
-                    beta         [1e-6, 1e-1] log          L0 weight
-                    gamma        [1e-6, 1e-2] log          L2 weight
-    variants        bsqh-fast and every <method>-graph search their reference method's
-                    space (bsqh-fast with max_retries = 0: it has no retries).
+Ranges are the table ``_SPACES`` below (version 1; the peer methods gmp, l0-hc and emsa
+were added without changing any earlier range, so earlier studies still resume). Each
+``Param`` carries a one-line note; the README's table is generated from this table
+(``python -m bench.docs``), so the ranges are written down once. In mini-batch mode
+``bsqh`` has ``max_retries = 5`` fixed (a rejected mini-batch step is retried at most 5
+times, so one step cannot eat the budget); full-batch mode keeps the method's default.
+``bsqh-fast`` and every ``<method>-graph`` search their reference method's space
+(``bsqh-fast`` with ``max_retries = 0``: it has no retries).
 
 Why these bounds: the L0 prox zeroes a weight when ``|v| < sqrt(2 t beta)`` with step
 ``t`` (``lr`` for the proximal baselines, ``1/(2 eps)`` for bSQH), so ``beta`` from 1e-6
@@ -105,6 +72,7 @@ class Param:
     high: float | None = None
     log: bool = False
     choices: tuple[Any, ...] | None = None
+    note: str = field(default="", compare=False)  # why this range (README table)
 
     @property
     def categorical(self) -> bool:
@@ -265,50 +233,50 @@ def _parse_override(text: str, params: dict[str, Param], method: str) -> tuple[s
     return name, param
 
 
-def _float(name: str, low: float, high: float, *, log: bool = False) -> Param:
-    return Param(name, low, high, log=log)
+def _float(name: str, low: float, high: float, *, log: bool = False, note: str = "") -> Param:
+    return Param(name, low, high, log=log, note=note)
 
 
-_LR_SGD = _float("lr", 1e-3, 0.5, log=True)
-_LR_ADAM = _float("lr", 1e-4, 3e-2, log=True)
-_MOMENTUM = _float("momentum", 0.0, 0.95)
-_BETA = _float("beta", 1e-6, 1e-1, log=True)
+_LR_SGD = _float("lr", 1e-3, 0.5, log=True, note="step size")
+_LR_ADAM = _float("lr", 1e-4, 3e-2, log=True, note="Adam step size")
+_MOMENTUM = _float("momentum", 0.0, 0.95, note="heavy ball")
+_BETA = _float("beta", 1e-6, 1e-1, log=True, note="L0 / L1 weight of R")
 
 _SPACES: dict[str, tuple[Param, ...]] = {
     "sgd": (_LR_SGD, _MOMENTUM),
-    "adam": (_LR_ADAM, _float("weight_decay", 1e-7, 1e-2, log=True)),
+    "adam": (_LR_ADAM, _float("weight_decay", 1e-7, 1e-2, log=True, note="AdamW decay")),
     "prox-sgd-l0": (_LR_SGD, _MOMENTUM, _BETA),
     "prox-sgd-l1": (_LR_SGD, _MOMENTUM, _BETA),
     "prox-adam-l0": (_LR_ADAM, _BETA),
     "bsqh": (
-        _float("eps", 1e-1, 1e2, log=True),
-        _float("sigma", 1.2, 5.0),
-        _float("zeta", 0.5, 0.999),
-        _float("eta", 1e-6, 1e-2, log=True),
+        _float("eps", 1e-1, 1e2, log=True, note="initial eps (step 1/(2 eps))"),
+        _float("sigma", 1.2, 5.0, note="eps growth on reject"),
+        _float("zeta", 0.5, 0.999, note="eps shrink on accept"),
+        _float("eta", 1e-6, 1e-2, log=True, note="sufficient-decrease constant"),
         _BETA,
-        _float("gamma", 1e-6, 1e-2, log=True),
+        _float("gamma", 1e-6, 1e-2, log=True, note="L2 weight"),
         Param("sweep", choices=("sequential", "parallel")),
         Param("inner_steps", choices=(1, 2, 3)),
     ),
     "gmp": (
         _LR_SGD,
         _MOMENTUM,
-        _float("final_sparsity", 0.5, 0.98),
-        _float("begin_fraction", 0.0, 0.3),
-        _float("end_fraction", 0.5, 0.9),
-        Param("frequency", choices=(20, 50, 100)),
+        _float("final_sparsity", 0.5, 0.98, note="the trade-off knob"),
+        _float("begin_fraction", 0.0, 0.3, note="pruning window start, fraction of the budget"),
+        _float("end_fraction", 0.5, 0.9, note="pruning window end, fraction of the budget"),
+        Param("frequency", choices=(20, 50, 100), note="steps between mask updates"),
     ),
     "l0-hc": (
         _LR_ADAM,
-        _float("lam", 1e-6, 1e-1, log=True),
-        _float("droprate_init", 0.05, 0.7),
+        _float("lam", 1e-6, 1e-1, log=True, note="weight of sum P(gate != 0)"),
+        _float("droprate_init", 0.05, 0.7, note="initial gate drop rate"),
     ),
     "emsa": (
-        _float("inner_lr", 1e-3, 0.5, log=True),
+        _float("inner_lr", 1e-3, 0.5, log=True, note="inner ascent and prox step"),
         Param("inner_steps", choices=(1, 2, 3, 5)),
-        _float("rho", 1e-3, 1.0, log=True),
+        _float("rho", 1e-3, 1.0, log=True, note="feasibility penalty"),
         _BETA,
-        _float("gamma", 1e-6, 1e-2, log=True),
+        _float("gamma", 1e-6, 1e-2, log=True, note="L2 weight"),
     ),
 }
 
