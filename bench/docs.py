@@ -71,16 +71,19 @@ TABLES: dict[str, Callable[[], str]] = {
 }
 
 
+def _replace_block(text: str, name: str, table: str) -> str:
+    pattern = re.compile(
+        rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.DOTALL
+    )
+    if not pattern.search(text):
+        raise ValueError(f"README has no <!-- generated:{name} --> block")
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+
+
 def render(text: str) -> str:
     """``text`` with every generated block replaced by its current table."""
     for name, make in TABLES.items():
-        pattern = re.compile(
-            rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.DOTALL
-        )
-        if not pattern.search(text):
-            raise ValueError(f"README has no <!-- generated:{name} --> block")
-        table = make()
-        text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+        text = _replace_block(text, name, make())
     return text
 
 

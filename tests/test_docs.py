@@ -13,7 +13,9 @@ def test_readme_tables_are_current() -> None:
 
 
 def test_render_replaces_only_the_marked_blocks() -> None:
-    blocks = "".join(f"<!-- generated:{n} -->\nSTALE-CONTENT\n<!-- /generated:{n} -->\n" for n in docs.TABLES)
+    blocks = "".join(
+        f"<!-- generated:{n} -->\nSTALE-CONTENT\n<!-- /generated:{n} -->\n" for n in docs.TABLES
+    )
     out = docs.render("intro\n" + blocks + "outro\n")
     assert out.startswith("intro\n") and out.endswith("outro\n")
     assert "STALE-CONTENT" not in out
