@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +126,6 @@ class Setting:
                 sort_keys=True,
             )
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def resolve_setting_path(name_or_path: str | Path) -> Path:

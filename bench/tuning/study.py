@@ -148,14 +148,7 @@ def n_startup_trials(trials: int) -> int:
 
 
 def make_sampler(plan: StudyPlan, seed: int) -> optuna.samplers.BaseSampler:
-    constraints = None
-    if plan.objective == "accuracy":
-        minimum = plan.min_sparsity
-
-        def constraints(trial: FrozenTrial) -> list[float]:
-            """<= 0 means feasible: sparsity of the latest evaluation point >= S."""
-            return [minimum - float(trial.user_attrs.get("sparsity", 0.0))]
-
+    """TPE; ``accuracy`` studies record their sparsity constraint on each trial."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
@@ -163,8 +156,15 @@ def make_sampler(plan: StudyPlan, seed: int) -> optuna.samplers.BaseSampler:
             n_startup_trials=n_startup_trials(plan.trials),
             multivariate=True,
             constant_liar=True,
-            constraints_func=constraints,
         )
+
+
+def _constrain(trial: optuna.Trial, plan: StudyPlan, sparsity: float) -> None:
+    """Record the trial's one constraint (Optuna keeps the first value set).
+
+    <= 0 means feasible: the trial's final (or, when pruned, latest) sparsity >= S.
+    """
+    trial.set_constraint("min_sparsity", plan.min_sparsity - sparsity)
 
 
 def make_pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
@@ -353,6 +353,7 @@ class _Objective:
                 trial.set_user_attr("sparsity", float(point["sparsity"]))
                 trial.report(float(point["val_accuracy"]), evals)
                 if trial.should_prune():
+                    _constrain(trial, plan, float(point["sparsity"]))
                     raise optuna.TrialPruned(
                         f"val accuracy {point['val_accuracy']:.4f} at evaluation {evals} "
                         f"(epoch {point['epoch']:.2f}) is below the median of earlier trials"
@@ -391,6 +392,8 @@ class _Objective:
         diverged = result.status == "diverged"
         accuracy = 0.0 if diverged else float(summary["val_accuracy"])
         sparsity = 0.0 if diverged else float(summary["sparsity"])
+        if plan.objective == "accuracy":
+            _constrain(trial, plan, sparsity)
         attrs = {
             "status": result.status,
             "val_accuracy": accuracy,
