@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.commands.run", "train every cell of a suite and record it in MLflow"),
+    "sync": ("bench.commands.sync", "push ledger records MLflow lacks; close orphaned runs"),
     "report": ("bench.commands.report", "write runs.csv, curves.csv, figures and REPORT.md"),
     "data": ("bench.commands.data", "find or install a dataset's files"),
     "tune": ("bench.commands.tune", "run an Optuna study for one method"),
@@ -24,9 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and argv[0] in COMMANDS else None  # configure only this one
-    args = build_parser(command).parse_args(argv)
-    module = importlib.import_module(args._module)
-    try:
+    try:  # Ctrl-C while the command's imports load counts too: always status 130
+        args = build_parser(command).parse_args(argv)
+        module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,10 +1,16 @@
 """Run a suite: every cell once, recorded in the ledger and in MLflow, resumable.
 
 A cell's key hashes its full configuration and the code version, so a rerun skips the
-cells already finished (or diverged: a legitimate result) and retries failed ones. The
-ledger entry is written only when a cell ends; Ctrl-C marks the interrupted MLflow run
-KILLED, keeps everything finished so far and stops the suite. Any other error marks the
-cell failed, the suite goes on, and the exit code is non-zero at the end.
+cells already finished (or diverged: a legitimate result) and retries failed and killed
+ones. The ledger is the source of truth and MLflow a sink: when a cell ends its record is
+written (atomically) before anything optional, MLflow failures only mark the record not
+synced, and ``bench sync`` (which also runs at the start of every suite) pushes it later.
+
+One process drives a suite's ledger at a time (:class:`bench.locking.DriverLock`).
+Ctrl-C is honoured only between safe points (:class:`bench.interrupts.InterruptGuard`):
+an interrupted cell is recorded ``killed`` with the curve it had so far, a finished one
+is recorded whatever the moment of the Ctrl-C, and the suite stops. Any other error
+marks the cell failed, the suite goes on, and the exit code is non-zero at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,12 +30,18 @@ from tqdm.auto import tqdm
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import code_version, environment
-from bench.records import CellRecord
+from bench.interrupts import InterruptGuard
+from bench.locking import DriverLock
+from bench.metrics import SUMMARY_FIELDS
+from bench.mlflow_run import Sink
+from bench.records import CellRecord, load_record
 from bench.suites import Cell, Suite
-from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledger
+from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import TrainingResult, train_cell
 
-MLFLOW_STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED"}
+#: Statuses a rerun keeps; failed and killed cells run again.
+DONE = ("finished", "diverged")
 
 
 def cell_key(cell: Cell) -> str:
@@ -45,16 +58,23 @@ def cells_dir(out_dir: Path, suite: str) -> Path:
     return suite_dir(out_dir, suite) / "cells"
 
 
+def suite_lock(out_dir: Path, suite: str) -> DriverLock:
+    """The lock that makes one process the driver of a suite's ledger in ``out_dir``."""
+    return DriverLock(suite_dir(out_dir, suite), f"suite {suite!r} in {out_dir}")
+
+
 @dataclass
 class SuiteOutcome:
     ran: int
     skipped: int
     failed: int
     diverged: int
+    unsynced: int = 0  # cells recorded in the ledger whose MLflow run is incomplete
+    sync: SyncOutcome | None = None  # what the start-of-run sync did
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.unsynced else 0
 
 
 class DataCache:
@@ -89,83 +109,84 @@ def run_suite(
     *,
     only: str | None = None,
     progress: bool = True,
+    sink: Sink | None = None,
 ) -> SuiteOutcome:
+    """Run the suite's remaining cells under its driver lock (see the module docstring).
+
+    Raises :class:`bench.locking.LockHeld` when another process drives this suite,
+    :class:`bench.safe_files.OutputWriteError` when the ledger cannot be written, and
+    :class:`KeyboardInterrupt` after recording the cell that Ctrl-C interrupted.
+    """
     out_dir = Path(out_dir)
     ledger = cells_dir(out_dir, suite.name)
     cells = select(suite.cells(), only)
-    tracker = Tracker(
-        tracking_uri(out_dir), EXPERIMENT_PREFIX + suite.name, out_dir / "mlflow-artifacts"
-    )
-    env = environment(device)
-    data = DataCache(device)
-    outcome = SuiteOutcome(0, 0, 0, 0)
-    bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell", disable=not progress)
-    for cell in bar:
-        key = cell_key(cell)
-        existing = ledger / f"{key}.json"
-        if existing.is_file() and CellRecord.load(existing).status in ("finished", "diverged"):
-            outcome.skipped += 1
-            continue
-        record = run_cell(cell, key, tracker, data, device, env, progress=progress)
-        record.save(ledger)
-        outcome.ran += 1
-        outcome.failed += record.status == "failed"
-        outcome.diverged += record.status == "diverged"
-        tqdm.write(one_line(record), file=None)
+    sink = sink or Sink.for_output(out_dir, EXPERIMENT_PREFIX + suite.name)
+    with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
+        outcome = SuiteOutcome(0, 0, 0, 0)
+        with guard.deferred():
+            outcome.sync = sync_ledger(sink, ledger, suite.name)
+        guard.check()
+        if outcome.sync.pushed or outcome.sync.closed:
+            print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
+        env = environment(device)
+        data = DataCache(device)
+        bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell", disable=not progress)
+        for cell in bar:
+            key = cell_key(cell)
+            existing = load_record(ledger / f"{key}.json")
+            if existing is not None and existing.status in DONE:
+                outcome.skipped += 1
+                outcome.unsynced += not existing.mlflow_synced
+                continue
+            record = run_cell(cell, key, sink, data, device, env, ledger, guard, progress=progress)
+            outcome.ran += 1
+            outcome.failed += record.status == "failed"
+            outcome.diverged += record.status == "diverged"
+            outcome.unsynced += not record.mlflow_synced
+            tqdm.write(one_line(record), file=None)
+            guard.check()
     return outcome
 
 
 def run_cell(
     cell: Cell,
     key: str,
-    tracker: Tracker,
+    sink: Sink,
     data: DataCache,
     device: torch.device,
     env: dict[str, str],
+    ledger: Path,
+    guard: InterruptGuard | None = None,
     *,
     progress: bool = True,
 ) -> CellRecord:
-    config = cell.config()
-    params = {
-        **config,
-        "device_name": env["device_name"],
-        "torch": env["torch"],
-        "git_commit": env["git_commit"],
-        "cell_key": key,
-    }
-    tags = {
-        "method": cell.method.label,
-        "optimizer": cell.method.name,
-        "model": cell.model,
-        "dataset": cell.dataset,
-        "mode": cell.method.mode,
-        "seed": str(cell.seed),
-        "suite": cell.suite,
-        "cell_key": key,
-        "status": "running",
-    }
-    run_id = tracker.start(cell.name, params, tags)
-    began = time.perf_counter()
+    """Train one cell, write its record, then close its MLflow run; returns the record."""
+    guard = guard or InterruptGuard()
     record = CellRecord(
-        key=key,
-        suite=cell.suite,
-        status="failed",
-        config=config,
-        environment=env,
-        mlflow_run_id=run_id,
+        key=key, suite=cell.suite, status="failed", config=cell.config(), environment=env
     )
+    name, params, tags = run_spec(record, ledger)
+    run = sink.start(name, params, {**tags, "status": "running"})
+    record.mlflow_run_id = run.run_id
+    seen: list[dict[str, Any]] = []
 
-    def log_point(point: dict[str, Any]) -> None:
-        tracker.log_metrics(
-            run_id, point, step=int(point["iteration"]), timestamp_ms=int(time.time() * 1000)
-        )
+    def on_eval(point: dict[str, Any]) -> None:
+        seen.append(point)
+        run.log_point(point)
 
+    began = time.perf_counter()
     try:
         splits = data.get(cell.dataset, cell.data)
-        result = train_cell(cell, splits, device, on_eval=log_point, progress=progress)
+        result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
     except KeyboardInterrupt:
-        tracker.set_tags(run_id, {"status": "killed"})
-        tracker.end(run_id, "KILLED")
+        with guard.deferred():
+            record.status = "killed"
+            record.error = "interrupted (Ctrl-C)"
+            record.curve = seen
+            last = seen[-1] if seen else {}
+            record.summary = {k: last[k] for k in SUMMARY_FIELDS if k in last}
+            record.wall_time_s = time.perf_counter() - began
+            record_and_close(record, run, ledger)
         raise
     except Exception as error:  # the suite goes on; the record keeps the traceback
         record.error = f"{type(error).__name__}: {error}"
@@ -173,8 +194,22 @@ def run_cell(
     else:
         _fill(record, result)
     record.wall_time_s = time.perf_counter() - began
-    _close_run(tracker, run_id, record)
+    with guard.deferred():
+        record_and_close(record, run, ledger)
     return record
+
+
+def record_and_close(record: CellRecord, run: Any, ledger: Path) -> None:
+    """The ledger first (marked not synced), then MLflow, then the sync status.
+
+    A crash or a second Ctrl-C after the first save leaves a complete record that says
+    MLflow may lack part of it, which is what ``bench sync`` repairs.
+    """
+    record.mlflow_synced, record.mlflow_error = False, run.error or SYNC_PENDING
+    record.save(ledger)
+    close_run(run, record)
+    record.mlflow_synced, record.mlflow_error = run.synced, run.error
+    record.save(ledger)
 
 
 def _fill(record: CellRecord, result: TrainingResult) -> None:
@@ -186,58 +221,12 @@ def _fill(record: CellRecord, result: TrainingResult) -> None:
         record.error = result.summary.get("diverged_reason")
 
 
-def _close_run(tracker: Tracker, run_id: str, record: CellRecord) -> None:
-    numeric = {f"final_{k}": v for k, v in record.summary.items()}
-    tracker.log_metrics(
-        run_id,
-        numeric,
-        step=int(record.summary.get("iterations") or 0),
-        timestamp_ms=int(time.time() * 1000),
-    )
-    if record.layer_sparsity:
-        tracker.log_json(run_id, "layer_sparsity.json", record.layer_sparsity)
-    if record.curve:
-        tracker.log_json(run_id, "curve.json", record.curve)
-        _log_cell_figure(tracker, run_id, record)
-    if record.error:
-        tracker.log_json(run_id, "error.json", {"error": record.error, **record.summary})
-    tracker.set_tags(run_id, {"status": record.status})
-    tracker.end(run_id, MLFLOW_STATUS[record.status])
-
-
-def _log_cell_figure(tracker: Tracker, run_id: str, record: CellRecord) -> None:
-    """A small per-cell figure (objective and accuracy against device time)."""
-    import tempfile
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    times = [p["device_time_s"] for p in record.curve]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
-    left.plot(times, [p["objective"] for p in record.curve], marker=".")
-    left.set(xlabel="device time [s]", ylabel="objective J", title="objective")
-    right.plot(times, [p["val_accuracy"] for p in record.curve], marker=".", label="val")
-    if record.curve[0].get("test_accuracy") is not None:
-        right.plot(times, [p["test_accuracy"] for p in record.curve], marker=".", label="test")
-    right.set(xlabel="device time [s]", ylabel="accuracy", title="accuracy")
-    right.legend()
-    fig.suptitle(record.config["label"], fontsize=9)
-    fig.tight_layout()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "cell.png"
-        fig.savefig(path, dpi=80)
-        tracker.log_file(run_id, path)
-    plt.close(fig)
-
-
 def one_line(record: CellRecord) -> str:
     s = record.summary
     config = record.config
     name = f"{config['label']}/{config['model']}/{config['dataset']}/seed{config['seed']}"
     if record.status == "failed":
-        return f"{name}: FAILED {record.error}"
+        return f"{name}: FAILED {record.error}" + _sync_note(record)
 
     def fmt(key: str, spec: str) -> str:
         value = s.get(key)
@@ -247,4 +236,8 @@ def one_line(record: CellRecord) -> str:
         f"{name}: {record.status} test_acc={fmt('test_accuracy', '.4f')} "
         f"sparsity={fmt('sparsity', '.3f')} device={fmt('device_time_s', '.2f')}s "
         f"iters={s.get('iterations')} wall={record.wall_time_s:.1f}s"
-    )
+    ) + _sync_note(record)
+
+
+def _sync_note(record: CellRecord) -> str:
+    return "" if record.mlflow_synced else f" [not synced to MLflow: {record.mlflow_error}]"

@@ -2,11 +2,18 @@
 
 Everything goes through ``MlflowClient`` with explicit run ids (no global active run), so
 a crash or Ctrl-C in one cell cannot leak into the next, and logging happens in batches
-at the evaluation cadence, off the timed path.
+at the evaluation cadence, off the timed path. This is the thin client; the lifecycle of
+one run (and what happens when MLflow fails) lives in :mod:`bench.mlflow_run`.
+
+MLflow's HTTP client retries a dead server for about four minutes by default; the bench
+sets short retry and timeout defaults (:data:`HTTP_DEFAULTS`, each overridable by its
+environment variable) because the ledger, not MLflow, keeps the results, and
+``bench sync`` pushes what MLflow missed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,8 +24,26 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from bench.locking import file_lock
+
 EXPERIMENT_PREFIX = "pmp-bench/"
 MAX_PARAM_LENGTH = 6000
+#: Guards the creation of the SQLite schema and experiments (two first runs at once).
+SCHEMA_LOCK = ".mlflow.lock"
+#: MLflow client settings used unless the environment sets them: an unreachable server
+#: fails in seconds (3 attempts, 5 s timeout, 0-2 s back-off), not minutes.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+def configure_http_client() -> None:
+    """Short HTTP retries and timeouts for this process (see :data:`HTTP_DEFAULTS`)."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def tracking_uri(out_dir: Path) -> str:
@@ -43,17 +68,43 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 class Tracker:
     """Thin wrapper over MlflowClient for the suite runner and the tuner."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
-        self.client = MlflowClient(tracking_uri=uri)
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: Path | None = None,
+        lock_path: Path | None = None,
+    ) -> None:
+        """Open the store and the experiment (created if missing).
+
+        ``lock_path``: a file locked around the first contact, which creates the SQLite
+        schema and the experiment; two processes starting on a fresh store at once would
+        otherwise both run the schema migration and one would die in it.
+        """
+        configure_http_client()
         self.uri = uri
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
-            )
-        else:
-            self.experiment_id = found.experiment_id
+        guard = file_lock(lock_path) if lock_path is not None else contextlib.nullcontext()
+        with guard:  # the client opens the store (and migrates a SQLite schema) eagerly
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location
+                )
+            else:
+                self.experiment_id = found.experiment_id
+
+    @classmethod
+    def for_output(cls, out_dir: Path, experiment: str) -> Tracker:
+        """The tracker of an output folder: its store, artifact folder and schema lock."""
+        out_dir = Path(out_dir)
+        return cls(
+            tracking_uri(out_dir),
+            experiment,
+            out_dir / "mlflow-artifacts",
+            lock_path=out_dir / SCHEMA_LOCK,
+        )
 
     def start(
         self,
@@ -102,3 +153,18 @@ class Tracker:
     def end(self, run_id: str, status: str) -> None:
         """``status``: FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status (RUNNING, FINISHED, ...), or None when it does not exist."""
+        try:
+            return self.client.get_run(run_id).info.status
+        except Exception:  # deleted, never created, or from another store
+            return None
+
+    def running_runs(self, tags: dict[str, str]) -> list[Any]:
+        """Runs of this experiment still RUNNING whose tags equal ``tags``."""
+        clauses = ["attributes.status = 'RUNNING'"]
+        clauses += [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=" and ".join(clauses), max_results=5000
+        )

@@ -12,14 +12,15 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["PathNotWritable", "check_writable_file", "ensure_writable_dir"]
+__all__ = ["PathNotWritable", "advice", "check_writable_file", "ensure_writable_dir"]
 
 
 class PathNotWritable(ValueError):
     """A folder or file the command must write to cannot be written; the message says why."""
 
 
-def _advice(error: OSError, flag: str) -> str:
+def advice(error: OSError, flag: str) -> str:
+    """What to do about a failed write: free space, or make writable / choose another."""
     where = f"pass another folder with {flag}" if flag else "use another folder"
     if error.errno == errno.ENOSPC or error.errno == errno.EDQUOT:
         return f"free some space there or {where}"
@@ -50,7 +51,7 @@ def ensure_writable_dir(path: str | Path, what: str, *, flag: str = "") -> Path:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise PathNotWritable(
-            f"{what} {folder} is not writable ({reason}); {_advice(error, flag)}"
+            f"{what} {folder} is not writable ({reason}); {advice(error, flag)}"
         ) from None
     return folder
 
@@ -66,6 +67,6 @@ def check_writable_file(path: str | Path, what: str, *, flag: str = "") -> Path:
         except OSError as error:
             reason = error.strerror or type(error).__name__
             raise PathNotWritable(
-                f"{what} {file} is not writable ({reason}); {_advice(error, flag)}"
+                f"{what} {file} is not writable ({reason}); {advice(error, flag)}"
             ) from None
     return file

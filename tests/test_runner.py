@@ -99,6 +99,9 @@ def test_smoke_suite_records_every_cell_in_mlflow(smoke):
         assert {"layer_sparsity.json", "curve.json", "cell.png"} <= artifacts
     bsqh = by_method["bsqh"].data.metrics
     assert 0 < bsqh["accept_rate"] <= 1 and bsqh["final_sparsity"] > 0
+    for run in runs:  # complete runs say so; final figures are numeric summary fields
+        assert run.data.tags["pmp.complete"] == "true"
+        assert {"final_test_accuracy", "final_iterations"} <= set(run.data.metrics)
 
 
 def test_ledger_and_rerun_adds_no_runs(smoke):
@@ -129,15 +132,19 @@ def test_interrupted_suite_resumes_and_marks_the_run_killed(tmp_path, monkeypatc
     monkeypatch.setattr("bench.runner.train_cell", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_suite(suite, tmp_path, CPU, progress=False)
-    assert len(load_records(cells_dir(tmp_path, "t"))) == 1
+    records = load_records(cells_dir(tmp_path, "t"))
+    assert sorted(r.status for r in records) == ["finished", "killed"]
+    killed = next(r for r in records if r.status == "killed")
+    assert killed.error == "interrupted (Ctrl-C)" and killed.mlflow_synced
     _, runs = runs_of(tmp_path, "t")
-    statuses = sorted(r.info.status for r in runs)
-    assert statuses == ["FINISHED", "KILLED"]
+    assert {r.info.run_id: r.info.status for r in runs}[killed.mlflow_run_id] == "KILLED"
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    assert not (tmp_path / "t" / ".lock").exists()  # released on the way out
 
     monkeypatch.setattr("bench.runner.train_cell", real)
     outcome = run_suite(suite, tmp_path, CPU, progress=False)
-    assert outcome.skipped == 1 and outcome.ran == 3
-    assert len(load_records(cells_dir(tmp_path, "t"))) == 4
+    assert outcome.skipped == 1 and outcome.ran == 3  # the killed cell runs again
+    assert {r.status for r in load_records(cells_dir(tmp_path, "t"))} == {"finished"}
 
 
 def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):

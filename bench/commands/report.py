@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.records import load_records
 from bench.report import write_report
 from bench.runner import cell_key, cells_dir, suite_dir
+from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 
 
@@ -27,7 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, studies_dir=args.out / "studies")
     wanted = {cell_key(cell) for cell in suite.cells()}
-    records = load_records(cells_dir(args.out, suite.name))
+    try:
+        records = load_records(cells_dir(args.out, suite.name))  # quarantines damaged files
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     current = [r for r in records if r.key in wanted]
     if not current:
         print(
@@ -37,13 +42,17 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     missing = len(wanted) - len({r.key for r in current})
-    paths = write_report(
-        current,
-        suite_dir(args.out, suite.name),
-        suite=suite.name,
-        target_accuracy=suite.target_accuracy,
-        description=suite.description,
-    )
+    try:
+        paths = write_report(
+            current,
+            suite_dir(args.out, suite.name),
+            suite=suite.name,
+            target_accuracy=suite.target_accuracy,
+            description=suite.description,
+        )
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     ignored = len(records) - len(current)
     print(f"report: {paths.report_md}")
     print(f"tables: {paths.runs_csv}, {paths.curves_csv}; figures: {len(paths.figures)}")

@@ -1,4 +1,9 @@
-"""``python -m bench run --suite NAME|PATH [--out DIR] [--device ...] [--only PATTERN]``."""
+"""``python -m bench run --suite NAME|PATH [--out DIR] [--device ...] [--only PATTERN]``.
+
+Exit status: 0 when every cell is recorded and synced to MLflow, 1 when a cell failed or
+MLflow lacks a record (``bench sync`` pushes it later), 2 when another process drives the
+suite or the ledger cannot be written, 130 after Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import sys
 from pathlib import Path
 
 from bench.environment import DEVICES, resolve_device
+from bench.locking import LockHeld
 from bench.runner import run_suite
+from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.writable import PathNotWritable, ensure_writable_dir
 
@@ -36,9 +43,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
-    outcome = run_suite(suite, args.out, device, only=args.only, progress=not args.no_progress)
+    try:
+        outcome = run_suite(suite, args.out, device, only=args.only, progress=not args.no_progress)
+    except (LockHeld, OutputWriteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(
         f"suite {suite.name}: {outcome.ran} cells run, {outcome.skipped} already done, "
         f"{outcome.diverged} diverged, {outcome.failed} failed"
     )
+    if outcome.unsynced:
+        print(
+            f"{outcome.unsynced} cell(s) are in the ledger but not synced to MLflow; "
+            f"`python -m bench sync --suite {args.suite} --out {args.out}` pushes them",
+            file=sys.stderr,
+        )
     return outcome.exit_code

@@ -8,8 +8,12 @@ touches the file system layout of a report.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.records import CellRecord
@@ -18,6 +22,7 @@ from bench.report.figures import FigureFile, draw_figures
 from bench.report.frames import curves_frame, runs_frame
 from bench.report.markdown import render_report
 from bench.report.stats import method_table
+from bench.safe_files import describe_write_error, fsync_dir
 
 __all__ = [
     "Claim",
@@ -55,21 +60,42 @@ def write_report(
 
     Every record appears in the CSV files whatever its status; the medians, figures and
     claims that compare methods use finished cells, and the report lists the others.
-    PNG files already in ``out_dir/figures`` are removed first: that folder belongs to the
-    report, and a figure of a method no longer in the suite must not linger beside it.
+    Everything is written into a temporary folder beside ``out_dir``'s files and swapped
+    in only when complete, so a crash or a full disk leaves the previous report whole;
+    ``figures/`` is replaced as a folder, so a figure of a method no longer in the suite
+    does not linger.
     """
     out_dir = Path(out_dir)
-    figures_dir = out_dir / FIGURES_DIR
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    for stale in figures_dir.glob("*.png"):
-        stale.unlink()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-tmp-"))
+    except OSError as error:
+        raise describe_write_error(error, out_dir) from error
+    try:
+        try:
+            staged = _write_into(staging, records, suite, target_accuracy, description)
+        except OSError as error:
+            raise describe_write_error(error, staging) from error
+        return _swap_in(staging, out_dir, staged)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
+
+def _write_into(
+    folder: Path,
+    records: Sequence[CellRecord],
+    suite: str,
+    target_accuracy: float | None,
+    description: str,
+) -> ReportPaths:
+    figures_dir = folder / FIGURES_DIR
+    figures_dir.mkdir()
     runs = runs_frame(records)
     curves = curves_frame(records)
     paths = ReportPaths(
-        runs_csv=out_dir / "runs.csv",
-        curves_csv=out_dir / "curves.csv",
-        report_md=out_dir / "REPORT.md",
+        runs_csv=folder / "runs.csv",
+        curves_csv=folder / "curves.csv",
+        report_md=folder / "REPORT.md",
     )
     runs.to_csv(paths.runs_csv, index=False)
     curves.to_csv(paths.curves_csv, index=False)
@@ -85,8 +111,40 @@ def write_report(
         method_rows=method_rows,
         claims=compute_claims(runs, method_rows),
         figures=figures,
-        report_dir=out_dir,
+        report_dir=folder,
         target_accuracy=target_accuracy,
     )
     paths.report_md.write_text(text, encoding="utf-8")
+    for path in [paths.runs_csv, paths.curves_csv, paths.report_md, *paths.figures]:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
     return paths
+
+
+def _swap_in(staging: Path, out_dir: Path, staged: ReportPaths) -> ReportPaths:
+    """Move the staged report over the old one: figures folder first, REPORT.md last."""
+    final = out_dir / FIGURES_DIR
+    old = None
+    try:
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-old-"))
+            final.replace(old / FIGURES_DIR)
+        (staging / FIGURES_DIR).replace(final)
+        for name in ("runs.csv", "curves.csv", "REPORT.md"):
+            (staging / name).replace(out_dir / name)
+        fsync_dir(out_dir)
+    except OSError as error:
+        raise describe_write_error(error, out_dir) from error
+    finally:
+        if old is not None:
+            if not final.exists():  # the swap failed half-way: put the old figures back
+                with contextlib.suppress(OSError):
+                    (old / FIGURES_DIR).replace(final)
+            shutil.rmtree(old, ignore_errors=True)
+    return replace(
+        staged,
+        runs_csv=out_dir / "runs.csv",
+        curves_csv=out_dir / "curves.csv",
+        report_md=out_dir / "REPORT.md",
+        figures=[final / p.name for p in staged.figures],
+    )

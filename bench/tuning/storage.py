@@ -16,13 +16,20 @@ Why three kinds:
 
 Every storage is checked before any training: the URL must parse, its driver must be
 installed, and the server must answer within :data:`CONNECT_TIMEOUT_S` seconds.
+
+SQLite guards: creating the schema of a new file happens under a file lock (two first
+runs at once would both run Optuna's migration, and one would die in it), and while a
+``bench tune`` process uses a SQLite file it holds a lock that makes a second one refuse
+to start (:meth:`StorageSpec.exclusive`) instead of failing later inside SQLite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +37,8 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from bench.locking import file_lock
+from bench.safe_files import describe_write_error
 from bench.writable import PathNotWritable, check_writable_file
 
 # Heartbeats, metric names and multivariate TPE are "experimental" in Optuna; they are
@@ -69,10 +78,58 @@ class StorageSpec:
         except Exception:  # an unparsable URL: say nothing that might hold a secret
             return self.location.split("@")[-1]
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite storage, else None."""
+        if not self.is_sqlite:
+            return None
+        from sqlalchemy.engine import make_url
+
+        database = make_url(self.location).database
+        return Path(database) if database and database != ":memory:" else None
+
+    def _lock_file(self, purpose: str) -> Path | None:
+        path = self.sqlite_path
+        return None if path is None else path.with_name(f".{path.name}.{purpose}.lock")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this SQLite file for one tuning process; a second one fails at once.
+
+        Other storages are made for concurrent processes and pass straight through.
+        """
+        lock = self._lock_file("tune")
+        if lock is None:
+            yield
+            return
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(file_lock(lock, blocking=False))
+        except BlockingIOError:
+            raise StorageError(
+                f"another bench tune process is using the SQLite storage {self.location}; "
+                "SQLite is not safe for concurrent processes: wait for it, or run both with a "
+                "journal file (--storage PATH, e.g. the default optuna-journal.log in --out) "
+                "or a PostgreSQL URL (--storage postgresql://...)"
+            ) from None
+        except OSError as error:
+            raise StorageError(str(describe_write_error(error, lock))) from None
+        with stack:
+            yield
+
     def open(self) -> BaseStorage:
         """The Optuna storage (creates tables or the file if needed)."""
         if self.kind == "journal":
             return JournalStorage(JournalFileBackend(self.location))
+        guard = contextlib.ExitStack()
+        lock = self._lock_file("schema")
+        if lock is not None:
+            with contextlib.suppress(OSError):  # a read-only folder: opening will say so
+                guard.enter_context(file_lock(lock))
+        with guard:
+            return self._open_rdb()
+
+    def _open_rdb(self) -> BaseStorage:
         engine_kwargs: dict = {}
         if self.is_sqlite:
             engine_kwargs = {"connect_args": {"timeout": 60}}

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import multiprocessing
 import os
 import queue
@@ -65,7 +64,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
-from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.locking import process_alive
+from bench.mlflow_run import (
+    CLOSE_REASON_TAG,
+    RunLog,
+    Sink,
+    final_metrics,
+    is_number,
+    timestamp_tags,
+)
+from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import train_cell
 from bench.tuning.settings import Setting, Target
 from bench.tuning.spaces import SPACE_VERSION, Space
@@ -83,6 +91,18 @@ PRUNER_WARMUP_EVALS = 2
 POLL_S = 2.0
 #: A RUNNING trial that no worker claimed for this long is failed (journal and SQLite).
 ORPHAN_AFTER_S = 120.0
+#: A trial's final figures kept as user attributes and logged as ``final_*`` metrics.
+TRIAL_FIGURES = (
+    "device_time_s",
+    "iterations",
+    "epochs",
+    "nonzeros",
+    "nonzero_macs",
+    "accept_rate",
+    "eps",
+    "eval_time_s",
+    "warmup_time_s",
+)
 
 
 class StudyError(ValueError):
@@ -286,18 +306,45 @@ def fail_dead_trials(study: optuna.Study, *, orphan_after_s: float | None = None
     return failed
 
 
-def _dead(pid: object) -> bool:
-    return isinstance(pid, int) and not _process_alive(pid)
+def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
+    """End KILLED the MLflow runs of ``name`` that a dead process left RUNNING.
 
-
-def _process_alive(pid: int) -> bool:
+    A trial's run is an orphan when its Optuna trial is no longer RUNNING (its worker
+    died and :func:`fail_dead_trials` or Optuna's heartbeat failed it); an invocation's
+    parent run when the process that started it, on this host, is gone. MLflow being
+    unreachable is not an error here: the runs stay as they are until the next start.
+    """
+    host = socket.gethostname()
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    closed = 0
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        tracker = sink.tracker()
+        for run in tracker.running_runs({"study": name}):
+            tags = run.data.tags
+            if tags.get("kind") == "trial":
+                number = int(tags.get("optuna.trial_number", -1))
+                state = states.get(number)
+                if state == TrialState.RUNNING:
+                    continue
+                reason = (
+                    f"Optuna trial {number} is {state.name if state else 'missing'}; its worker "
+                    "stopped without closing this run"
+                )
+            else:
+                pid = tags.get("pmp.driver_pid", "")
+                if tags.get("pmp.driver_host") != host or not _dead(int(pid or 0) or None):
+                    continue
+                reason = f"the bench tune process {pid} on {host} stopped without closing it"
+            tracker.set_tags(run.info.run_id, {"status": "killed", CLOSE_REASON_TAG: reason})
+            tracker.end(run.info.run_id, "KILLED")
+            closed += 1
+    except Exception:  # MLflow unreachable: try again at the next start
+        pass
+    return closed
+
+
+def _dead(pid: object) -> bool:
+    return isinstance(pid, int) and not process_alive(pid)
 
 
 # --------------------------------------------------------------------------- objective
@@ -309,15 +356,18 @@ def load_tuning_data(setting: Setting, device: torch.device) -> DataSplits:
 
 
 class _Objective:
-    """One trial: sample, train within the budget, score on validation, log to MLflow."""
+    """One trial: sample, train within the budget, score on validation, log to MLflow.
 
-    def __init__(
-        self, plan: StudyPlan, data: DataSplits, device: torch.device, tracker: Tracker
-    ) -> None:
+    The trial's MLflow run goes through :class:`bench.mlflow_run.RunLog`, as the suite
+    runner's cells do: an unreachable MLflow never fails a trial, it leaves the user
+    attributes ``mlflow_synced = false`` and ``mlflow_error`` instead.
+    """
+
+    def __init__(self, plan: StudyPlan, data: DataSplits, device: torch.device, sink: Sink) -> None:
         self.plan = plan
         self.data = data
         self.device = device
-        self.tracker = tracker
+        self.sink = sink
         self.host = socket.gethostname()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -335,20 +385,17 @@ class _Objective:
             raise _SurplusTrial(f"trial {trial.number} is surplus")
         hparams = plan.space.suggest(trial)
         trial.set_user_attr("hparams", hparams)
-        try:
-            run_id = self._start_run(trial, hparams)
-        except Exception as error:  # MLflow is down: the trial fails and says why
-            trial.set_user_attr("error", f"MLflow: {type(error).__name__}: {error}"[:2000])
-            raise
-        trial.set_user_attr("mlflow_run_id", run_id)
+        run = self._start_run(trial, hparams)
+        if run.run_id is not None:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
         began = time.perf_counter()
         evals = 0
+        seen: list[dict[str, Any]] = []
 
         def on_eval(point: dict[str, Any]) -> None:
             nonlocal evals
-            self.tracker.log_metrics(
-                run_id, point, step=int(point["iteration"]), timestamp_ms=int(time.time() * 1000)
-            )
+            seen.append(point)
+            run.log_point(point)
             if plan.objective == "accuracy":
                 trial.set_user_attr("sparsity", float(point["sparsity"]))
                 trial.report(float(point["val_accuracy"]), evals)
@@ -368,24 +415,19 @@ class _Objective:
         except optuna.TrialPruned as pruned:
             trial.set_user_attr("status", "pruned")
             trial.set_user_attr("wall_time_s", time.perf_counter() - began)
-            self.tracker.set_tags(run_id, {"optuna.state": "PRUNED", "status": "pruned"})
-            self.tracker.end(run_id, "KILLED")
+            self._close(trial, run, "pruned", "PRUNED", "KILLED", curve=seen)
             self._say(f"trial {trial.number}: pruned ({pruned})")
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted (Ctrl-C)")
-            self.tracker.set_tags(run_id, {"optuna.state": "FAIL", "status": "killed"})
-            self.tracker.end(run_id, "KILLED")
+            self._close(trial, run, "killed", "FAIL", "KILLED", curve=seen)
             raise
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             trial.set_user_attr("error", message[:2000])
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-            self.tracker.set_tags(run_id, {"optuna.state": "FAIL", "status": "failed"})
-            self.tracker.log_json(
-                run_id, "error.json", {"error": message, "traceback": traceback.format_exc()}
-            )
-            self.tracker.end(run_id, "FAILED")
+            error_file = {"error": message, "traceback": traceback.format_exc()}
+            self._close(trial, run, "failed", "FAIL", "FAILED", curve=seen, error=error_file)
             self._say(f"trial {trial.number}: FAILED {message}")
             raise
         summary = result.summary
@@ -400,19 +442,9 @@ class _Objective:
             "sparsity": sparsity,
             "wall_time_s": time.perf_counter() - began,
         }
-        for key in (
-            "device_time_s",
-            "iterations",
-            "epochs",
-            "nonzeros",
-            "nonzero_macs",
-            "accept_rate",
-            "eps",
-            "eval_time_s",
-            "warmup_time_s",
-        ):
+        for key in TRIAL_FIGURES:
             value = summary.get(key)
-            if isinstance(value, int | float) and math.isfinite(value):
+            if is_number(value):
                 attrs[key] = value
         if diverged:
             attrs["diverged_reason"] = str(summary.get("diverged_reason"))
@@ -420,31 +452,68 @@ class _Objective:
             attrs["last_sparsity"] = summary.get("sparsity")
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        self.tracker.log_metrics(
-            run_id,
-            {
+        self._close(
+            trial,
+            run,
+            result.status,
+            "COMPLETE",
+            "FINISHED",
+            curve=result.curve,
+            layer_sparsity=result.layer_sparsity,
+            metrics={
                 "value_val_accuracy": accuracy,
                 "value_sparsity": sparsity,
-                **{f"final_{k}": v for k, v in attrs.items()},
+                **final_metrics(attrs, ("val_accuracy", "sparsity", "wall_time_s", *TRIAL_FIGURES)),
             },
             step=int(summary.get("iterations") or 0),
-            timestamp_ms=int(time.time() * 1000),
+            tags=timestamp_tags(summary),
         )
-        self.tracker.set_tags(run_id, {"optuna.state": "COMPLETE", "status": result.status})
-        self.tracker.end(run_id, "FINISHED")
         self._say(
             f"trial {trial.number}: {result.status} val_acc={accuracy:.4f} "
             f"sparsity={sparsity:.3f} iters={summary.get('iterations')} "
             f"wall={attrs['wall_time_s']:.1f}s"
+            + ("" if run.synced else f" [not synced to MLflow: {run.error}]")
         )
         if plan.objective == "pareto":
             return accuracy, sparsity
         return accuracy
 
-    def _start_run(self, trial: optuna.Trial, hparams: dict[str, Any]) -> str:
+    def _close(
+        self,
+        trial: optuna.Trial,
+        run: RunLog,
+        status: str,
+        state: str,
+        mlflow_status: str,
+        *,
+        curve: list[dict[str, Any]],
+        layer_sparsity: dict[str, float] | None = None,
+        error: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        step: int = 0,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """End the trial's run with its curve and sparsity; note on the trial if unsynced."""
+        run.finish(
+            status,
+            metrics=metrics,
+            step=step,
+            tags={**(tags or {}), "optuna.state": state},
+            json_artifacts={
+                "curve.json": curve,
+                "layer_sparsity.json": layer_sparsity,
+                "error.json": error,
+            },
+            mlflow_status=mlflow_status,
+        )
+        if not run.synced:
+            trial.set_user_attr("mlflow_synced", False)
+            trial.set_user_attr("mlflow_error", str(run.error)[:2000])
+
+    def _start_run(self, trial: optuna.Trial, hparams: dict[str, Any]) -> RunLog:
         """The trial's MLflow run, nested under the invocation's parent run."""
         plan = self.plan
-        return self.tracker.start(
+        return self.sink.start(
             f"{plan.study}#{trial.number}",
             params={"hparams": hparams, "trial": trial.number, "study": plan.study},
             tags={
@@ -519,8 +588,7 @@ def work(plan: StudyPlan, worker_index: int = 0, data: DataSplits | None = None)
             device = resolve_device(plan.device)
             if data is None:
                 data = load_tuning_data(plan.setting, device)
-            tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, plan.out / "mlflow-artifacts")
-            objective = _Objective(plan, data, device, tracker)
+            objective = _Objective(plan, data, device, Sink.for_output(plan.out, EXPERIMENT))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(
@@ -618,15 +686,21 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
     One MLflow parent run per invocation (tagged with the study name) holds a nested run
     per trial; it ends FINISHED when the study holds N finished trials, else FAILED.
     """
+    Path(plan.out).mkdir(parents=True, exist_ok=True)
+    with plan.storage.exclusive():  # SQLite: one tuning process per file
+        return _tune(plan, workers, data)
+
+
+def _tune(plan: StudyPlan, workers: int, data: DataSplits | None) -> TuneResult:
     from bench.tuning.outputs import write_study_outputs
 
-    Path(plan.out).mkdir(parents=True, exist_ok=True)
     study = open_study(plan, create=True)  # raises StudyError before any training
     local = plan.storage.kind == "journal" or plan.storage.is_sqlite
     dead = fail_dead_trials(study, orphan_after_s=ORPHAN_AFTER_S if local else None)
     before = count_trials(study)
-    tracker = Tracker(tracking_uri(plan.out), EXPERIMENT, Path(plan.out) / "mlflow-artifacts")
-    parent = tracker.start(
+    sink = Sink.for_output(plan.out, EXPERIMENT)
+    closed = close_orphaned_runs(sink, study, plan.study)
+    parent = sink.start(
         plan.study,
         params={
             "study": plan.study,
@@ -649,7 +723,7 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
             "setting": plan.setting.name,
         },
     )
-    plan = replace(plan, parent_run_id=parent)
+    plan = replace(plan, parent_run_id=parent.run_id)
     status = "FAILED"
     try:
         if not plan.quiet:
@@ -657,7 +731,9 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
                 f"[{plan.study}] {before['finished']} of {plan.trials} trials finished "
                 f"({before['FAIL']} failed) in {plan.storage.describe()}; "
                 f"running with {workers} worker(s)"
-                + (f"; failed dead workers' trials {dead}" if dead else ""),
+                + (f"; failed dead workers' trials {dead}" if dead else "")
+                + (f"; closed {closed} orphaned MLflow run(s)" if closed else "")
+                + ("" if parent.synced else f"; MLflow not synced: {parent.error}"),
                 flush=True,
             )
         outcome = run_workers(plan, workers, data)
@@ -680,8 +756,7 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
             study, directory, objective=plan.objective, min_sparsity=plan.min_sparsity, info=info
         )
         summary["notes"] = [*outcome.notes, *summary["notes"]]
-        tracker.log_metrics(
-            parent,
+        parent.log_metrics(
             {
                 "finished_trials": counts["finished"],
                 "failed_trials": counts["FAIL"],
@@ -691,7 +766,6 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
                 **{f"picked_{k}": v for k, v in (summary["picked"] or {}).items()},
             },
             step=counts["finished"],
-            timestamp_ms=int(time.time() * 1000),
         )
         for name in (
             "best.json",
@@ -703,7 +777,7 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
             "importances.png",
         ):
             if (directory / name).is_file():
-                tracker.log_file(parent, directory / name)
+                parent.log_file(directory / name)
         done = counts["finished"] >= plan.trials
         if done and summary["picked"] is not None:
             status = "FINISHED"
@@ -732,5 +806,4 @@ def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> T
         status = "KILLED"
         raise
     finally:
-        tracker.set_tags(parent, {"status": status.lower()})
-        tracker.end(parent, status)
+        parent.finish(status.lower(), mlflow_status=status)

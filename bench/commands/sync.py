@@ -1,0 +1,43 @@
+"""``python -m bench sync --suite NAME|PATH [--out DIR]``: make MLflow match the ledger.
+
+Pushes every record marked not synced (rebuilding its run from the ledger) and closes
+the suite's runs that a dead process left RUNNING. ``bench run`` does the same at its
+start. Exit status: 0 when MLflow holds every record, 1 when some are still not synced
+(the message says why), 2 when another process drives the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.locking import LockHeld
+from bench.mlflow_run import Sink
+from bench.runner import cells_dir, suite_lock
+from bench.safe_files import OutputWriteError
+from bench.suites import load_suite
+from bench.sync import sync_ledger
+from bench.tracking import EXPERIMENT_PREFIX
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite, studies_dir=args.out / "studies")
+    ledger = cells_dir(args.out, suite.name)
+    sink = Sink.for_output(args.out, EXPERIMENT_PREFIX + suite.name)
+    try:
+        with suite_lock(args.out, suite.name):
+            outcome = sync_ledger(sink, ledger, suite.name)
+    except (LockHeld, OutputWriteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stream = sys.stderr if outcome.unsynced else sys.stdout
+    print(f"sync {suite.name}: {outcome.describe()}", file=stream)
+    return 1 if outcome.unsynced else 0

@@ -1,0 +1,221 @@
+"""One MLflow run's lifecycle (start, metrics, artifacts, end) for the runner and the tuner.
+
+MLflow is a sink, never a reason to lose training: every call goes through
+:meth:`RunLog._call`, which retries a failure a bounded number of times
+(:data:`ATTEMPTS`; the HTTP client has its own short retries, see
+:mod:`bench.tracking`) and then marks the run *not synced* with the reason. After that
+the run makes no further calls (a dead server must not cost a timeout at every
+evaluation point), and the caller records ``synced``/``error`` next to its result so
+``bench sync`` can push it later.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.tracking import Tracker
+
+#: Attempts of each MLflow call before the run is marked not synced.
+ATTEMPTS = 2
+RETRY_PAUSE_S = 0.5
+#: Summary keys that are points in time: tags (ISO 8601), never metrics.
+TIMESTAMP_SUFFIX = "_at"
+#: Tags naming the process that drives a run, so a later process can tell an orphan.
+DRIVER_TAGS = ("pmp.driver_host", "pmp.driver_pid")
+CLOSE_REASON_TAG = "pmp.close_reason"
+#: Set when a run holds everything its record has (so `bench sync` can leave it alone).
+COMPLETE_TAG = "pmp.complete"
+TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+
+def short_reason(error: BaseException) -> str:
+    """One line for a record: the exception type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def final_metrics(summary: dict[str, Any], fields: Sequence[str]) -> dict[str, float]:
+    """``final_<k>`` for each numeric figure ``k`` of ``fields`` (timestamps excluded)."""
+    return {
+        f"final_{k}": summary[k]
+        for k in fields
+        if not k.endswith(TIMESTAMP_SUFFIX) and is_number(summary.get(k))
+    }
+
+
+def timestamp_tags(summary: dict[str, Any]) -> dict[str, str]:
+    """Points in time of ``summary`` (Unix seconds) as ISO 8601 tags."""
+    return {
+        k: datetime.datetime.fromtimestamp(v, datetime.UTC).isoformat(timespec="seconds")
+        for k, v in summary.items()
+        if k.endswith(TIMESTAMP_SUFFIX) and is_number(v)
+    }
+
+
+def driver_tags() -> dict[str, str]:
+    return {"pmp.driver_host": socket.gethostname(), "pmp.driver_pid": str(os.getpid())}
+
+
+class Sink:
+    """Where runs go: a tracker opened on first use; failing to open it is not fatal."""
+
+    def __init__(self, opener: Callable[[], Tracker]) -> None:
+        self._opener = opener
+        self._tracker: Tracker | None = None
+
+    @classmethod
+    def for_output(cls, out_dir: Path, experiment: str) -> Sink:
+        return cls(lambda: Tracker.for_output(out_dir, experiment))
+
+    def tracker(self) -> Tracker:
+        """The open tracker (raises what MLflow raises when the store cannot be reached)."""
+        if self._tracker is None:
+            self._tracker = self._opener()
+        return self._tracker
+
+    def start(
+        self,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+    ) -> RunLog:
+        """A new run (or a not-synced stand-in when MLflow cannot be reached)."""
+        log = RunLog(self)
+        log.run_id = log._call(
+            "start",
+            lambda: self.tracker().start(
+                name, params, {**tags, **driver_tags()}, parent_run_id=parent_run_id
+            ),
+        )
+        return log
+
+
+class RunLog:
+    """One run; every method is a no-op once the run is not synced."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.run_id: str | None = None
+        self.error: str | None = None
+        self.closed = False
+
+    @property
+    def synced(self) -> bool:
+        return self.error is None
+
+    def _call(self, what: str, action: Callable[[], Any], *, force: bool = False) -> Any:
+        """Run ``action`` with bounded retries; ``force``: once even after a failure."""
+        if self.error is not None and not force:
+            return None
+        for attempt in range(1 if self.error is not None else ATTEMPTS):
+            try:
+                return action()
+            except Exception as error:  # MLflow, SQLAlchemy, requests, OSError...
+                if attempt + 1 >= ATTEMPTS or self.error is not None:
+                    self.error = self.error or f"MLflow {what} failed: {short_reason(error)}"
+                    return None
+                time.sleep(RETRY_PAUSE_S)
+        return None
+
+    def log_metrics(self, values: dict[str, Any], step: int) -> None:
+        """Numeric ``values`` (others are skipped) as metrics at ``step``."""
+        self._call(
+            "log metrics",
+            lambda: self.sink.tracker().log_metrics(
+                self.run_id, values, step=step, timestamp_ms=int(time.time() * 1000)
+            ),
+        )
+
+    def log_point(self, point: dict[str, Any]) -> None:
+        """One evaluation point as metrics at step = its iteration."""
+        self.log_metrics(point, step=int(point["iteration"]))
+
+    def log_file(self, path: Path) -> None:
+        self._call(
+            f"log {Path(path).name}", lambda: self.sink.tracker().log_file(self.run_id, path)
+        )
+
+    def log_curve(self, curve: Sequence[dict[str, Any]]) -> None:
+        """A whole curve at once (``bench sync`` rebuilding a run from the ledger)."""
+        for point in curve:
+            self.log_point(point)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._call("set tags", lambda: self.sink.tracker().set_tags(self.run_id, tags))
+
+    def finish(
+        self,
+        status: str,
+        *,
+        metrics: dict[str, Any] | None = None,
+        step: int = 0,
+        tags: dict[str, str] | None = None,
+        json_artifacts: dict[str, Any] | None = None,
+        figure: Callable[[Path], Path | None] | None = None,
+        mlflow_status: str | None = None,
+    ) -> None:
+        """Final metrics, JSON artifacts, an optional figure, the status tag, and the end.
+
+        ``status`` is the bench's (finished, diverged, failed, killed, pruned...);
+        ``mlflow_status`` defaults to its MLflow counterpart (:data:`TERMINAL`).
+        ``figure(folder)`` draws a PNG into ``folder`` and returns its path.
+        """
+        if self.error is not None:  # broke earlier: close it, `bench sync` rebuilds it
+            self.end("FAILED", reason=f"incomplete ({self.error}); rebuilt by bench sync")
+            return
+        tracker = self.sink.tracker
+        if metrics:
+            self.log_metrics(metrics, step=step)
+        for name, content in (json_artifacts or {}).items():
+            if content:
+                self._call(
+                    f"log {name}", lambda n=name, c=content: tracker().log_json(self.run_id, n, c)
+                )
+        if figure is not None:
+            self._call("log figure", lambda: self._log_figure(figure))
+        if self.synced:
+            self.set_tags({**(tags or {}), "status": status, COMPLETE_TAG: "true"})
+            self.end(mlflow_status or TERMINAL.get(status, "FAILED"))
+        else:  # leave no RUNNING run behind; `bench sync` rebuilds a complete one
+            self.end("FAILED", reason=f"incomplete ({self.error}); rebuilt by bench sync")
+
+    def _log_figure(self, figure: Callable[[Path], Path | None]) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = figure(Path(tmp))
+            except Exception as error:  # an optional picture; the ledger has the curve
+                note = f"no figure for MLflow run {self.run_id}: {short_reason(error)}"
+                warnings.warn(note, stacklevel=2)
+                return
+            if path is not None:
+                self.sink.tracker().log_file(self.run_id, path)
+
+    def end(self, mlflow_status: str, reason: str | None = None) -> None:
+        """Terminate the run (FINISHED, FAILED or KILLED), with a reason tag if given.
+
+        Tried once even after an earlier failure, so a run whose store recovered (or
+        that only lost an artifact) is not left RUNNING.
+        """
+        if self.run_id is None:
+            return
+        run_id = self.run_id
+        tracker = self.sink.tracker
+        if reason is not None:
+            tags = {CLOSE_REASON_TAG: reason[:5000]}
+            self._call("set tags", lambda: tracker().set_tags(run_id, tags), force=True)
+        self._call("end run", lambda: tracker().end(run_id, mlflow_status), force=True)

@@ -1,0 +1,203 @@
+"""A ledger record as an MLflow run: how a cell's run is opened and closed, and rebuilt.
+
+The runner opens a cell's run before training and closes it from the finished record
+(:func:`close_run`); when MLflow missed any of it, the record says ``mlflow_synced:
+false`` and :func:`sync_ledger` (``bench sync``, and ``bench run`` at its start)
+rebuilds the whole run from the record: the same params and tags, the curve as metrics
+with their steps, the final figures, the artifacts and the end status. It also closes
+the runs of this ledger that a dead process left RUNNING (KILLED, with a reason tag),
+which is safe because it runs under the suite's driver lock: no live process of this
+ledger can own a RUNNING run then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.metrics import SUMMARY_FIELDS
+from bench.mlflow_run import (
+    CLOSE_REASON_TAG,
+    COMPLETE_TAG,
+    RunLog,
+    Sink,
+    final_metrics,
+    short_reason,
+    timestamp_tags,
+)
+from bench.records import CellRecord, load_records
+
+LEDGER_TAG = "pmp.ledger"
+SYNC_PENDING = "the process stopped before MLflow had the whole record"
+
+
+def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The run name, params and tags of a cell, all read from its record."""
+    config, env = record.config, record.environment
+    name = f"{config['label']}/{config['model']}/{config['dataset']}/seed{config['seed']}"
+    params = {
+        **config,
+        "device_name": env.get("device_name"),
+        "torch": env.get("torch"),
+        "git_commit": env.get("git_commit"),
+        "cell_key": record.key,
+    }
+    tags = {
+        "method": config["label"],
+        "optimizer": config["method"],
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "mode": config["mode"],
+        "seed": str(config["seed"]),
+        "suite": record.suite,
+        "cell_key": record.key,
+        LEDGER_TAG: str(Path(ledger).resolve()),
+    }
+    return name, params, tags
+
+
+def close_run(run: RunLog, record: CellRecord) -> None:
+    """Final figures, artifacts, figure, status tag and end status from the record."""
+    summary = record.summary
+    error = {"error": record.error, **summary} if record.error else None
+    run.finish(
+        record.status,
+        metrics=final_metrics(summary, SUMMARY_FIELDS),
+        step=int(summary.get("iterations") or 0),
+        tags=timestamp_tags(summary),
+        json_artifacts={
+            "layer_sparsity.json": record.layer_sparsity,
+            "curve.json": record.curve,
+            "error.json": error,
+        },
+        figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
+    )
+
+
+def draw_cell_figure(record: CellRecord, folder: Path) -> Path:
+    """``cell.png``: objective and accuracy against device time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [p["device_time_s"] for p in record.curve]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    try:
+        left.plot(times, [p["objective"] for p in record.curve], marker=".")
+        left.set(xlabel="device time [s]", ylabel="objective J", title="objective")
+        right.plot(times, [p["val_accuracy"] for p in record.curve], marker=".", label="val")
+        if record.curve[0].get("test_accuracy") is not None:
+            tests = [p["test_accuracy"] for p in record.curve]
+            right.plot(times, tests, marker=".", label="test")
+        right.set(xlabel="device time [s]", ylabel="accuracy", title="accuracy")
+        right.legend()
+        fig.suptitle(record.config["label"], fontsize=9)
+        fig.tight_layout()
+        path = Path(folder) / "cell.png"
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)
+    return path
+
+
+@dataclass
+class SyncOutcome:
+    pushed: int = 0  # records whose run was rebuilt (or found complete)
+    unsynced: int = 0  # records MLflow still lacks
+    closed: int = 0  # orphaned RUNNING runs closed
+    error: str | None = None  # why MLflow could not be reached at all
+
+    def describe(self) -> str:
+        text = f"pushed {self.pushed} record(s), closed {self.closed} orphaned run(s)"
+        if self.unsynced:
+            text += f"; {self.unsynced} record(s) still not synced"
+        if self.error:
+            text += f" ({self.error})"
+        return text
+
+
+def sync_ledger(sink: Sink, ledger: Path, suite: str) -> SyncOutcome:
+    """Close orphaned runs of this ledger, then push every not-synced record.
+
+    Call only while holding the suite's driver lock. MLflow failures are reported in the
+    outcome, never raised: the ledger stays as it was and the next sync tries again.
+    """
+    ledger = Path(ledger)
+    records = load_records(ledger)
+    outcome = SyncOutcome()
+    pending = [r for r in records if not r.mlflow_synced]
+    try:
+        tracker = sink.tracker()
+        partial = {r.mlflow_run_id for r in pending if r.mlflow_run_id}  # replaced below
+        outcome.closed = close_orphans(sink, suite, ledger, skip=partial)
+    except Exception as error:  # the store is unreachable: nothing to do now
+        outcome.error = f"MLflow unreachable: {short_reason(error)}"
+        outcome.unsynced = len(pending)
+        return outcome
+    for record in pending:
+        old = record.mlflow_run_id
+        old_status = tracker.status(old) if old else None
+        if old_status in ("FINISHED", "FAILED", "KILLED") and _complete(tracker, old, record):
+            record.mlflow_synced, record.mlflow_error = True, None
+            record.save(ledger)
+            outcome.pushed += 1
+            continue
+        name, params, tags = run_spec(record, ledger)
+        run = sink.start(name, params, {**tags, "pmp.rebuilt_from_ledger": "true"})
+        run.log_curve(record.curve)
+        close_run(run, record)
+        if not run.synced:
+            record.mlflow_error = run.error
+            record.save(ledger)
+            outcome.unsynced += 1
+            continue
+        if old_status is not None:
+            stale = RunLog(sink)
+            stale.run_id = old
+            stale.set_tags({"status": "replaced"})
+            reason = f"replaced by run {run.run_id}, rebuilt from the ledger"
+            if old_status == "RUNNING":
+                stale.end("FAILED", reason=reason)
+            else:
+                stale.set_tags({CLOSE_REASON_TAG: reason})
+        record.mlflow_run_id = run.run_id
+        record.mlflow_synced, record.mlflow_error = True, None
+        record.save(ledger)
+        outcome.pushed += 1
+    return outcome
+
+
+def _complete(tracker: Any, run_id: str, record: CellRecord) -> bool:
+    """A run that holds the whole record (only the ledger's last save was lost)."""
+    try:
+        tags = tracker.client.get_run(run_id).data.tags
+        return tags.get(COMPLETE_TAG) == "true" and tags.get("status") == record.status
+    except Exception:
+        return False
+
+
+def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozenset()) -> int:
+    """End KILLED every RUNNING run of ``suite`` written for this ledger (or untagged).
+
+    ``skip``: runs of not-synced records, which the push replaces (and ends FAILED).
+    """
+    tracker = sink.tracker()
+    mine = str(Path(ledger).resolve())
+    closed = 0
+    for run in tracker.running_runs({"suite": suite}):
+        tags = run.data.tags
+        if run.info.run_id in skip or tags.get(LEDGER_TAG, mine) != mine:
+            continue  # another output folder sharing this tracking server
+        owner = f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
+        tracker.set_tags(
+            run.info.run_id,
+            {
+                "status": "killed",
+                CLOSE_REASON_TAG: f"left RUNNING by {owner}, which stopped without closing it",
+            },
+        )
+        tracker.end(run.info.run_id, "KILLED")
+        closed += 1
+    return closed
