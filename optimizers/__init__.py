@@ -4,13 +4,13 @@
 This package knows nothing of the benchmark suite (``bench``) that drives it.
 """
 
-from . import baselines as _baselines  # noqa: F401  (registers the baselines)
+from . import baselines as _baselines  # noqa: F401  (registers the baselines and *-graph)
 from . import emsa as _emsa  # noqa: F401  (registers emsa)
-from . import fast as _fast  # noqa: F401  (registers bsqh-fast and the *-graph baselines)
 from . import gmp as _gmp  # noqa: F401  (registers gmp)
 from . import l0hc as _l0hc  # noqa: F401  (registers l0-hc)
-from .bsqh import BSQH
-from .fast import FastBSQH
+from .baselines import AdamHParams, SGDHParams
+from .bsqh import BSQH, BSQHHParams, FastBSQH, FastBSQHHParams
+from .graphs import GraphedStep, graphed_variant
 from .hparams import HParams, HParamSpec, hparam
 from .registry import (
     Method,
@@ -39,14 +39,20 @@ __all__ = [
     "BSQH",
     "L0L2",
     "L1L2",
+    "AdamHParams",
+    "BSQHHParams",
     "FastBSQH",
+    "FastBSQHHParams",
+    "GraphedStep",
     "HParamSpec",
     "HParams",
     "Method",
     "Regularizer",
+    "SGDHParams",
     "StepStats",
     "available",
     "effective_hparams",
+    "graphed_variant",
     "hparam",
     "hparams_class",
     "hyperparameters",

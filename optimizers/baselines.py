@@ -15,31 +15,73 @@ anyway, and ``after_step`` is False.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .graphs import graphed_variant
+from .hparams import HParams, hparam
 from .passes import LossFn, batch_loss, loss_and_gradients, split_batch, squared_distance
 from .registry import register
-from .regularizers import Regularizer, make_regularizer
+from .regularizers import Regularizer, beta_hparam, gamma_hparam, make_regularizer
 from .stats import StepStats
+
+RUNTIME = ("chunk_size", "loss_fn", "post_step_loss")
+
+
+@dataclass(frozen=True)
+class SGDHParams(HParams):
+    """SGD and proximal SGD."""
+
+    lr: float = hparam(
+        0.05, "learning rate (also the prox step of the proximal variants)", low=0.0, low_open=True
+    )
+    momentum: float = hparam(0.0, "heavy-ball momentum", low=0.0, high=1.0, high_open=True)
+    nesterov: bool = hparam(False, "Nesterov momentum (needs momentum > 0)")
+    beta: float = beta_hparam()
+    gamma: float = gamma_hparam()
+
+    def check(self) -> None:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
+
+
+@dataclass(frozen=True)
+class AdamHParams(HParams):
+    """Adam (AdamW when weight_decay > 0) and proximal Adam."""
+
+    lr: float = hparam(
+        1e-3, "learning rate (also the prox step of the proximal variant)", low=0.0, low_open=True
+    )
+    weight_decay: float = hparam(0.0, "decoupled weight decay (AdamW)", low=0.0)
+    beta1: float = hparam(
+        0.9, "decay of the first-moment average", low=0.0, high=1.0, high_open=True
+    )
+    beta2: float = hparam(
+        0.999, "decay of the second-moment average", low=0.0, high=1.0, high_open=True
+    )
+    beta: float = beta_hparam()
+    gamma: float = gamma_hparam()
 
 
 class GradientMethod:
     """Shared step of the torch.optim based methods; subclasses choose optimizer and prox."""
 
     #: Name of the regularizer whose prox runs after each step (None: no prox).
-    prox_penalty: str | None = None
+    prox_penalty: ClassVar[str | None] = None
+    #: Hyperparameters under which the method learns the tests' tiny problem.
+    test_hparams: ClassVar[dict[str, Any]] = {}
+    method_name: ClassVar[str]
 
     def __init__(
         self,
         model: nn.Module,
+        hp: SGDHParams | AdamHParams,
         *,
-        lr: float,
-        beta: float,
-        gamma: float,
         chunk_size: int | None,
         loss_fn: LossFn,
         post_step_loss: bool,
@@ -47,13 +89,11 @@ class GradientMethod:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.lr = validation.positive("lr", lr)
+        self.lr = hp.lr
         self.regularizer: Regularizer = make_regularizer(
-            self.prox_penalty or "l0", beta=beta, gamma=gamma
+            self.prox_penalty or "l0", beta=hp.beta, gamma=hp.gamma
         )
-        if chunk_size is not None:
-            validation.integer_at_least("chunk_size", chunk_size, 1)
-        self.chunk_size = chunk_size
+        self.chunk_size = validation.chunk_size(chunk_size)
         self.loss_fn = loss_fn
         self.post_step_loss = bool(post_step_loss)
         self.params: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
@@ -105,96 +145,82 @@ class GradientMethod:
         )
 
 
-@register("sgd")
+@register("sgd", hparams=SGDHParams, runtime=RUNTIME)
 class SGD(GradientMethod):
     """Plain SGD (optionally with heavy-ball or Nesterov momentum); R is reported only."""
 
+    test_hparams: ClassVar[dict[str, Any]] = {"lr": 0.5}
+
     def __init__(
         self,
         model: nn.Module,
+        hp: SGDHParams | None = None,
         *,
-        lr: float = 0.05,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        beta: float = 0.0,
-        gamma: float = 0.0,
         chunk_size: int | None = None,
         loss_fn: LossFn = F.cross_entropy,
         post_step_loss: bool = True,
     ) -> None:
-        self.momentum = validation.half_open_interval("momentum", momentum, 0.0, 1.0)
-        if nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
-        self.nesterov = bool(nesterov)
+        self.hp = hp if hp is not None else SGDHParams()
         super().__init__(
-            model,
-            lr=lr,
-            beta=beta,
-            gamma=gamma,
-            chunk_size=chunk_size,
-            loss_fn=loss_fn,
-            post_step_loss=post_step_loss,
+            model, self.hp, chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss
         )
 
     def _make_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
+        return torch.optim.SGD(
+            params, lr=self.hp.lr, momentum=self.hp.momentum, nesterov=self.hp.nesterov
+        )
 
 
-@register("adam")
+@register("adam", hparams=AdamHParams, runtime=RUNTIME)
 class Adam(GradientMethod):
     """Adam (optionally with decoupled weight decay, AdamW); R is reported only."""
+
+    test_hparams: ClassVar[dict[str, Any]] = {"lr": 0.02}
 
     def __init__(
         self,
         model: nn.Module,
+        hp: AdamHParams | None = None,
         *,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        beta: float = 0.0,
-        gamma: float = 0.0,
         chunk_size: int | None = None,
         loss_fn: LossFn = F.cross_entropy,
         post_step_loss: bool = True,
     ) -> None:
-        self.weight_decay = validation.non_negative("weight_decay", weight_decay)
-        self.betas = (
-            validation.half_open_interval("beta1", beta1, 0.0, 1.0),
-            validation.half_open_interval("beta2", beta2, 0.0, 1.0),
-        )
+        self.hp = hp if hp is not None else AdamHParams()
         super().__init__(
-            model,
-            lr=lr,
-            beta=beta,
-            gamma=gamma,
-            chunk_size=chunk_size,
-            loss_fn=loss_fn,
-            post_step_loss=post_step_loss,
+            model, self.hp, chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss
         )
 
     def _make_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
-            params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+            params,
+            lr=self.hp.lr,
+            betas=(self.hp.beta1, self.hp.beta2),
+            weight_decay=self.hp.weight_decay,
         )
 
 
-@register("prox-sgd-l0")
+@register("prox-sgd-l0", hparams=SGDHParams, runtime=RUNTIME)
 class ProxSGDL0(SGD):
     """Proximal SGD for L0 + L2: ``w <- prox_{lr R}(w - lr * d)``, d the (momentum) gradient."""
 
     prox_penalty = "l0"
 
 
-@register("prox-sgd-l1")
+@register("prox-sgd-l1", hparams=SGDHParams, runtime=RUNTIME)
 class ProxSGDL1(SGD):
     """Proximal SGD for L1 + L2 (soft thresholding)."""
 
     prox_penalty = "l1"
 
 
-@register("prox-adam-l0")
+@register("prox-adam-l0", hparams=AdamHParams, runtime=RUNTIME)
 class ProxAdamL0(Adam):
     """An Adam step, then the L0 + L2 prox with the same learning rate."""
 
     prox_penalty = "l0"
+
+
+# Each baseline's whole step as one CUDA graph: registered as ``<name>-graph``.
+for _base in (SGD, Adam, ProxSGDL0, ProxSGDL1, ProxAdamL0):
+    graphed_variant(_base)

@@ -17,27 +17,123 @@ With ``inner_steps = K > 1`` each stage runs K proximal ascent steps on the exac
 linearised) stage Hamiltonian with step ``1/(2 eps)``,
 ``u_{j+1} = prox_{R/(2 eps)}(u_k + g(u_j) / (2 eps))``; the first of them is the closed form.
 
-This is the reference implementation: clear, exact and used by the tests. Its acceptance
-test reads the objective on the host once per attempt (one synchronisation per attempt on
-CUDA); the fast path in ``optimizers.fast`` keeps everything on the device.
+One algorithm, two execution modes (as torch.optim keeps one class per algorithm over
+its single-tensor, multi-tensor and fused kernels). Steps 2 and 3 are one *attempt*
+(:meth:`BSQH._attempt`) that runs entirely on the device: eps is a 0-dim float64 tensor,
+acceptance is a device boolean, and keeping or undoing the candidate and updating eps
+are ``torch.where`` selections.
+
+* ``bsqh`` (:class:`BSQH`, the reference): a host loop around the attempt. It reads the
+  acceptance once per attempt (one host synchronisation on CUDA) and retries on the
+  same batch up to ``max_retries`` times; its ``StepStats`` hold Python numbers.
+* ``bsqh-fast`` (:class:`FastBSQH`): the same attempt, once per call and without the host
+  read (``max_retries=0``: a rejected attempt raises eps, leaves the parameters as they
+  were, and the next call goes on with the next batch); the whole step is captured as a
+  CUDA graph (``cuda_graph``, see ``optimizers.graphs``) and ``StepStats`` fields are
+  0-dim device tensors. With ``reuse_adjoints`` (full-batch training: ``step`` sees the
+  same batch tensors twice in a row, unmodified) the candidate's forward is built with
+  autograd, its backward gives the next iteration's adjoints and stage-0 gradient, and the
+  next iteration starts from them instead of a fresh forward and backward; a rejected
+  attempt keeps the current linearisation. The second call on a batch pays one extra
+  backward to start this; it pays from the third on.
+
+Work neither mode wastes: the first parametrised stage's gradient comes from the adjoint
+pass; every forward the sweep computes feeds both the next stage and the loss; R of the
+current iterate is carried from the previous step (refreshed whenever the parameters are
+changed from outside); the stage update uses multi-tensor (``_foreach``) kernels; and the
+elementwise tail (distance, R of the candidate, the selection) runs on one flat copy of
+the parameters, a handful of kernels whatever the layer count. The prox itself is
+``optimizers.regularizers``' operator, unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
-from .passes import LossFn, batch_loss, split_batch, squared_distance, weighted
+from .graphs import BatchIdentity, GraphedStep, shape_key
+from .hparams import HParams, hparam
+from .passes import LossFn, batch_loss, split_batch, weighted
 from .registry import register
-from .regularizers import make_regularizer
+from .regularizers import (
+    beta_hparam,
+    gamma_hparam,
+    is_prunable,
+    make_regularizer,
+    penalty_hparam,
+)
 from .stats import StepStats
 
 SWEEPS = ("sequential", "parallel")
+
+Chunks = Sequence[tuple[Tensor, Tensor, float]]
+Gradients = dict[int, list[Tensor]]
+
+
+@dataclass(frozen=True)
+class BSQHHParams(HParams):
+    """bSQH's hyperparameters (names as in arXiv 2504.11647)."""
+
+    eps: float = hparam(
+        1.0, "initial augmentation weight; the stage step is 1/(2 eps)", low=0.0, low_open=True
+    )
+    sigma: float = hparam(
+        2.0, "eps is multiplied by sigma after a rejected attempt", low=1.0, low_open=True
+    )
+    zeta: float = hparam(
+        0.99,
+        "eps is multiplied by zeta after an accepted attempt",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
+    eta: float = hparam(1e-4, "sufficient decrease: accept iff J_new - J_k <= -eta tau", low=0.0)
+    beta: float = beta_hparam()
+    gamma: float = gamma_hparam()
+    penalty: str = penalty_hparam()
+    sweep: str = hparam(
+        "sequential", "sequential (bSQH) or parallel (proximal gradient)", choices=SWEEPS
+    )
+    inner_steps: int = hparam(1, "proximal ascent steps per stage on its exact Hamiltonian", low=1)
+    max_retries: int = hparam(20, "rejected attempts on one batch before the step gives up", low=0)
+    eps_min: float | None = hparam(
+        None, "lower clamp of eps (unset: none)", kind=float, low=0.0, low_open=True, optional=True
+    )
+    eps_max: float | None = hparam(
+        None, "upper clamp of eps (unset: none)", kind=float, low=0.0, low_open=True, optional=True
+    )
+
+    def check(self) -> None:
+        if self.eps_min is not None and self.eps_max is not None and self.eps_min > self.eps_max:
+            raise ValueError(
+                f"eps_min must be <= eps_max, got eps_min={self.eps_min!r} > "
+                f"eps_max={self.eps_max!r}"
+            )
+
+
+@dataclass(frozen=True)
+class FastBSQHHParams(BSQHHParams):
+    """bSQH's hyperparameters for the device-resident mode: no same-batch retries."""
+
+    max_retries: int = hparam(
+        0, "must be 0: a rejected attempt raises eps, the next step goes on", low=0
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.max_retries != 0:
+            raise ValueError(
+                f"max_retries must be 0 for bsqh-fast (a rejected attempt raises eps and the "
+                f"next step goes on; same-batch retries need a host sync), got "
+                f"{self.max_retries}; use method 'bsqh' for retries"
+            )
 
 
 @dataclass
@@ -48,7 +144,22 @@ class _Linearisation:
     adjoints: dict[int, Tensor]  # p_k[l+1] (co-state at the output of stage l)
 
 
-@register("bsqh")
+Linearised = tuple[Tensor, list[_Linearisation], Gradients]
+
+
+@dataclass
+class _Attempt:
+    """The outcome of one attempt, as device tensors (nothing read on the host)."""
+
+    accept: Tensor  # bool
+    loss: Tensor  # float64: of the kept iterate (candidate if accepted, else u_k)
+    objective: Tensor
+    tau: Tensor  # 0 when rejected
+    eps: Tensor  # eps after the update
+    following: Linearised | None  # the candidate's linearisation (``track``)
+
+
+@register("bsqh", hparams=BSQHHParams, runtime=("chunk_size", "loss_fn"))
 class BSQH:
     """bSQH optimizer; ``step(x, y)`` performs one iteration on the batch (x, y).
 
@@ -60,42 +171,25 @@ class BSQH:
     images that is about 0.4 GB in float32.
     """
 
+    method_name: ClassVar[str]
+    #: Hyperparameters under which the method learns the tests' tiny problem.
+    test_hparams: ClassVar[dict[str, Any]] = {"eps": 0.5, "beta": 1e-4, "gamma": 1e-4}
+
     def __init__(
         self,
-        model: nn.Sequential,
+        model: nn.Module,
+        hp: BSQHHParams | None = None,
         *,
-        eps: float = 1.0,
-        sigma: float = 2.0,
-        zeta: float = 0.99,
-        eta: float = 1e-4,
-        beta: float = 0.0,
-        gamma: float = 0.0,
-        penalty: str = "l0",
-        sweep: str = "sequential",
-        inner_steps: int = 1,
-        max_retries: int = 20,
-        eps_min: float | None = None,
-        eps_max: float | None = None,
         chunk_size: int | None = None,
         loss_fn: LossFn = F.cross_entropy,
     ) -> None:
+        self.hp = hp if hp is not None else BSQHHParams()
         self.model = validation.sequential_model(model)
-        self.eps = validation.positive("eps", eps)
-        self.sigma = validation.greater_than("sigma", sigma, 1.0)
-        self.zeta = validation.open_interval("zeta", zeta, 0.0, 1.0)
-        self.eta = validation.non_negative("eta", eta)
-        self.regularizer = make_regularizer(penalty, beta=beta, gamma=gamma)
-        self.sweep = validation.one_of("sweep", sweep, SWEEPS)
-        self.inner_steps = validation.integer_at_least("inner_steps", inner_steps, 1)
-        self.max_retries = validation.integer_at_least("max_retries", max_retries, 0)
-        self.eps_min, self.eps_max = validation.optional_bounds(eps_min, eps_max)
-        if chunk_size is not None:
-            validation.integer_at_least("chunk_size", chunk_size, 1)
-        self.chunk_size = chunk_size
+        self.regularizer = make_regularizer(self.hp.penalty, beta=self.hp.beta, gamma=self.hp.gamma)
+        self.chunk_size = validation.chunk_size(chunk_size)
         self.loss_fn = loss_fn
-        self.eps = self._clamp(self.eps)
 
-        self.stages: list[nn.Module] = list(model)
+        self.stages: list[nn.Module] = list(self.model)
         self.stage_params: list[list[nn.Parameter]] = [
             [p for p in stage.parameters() if p.requires_grad] for stage in self.stages
         ]
@@ -103,25 +197,41 @@ class BSQH:
         self.param_stages = [l for l, group in enumerate(self.stage_params) if group]
         if not self.param_stages:
             raise ValueError("model has no trainable parameters: nothing for bSQH to optimise")
+        if len({(p.device, p.dtype) for p in self.params}) != 1:
+            raise ValueError("bSQH needs every parameter on one device with one dtype")
         # The first parametrised stage sees the unchanged input in every attempt, so its
         # stage gradient at u_k comes from the adjoint pass and is reused across retries.
         self._fixed_input_stage = self.param_stages[0]
+        self._vjps = sum(
+            self.hp.inner_steps - (1 if self._needs_gradient(l) else 0) for l in self.param_stages
+        )
+
+        # Flat layout: prunable tensors first, so R of a flat copy is R of its head.
+        self._ordered = [p for p in self.params if is_prunable(p)] + [
+            p for p in self.params if not is_prunable(p)
+        ]
+        self._prunable_numel = sum(p.numel() for p in self._ordered if is_prunable(p))
+        offsets, position = {}, 0
+        for p in self._ordered:
+            offsets[id(p)] = (position, p.numel(), p.shape)
+            position += p.numel()
+        self._slots = [offsets[id(p)] for p in self.params]
+        self._ordered_slots = [offsets[id(p)] for p in self._ordered]
+
+        device = self.params[0].device
+        self._eps = torch.tensor(self._clamp(self.hp.eps), dtype=torch.float64, device=device)
+        self._reg = self._flat_penalty(self._flat_parameters()).clone()
+        self._signature = self._param_signature()
 
     # ---------------------------------------------------------------- public API
     @property
-    def hparams(self) -> dict[str, object]:
-        """Hyperparameters as given (for logs)."""
-        return {
-            "sigma": self.sigma,
-            "zeta": self.zeta,
-            "eta": self.eta,
-            "beta": self.regularizer.beta,
-            "gamma": self.regularizer.gamma,
-            "penalty": self.regularizer.name,
-            "sweep": self.sweep,
-            "inner_steps": self.inner_steps,
-            "max_retries": self.max_retries,
-        }
+    def eps(self) -> float:
+        """Current eps as a float: reads the device (a host synchronisation on CUDA)."""
+        return float(self._eps)
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self._eps.fill_(float(value))  # in place: captured graphs keep reading it
 
     def objective(self, x: Tensor, y: Tensor) -> Tensor:
         """J(u) = mean loss + R(u) on (x, y) at the current parameters (no graph)."""
@@ -129,66 +239,185 @@ class BSQH:
         return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
+        """One iteration with same-batch retries: the reference mode (host loop)."""
         chunks = split_batch(x, y, self.chunk_size)
-        old = [p.detach().clone() for p in self.params]
-        loss_k, linearisations, gradients = self._linearise(chunks)
-        objective_k = loss_k + self.regularizer.value(self.params)
-        forward, backward = 1.0, 1.0
-        retries = 0
+        self._sync_with_parameters()
+        loss_k, lins, gradients = self._linearise(chunks)
+        attempts = 0
         while True:
-            t = 1.0 / (2.0 * self.eps)
-            loss_new, work_f, work_b = self._sweep(chunks, linearisations, gradients, old, t)
-            forward += work_f
-            backward += work_b
-            objective_new = loss_new + self.regularizer.value(self.params)
-            tau = self._distance(old)
-            # One host synchronisation per attempt (see the module docstring).
-            if bool(objective_new - objective_k <= -self.eta * tau):
-                self.eps = self._clamp(self.eps * self.zeta)
-                return StepStats(
-                    loss=float(loss_new),
-                    objective=float(objective_new),
-                    accepted=True,
-                    eps=self.eps,
-                    tau=float(tau),
-                    retries=retries,
-                    forward_passes=forward,
-                    backward_passes=backward,
+            attempt = self._attempt(chunks, loss_k, lins, gradients, track=False)
+            attempts += 1
+            accepted = bool(attempt.accept)  # the one host synchronisation per attempt
+            if accepted or attempts > self.hp.max_retries:
+                break
+        self._signature = self._param_signature()
+        forward, backward = self._passes(attempts, fresh=True, carried=False)
+        return StepStats(
+            loss=float(attempt.loss),
+            objective=float(attempt.objective),
+            accepted=accepted,
+            eps=float(attempt.eps),
+            tau=float(attempt.tau),
+            retries=attempts - int(accepted),
+            forward_passes=forward,
+            backward_passes=backward,
+        )
+
+    # ---------------------------------------------------------------- the attempt
+    def _attempt(
+        self,
+        chunks: Chunks,
+        loss_k: Tensor,
+        lins: Sequence[_Linearisation],
+        gradients: Gradients,
+        *,
+        track: bool,
+    ) -> _Attempt:
+        """Sweep with t = 1/(2 eps), test, keep the candidate or go back, update eps.
+
+        Branch-free on tensor values, so it can be captured in a CUDA graph. With
+        ``track`` the candidate's forward is recorded and its backward returns the
+        linearisation at the candidate (for ``reuse_adjoints``).
+        """
+        with torch.no_grad():
+            old_flat = self._flat_parameters()
+        old = self._views(old_flat, self._slots)
+        objective_k = loss_k + self._reg
+        t = torch.reciprocal(2.0 * self._eps)
+        loss_new, states, chunk_losses = self._sweep(chunks, lins, gradients, old, t, track=track)
+        following = None
+        if track:  # the candidate's backward: the linearisation at u_new
+            following = self._combine_linearisations(
+                [self._chunk_linearisation(s, c) for s, c in zip(states, chunk_losses, strict=True)]
+            )
+        with torch.no_grad():
+            new_flat = self._flat_parameters()
+            tau = torch.sum(torch.square(new_flat - old_flat))
+            reg_new = self._flat_penalty(new_flat)
+            objective_new = loss_new + reg_new
+            accept = objective_new - objective_k <= -self.hp.eta * tau
+            loss_out = torch.where(accept, loss_new, loss_k).to(torch.float64)
+            objective_out = torch.where(accept, objective_new, objective_k).to(torch.float64)
+            tau_out = torch.where(accept, tau.to(torch.float64), 0.0)
+            # Keep the candidate or go back to u_k, on the device.
+            torch.where(accept, new_flat, old_flat, out=old_flat)
+            torch._foreach_copy_(self._ordered, self._views(old_flat, self._ordered_slots))
+            torch.where(accept, reg_new, self._reg, out=self._reg)
+            eps = torch.where(accept, self._eps * self.hp.zeta, self._eps * self.hp.sigma)
+            if self.hp.eps_min is not None or self.hp.eps_max is not None:
+                eps = torch.clamp(eps, min=self.hp.eps_min, max=self.hp.eps_max)
+            self._eps.copy_(eps)
+        return _Attempt(accept, loss_out, objective_out, tau_out, eps, following)
+
+    def _sweep(
+        self,
+        chunks: Chunks,
+        lins: Sequence[_Linearisation],
+        gradients: Gradients,
+        old: Sequence[Tensor],
+        t: Tensor,
+        *,
+        track: bool,
+    ) -> tuple[Tensor, list[list[Tensor]], list[Tensor]]:
+        """The sweep: parameters become u_new stage by stage; returns the candidate's loss.
+
+        With ``track`` the candidate's forward is recorded by autograd and its states and
+        per-chunk losses are returned for the next linearisation; otherwise it runs without
+        a graph and only the loss is returned. Each stage's forward at u_new is computed
+        once and feeds both the next stage and the loss.
+        """
+        old_by_stage = self._split_by_stage(old)
+        sequential = self.hp.sweep == "sequential"
+        # Scalars of the step, once per attempt: ``t`` cast as ``t * g`` would cast it,
+        # and the prox's factors (each a kernel when t lives on the device).
+        step = (t.to(self.params[0].dtype), self.regularizer.prox_factors(t))
+        inputs = [xc for xc, _, _ in chunks]
+        states: list[list[Tensor]] = [[xc] for xc in inputs] if track else []
+        for l, stage in enumerate(self.stages):
+            if self.stage_params[l]:
+                stage_inputs = (
+                    [h.detach() for h in inputs]
+                    if sequential  # the parallel sweep keeps old states only where it needs them
+                    else [lin.states[l] for lin in lins if l in lin.states]
                 )
-            self._restore(old)
-            self.eps = self._clamp(self.eps * self.sigma)
-            retries += 1
-            if retries > self.max_retries:
-                return StepStats(
-                    loss=float(loss_k),
-                    objective=float(objective_k),
-                    accepted=False,
-                    eps=self.eps,
-                    tau=0.0,
-                    retries=retries,
-                    forward_passes=forward,
-                    backward_passes=backward,
+                self._update_stage(l, old_by_stage[l], stage_inputs, lins, gradients, step)
+            if sequential:
+                with torch.set_grad_enabled(track):
+                    inputs = [stage(h) for h in inputs]
+                for chunk_states, h in zip(states, inputs, strict=False):
+                    chunk_states.append(h)
+        if not sequential:  # parallel: every stage used the old states; now one forward
+            outputs = []
+            with torch.set_grad_enabled(track):
+                for c, h in enumerate(inputs):
+                    for stage in self.stages:
+                        h = stage(h)
+                        if track:
+                            states[c].append(h)
+                    outputs.append(h)
+            inputs = outputs
+        with torch.set_grad_enabled(track):
+            chunk_losses = [
+                weighted(self.loss_fn(h, yc), w)
+                for h, (_, yc, w) in zip(inputs, chunks, strict=True)
+            ]
+        loss = chunk_losses[0].detach()
+        for extra in chunk_losses[1:]:
+            loss = loss + extra.detach()
+        return loss, states, chunk_losses
+
+    def _update_stage(
+        self,
+        l: int,
+        u_k: Sequence[Tensor],
+        inputs: Sequence[Tensor],
+        lins: Sequence[_Linearisation],
+        gradients: Gradients,
+        step: tuple[Tensor, tuple[Any, ...]],
+    ) -> None:
+        """Set stage l's parameters to the (approximate) maximiser of its H_eps.
+
+        ``u_k + t g`` is one multi-tensor kernel pair per stage instead of two kernels per
+        tensor, and the write-back one copy; the prox is the shared operator.
+        """
+        params = self.stage_params[l]
+        scale, factors = step
+        for j in range(self.hp.inner_steps):
+            reuse = j == 0 and l in gradients  # stage 0's from the adjoint pass
+            g = gradients[l] if reuse else self._stage_gradient(l, inputs, lins)
+            with torch.no_grad():
+                v = torch._foreach_add(list(u_k), torch._foreach_mul(list(g), scale))
+                torch._foreach_copy_(
+                    params,
+                    [
+                        self.regularizer.prox_param_with(p, vi, factors)
+                        for p, vi in zip(params, v, strict=True)
+                    ],
                 )
 
-    # ---------------------------------------------------------------- internals
-    def _clamp(self, eps: float) -> float:
-        if self.eps_min is not None:
-            eps = max(eps, self.eps_min)
-        if self.eps_max is not None:
-            eps = min(eps, self.eps_max)
-        return eps
+    def _passes(self, attempts: int, *, fresh: bool, carried: bool) -> tuple[float, float]:
+        """Network-equivalent (forward, backward) passes of a step.
 
+        ``fresh``: the step linearised at u_k (one forward, one backward); each attempt is
+        one forward plus the stage VJPs (a share of a pass); ``carried``: the candidate's
+        backward for the next step's linearisation.
+        """
+        share = self._vjps / len(self.param_stages)
+        start = 1.0 if fresh else 0.0
+        forward = start + attempts * (1.0 + share)
+        backward = start + attempts * share + (1.0 if carried else 0.0)
+        return forward, backward
+
+    # ---------------------------------------------------------------- linearisation
     def _needs_adjoint(self, l: int) -> bool:
-        if self.sweep == "sequential":
-            return l != self._fixed_input_stage or self.inner_steps > 1
-        return self.inner_steps > 1
+        if self.hp.sweep == "sequential":
+            return l != self._fixed_input_stage or self.hp.inner_steps > 1
+        return self.hp.inner_steps > 1
 
     def _needs_gradient(self, l: int) -> bool:
-        return self.sweep == "parallel" or l == self._fixed_input_stage
+        return self.hp.sweep == "parallel" or l == self._fixed_input_stage
 
-    def _linearise(
-        self, chunks: Sequence[tuple[Tensor, Tensor, float]]
-    ) -> tuple[Tensor, list[_Linearisation], dict[int, list[Tensor]]]:
+    def _linearise(self, chunks: Chunks) -> Linearised:
         """Forward at u_k and one backward for adjoints and the reusable stage gradients.
 
         Returns the batch loss at u_k, per chunk the adjoints (and old states where the
@@ -213,14 +442,13 @@ class BSQH:
     ) -> tuple[Tensor, _Linearisation, list[Tensor]]:
         """The adjoint pass of one chunk, given its forward states ``x[0..L]`` and its loss.
 
-        Shared with the fast path (``optimizers.fast``), whose full-batch mode obtains the
-        states from the sweep's candidate forward instead of a fresh one. Returns the
-        detached chunk loss, the chunk's linearisation and its ``-dLoss/du`` for the
-        gradient stages (in ``stage_params`` order).
+        Returns the detached chunk loss, the chunk's linearisation and its ``-dLoss/du``
+        for the gradient stages (in ``stage_params`` order). The states come from a fresh
+        forward or, with ``reuse_adjoints``, from the sweep's candidate forward.
         """
         adjoint_stages = [l for l in self.param_stages if self._needs_adjoint(l)]
         gradient_stages = [l for l in self.param_stages if self._needs_gradient(l)]
-        keep_states = self.sweep == "parallel" and self.inner_steps > 1
+        keep_states = self.hp.sweep == "parallel" and self.hp.inner_steps > 1
         grad_params = [p for l in gradient_stages for p in self.stage_params[l]]
         targets = [states[l + 1] for l in adjoint_stages]
         # Differentiating -loss yields p = -dLoss/dx and g = -dLoss/du directly: one
@@ -233,7 +461,7 @@ class BSQH:
 
     def _combine_linearisations(
         self, parts: Sequence[tuple[Tensor, _Linearisation, list[Tensor]]]
-    ) -> tuple[Tensor, list[_Linearisation], dict[int, list[Tensor]]]:
+    ) -> Linearised:
         """Sum chunk losses and gradients (in chunk order) and group gradients by stage."""
         total_loss: Tensor | None = None
         gradient_sum: list[Tensor] | None = None
@@ -247,7 +475,7 @@ class BSQH:
             linearisations.append(linearisation)
             total_loss = loss if total_loss is None else total_loss + loss
         assert total_loss is not None and gradient_sum is not None
-        gradients: dict[int, list[Tensor]] = {}
+        gradients: Gradients = {}
         position = 0
         for l in self.param_stages:
             if self._needs_gradient(l):
@@ -272,66 +500,13 @@ class BSQH:
         assert total is not None
         return total
 
-    def _maximise_stage(
-        self,
-        l: int,
-        u_k: Sequence[Tensor],
-        inputs: Sequence[Tensor],
-        linearisations: Sequence[_Linearisation],
-        gradients: dict[int, list[Tensor]],
-        t: float,
-    ) -> int:
-        """Set stage l's parameters to the (approximate) maximiser of H_eps; return VJP count."""
-        params = self.stage_params[l]
-        vjps = 0
-        for j in range(self.inner_steps):
-            if j == 0 and l in gradients:
-                g = gradients[l]
-            else:
-                g = self._stage_gradient(l, inputs, linearisations)
-                vjps += 1
-            with torch.no_grad():
-                for p, uk, gi in zip(params, u_k, g, strict=True):
-                    p.copy_(self.regularizer.prox_param(p, uk + t * gi, t))
-        return vjps
-
-    def _sweep(
-        self,
-        chunks: Sequence[tuple[Tensor, Tensor, float]],
-        linearisations: Sequence[_Linearisation],
-        gradients: dict[int, list[Tensor]],
-        old: Sequence[Tensor],
-        t: float,
-    ) -> tuple[Tensor, float, float]:
-        """One attempt: update every stage; return the new loss and the passes it spent."""
-        old_by_stage = self._split_by_stage(old)
-        inputs = [xc for xc, _, _ in chunks]
-        vjps = 0
-        for l, stage in enumerate(self.stages):
-            if self.stage_params[l]:
-                stage_inputs = (
-                    inputs
-                    if self.sweep == "sequential"
-                    else [lin.states.get(l) for lin in linearisations]
-                )
-                vjps += self._maximise_stage(
-                    l, old_by_stage[l], stage_inputs, linearisations, gradients, t
-                )
-            if self.sweep == "sequential":
-                with torch.no_grad():
-                    inputs = [stage(x) for x in inputs]
-        if self.sweep == "sequential":
-            loss = sum(
-                (
-                    weighted(self.loss_fn(h, yc), w)
-                    for h, (_, yc, w) in zip(inputs, chunks, strict=True)
-                ),
-                start=torch.zeros((), device=inputs[0].device),
-            )
-        else:
-            loss = batch_loss(self.model, chunks, self.loss_fn)
-        share = vjps / len(self.param_stages)
-        return loss, 1.0 + share, share
+    # ---------------------------------------------------------------- bookkeeping
+    def _clamp(self, eps: float) -> float:
+        if self.hp.eps_min is not None:
+            eps = max(eps, self.hp.eps_min)
+        if self.hp.eps_max is not None:
+            eps = min(eps, self.hp.eps_max)
+        return eps
 
     def _split_by_stage(self, flat: Sequence[Tensor]) -> list[list[Tensor]]:
         grouped, position = [], 0
@@ -340,10 +515,182 @@ class BSQH:
             position += len(group)
         return grouped
 
-    def _distance(self, old: Sequence[Tensor]) -> Tensor:
-        return squared_distance(self.params, old)
+    def _flat_parameters(self) -> Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self._ordered])
 
+    @staticmethod
+    def _views(flat: Tensor, slots: Sequence[tuple[int, int, torch.Size]]) -> list[Tensor]:
+        return [flat[start : start + n].view(shape) for start, n, shape in slots]
+
+    def _flat_penalty(self, flat: Tensor) -> Tensor:
+        """R of the parameters in ``flat``: the shared regularizer on its prunable head."""
+        if not self._prunable_numel:
+            return flat.new_zeros(())
+        return self.regularizer.penalty(flat[: self._prunable_numel])
+
+    def _param_signature(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.data_ptr(), p._version) for p in self.params)
+
+    def _sync_with_parameters(self) -> bool:
+        """Notice parameters changed from outside (e.g. a checkpoint load): refresh R(u_k)."""
+        signature = self._param_signature()
+        if signature == self._signature:
+            return False
+        with torch.no_grad():
+            self._reg.copy_(self._flat_penalty(self._flat_parameters()))
+        self._signature = signature
+        return True
+
+
+# Iteration kinds of the fast mode: (start from the carried linearisation, produce the next).
+FRESH = "fresh"  # forward + backward at u_k, attempt
+SEED = "seed"  # forward + backward at u_k, attempt with autograd, backward at the candidate
+STEADY = "steady"  # attempt with autograd from the carried linearisation, backward
+_KIND_FLAGS = {FRESH: (False, False), SEED: (False, True), STEADY: (True, True)}
+
+
+@dataclass
+class _Carry:
+    """A linearisation kept between iterations: loss, per-chunk adjoints/states, gradients."""
+
+    loss: Tensor
+    lins: list[_Linearisation]
+    gradients: Gradients
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor in a fixed order (for selection, copies and snapshots)."""
+        out = [self.loss]
+        for lin in self.lins:
+            out += [lin.adjoints[l] for l in sorted(lin.adjoints)]
+            out += [lin.states[l] for l in sorted(lin.states)]
+        for l in sorted(self.gradients):
+            out += self.gradients[l]
+        return out
+
+    def matches(self, other: _Carry) -> bool:
+        mine, theirs = self.tensors(), other.tensors()
+        return len(mine) == len(theirs) and all(
+            a.shape == b.shape and a.dtype == b.dtype for a, b in zip(mine, theirs, strict=True)
+        )
+
+    @staticmethod
+    def empty_like(other: _Carry) -> _Carry:
+        return _Carry(
+            loss=torch.empty_like(other.loss),
+            lins=[
+                _Linearisation(
+                    states={l: torch.empty_like(t) for l, t in lin.states.items()},
+                    adjoints={l: torch.empty_like(t) for l, t in lin.adjoints.items()},
+                )
+                for lin in other.lins
+            ],
+            gradients={l: [torch.empty_like(t) for t in g] for l, g in other.gradients.items()},
+        )
+
+
+@register(
+    "bsqh-fast",
+    hparams=FastBSQHHParams,
+    runtime=("chunk_size", "loss_fn", "cuda_graph", "reuse_adjoints"),
+)
+class FastBSQH(GraphedStep, BSQH):
+    """bSQH's device-resident mode: one attempt per call, no host read, graphed.
+
+    Same iterates as ``bsqh`` with ``max_retries=0`` (to float rounding). ``eps`` reads the
+    device value (a host synchronisation); read ``StepStats.eps`` at the evaluation
+    cadence instead. See the module docstring for ``cuda_graph`` and ``reuse_adjoints``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hp: BSQHHParams | None = None,
+        *,
+        chunk_size: int | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+        cuda_graph: bool = True,
+        reuse_adjoints: bool = True,
+    ) -> None:
+        if hp is None:
+            hp = FastBSQHHParams()
+        elif not isinstance(hp, FastBSQHHParams):  # its rules (max_retries == 0) apply
+            hp = FastBSQHHParams.from_dict(hp.as_dict())
+        self.reuse_adjoints = bool(reuse_adjoints)
+        self._last: BatchIdentity | None = None
+        self._carry_valid = False
+        self._carries: dict[Hashable, _Carry] = {}
+        super().__init__(model, hp, cuda_graph=cuda_graph, chunk_size=chunk_size, loss_fn=loss_fn)
+
+    def _sync_with_parameters(self) -> bool:
+        changed = super()._sync_with_parameters()
+        if changed:  # the carried linearisation belongs to other parameters
+            self._carry_valid = False
+        return changed
+
+    # ---------------------------------------------------------------- graph hooks
+    def _graph_kind(self, x: Tensor, y: Tensor) -> Hashable:
+        self._sync_with_parameters()
+        same = self._last is not None and self._last.same(x, y)
+        if not (self.reuse_adjoints and same):
+            return FRESH
+        return STEADY if self._carry_valid else SEED
+
+    def _graph_kinds(self, x: Tensor, y: Tensor) -> Sequence[Hashable]:
+        self._sync_with_parameters()
+        return [FRESH, SEED, STEADY] if self.reuse_adjoints else [FRESH]
+
+    def _graph_body(self, x: Tensor, y: Tensor, kind: Hashable) -> StepStats:
+        carry_in, carry_out = _KIND_FLAGS[str(kind)]
+        chunks = split_batch(x, y, self.chunk_size)
+        if carry_in:
+            carry = self._carries.get(shape_key(x, y))
+            if carry is None:
+                raise RuntimeError("bsqh-fast: no carried linearisation for this batch shape")
+            current: Linearised = (carry.loss, carry.lins, carry.gradients)
+        else:
+            current = self._linearise(chunks)
+        attempt = self._attempt(chunks, *current, track=carry_out)
+        if attempt.following is not None:
+            self._select_carry(x, y, attempt.accept, attempt.following, current)
+        accepted = attempt.accept.to(torch.float64)
+        forward, backward = self._passes(1, fresh=not carry_in, carried=carry_out)
+        return StepStats(
+            loss=attempt.loss,
+            objective=attempt.objective,
+            accepted=accepted,
+            eps=attempt.eps,
+            tau=attempt.tau,
+            retries=1.0 - accepted,
+            forward_passes=forward,
+            backward_passes=backward,
+        )
+
+    def _graph_after(self, x: Tensor, y: Tensor, kind: Hashable) -> None:
+        self._last = BatchIdentity(x, y)
+        self._carry_valid = kind != FRESH
+        self._signature = self._param_signature()
+
+    def _graph_tensors(self) -> list[Tensor]:
+        carried = [t for carry in self._carries.values() for t in carry.tensors()]
+        return [self._eps, self._reg, *carried]
+
+    def _graph_restored(self) -> None:
+        self._signature = self._param_signature()  # the roll-back is no outside change
+
+    # ---------------------------------------------------------------- carry
     @torch.no_grad()
-    def _restore(self, old: Sequence[Tensor]) -> None:
-        for p, o in zip(self.params, old, strict=True):
-            p.copy_(o)
+    def _select_carry(
+        self, x: Tensor, y: Tensor, accept: Tensor, following: Linearised, current: Linearised
+    ) -> None:
+        """Carry the candidate's linearisation if accepted, else the current one."""
+        new = _Carry(*following)
+        now = _Carry(current[0], list(current[1]), current[2])
+        key = shape_key(x, y)
+        carry = self._carries.get(key)
+        if carry is None or not carry.matches(new):
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("bsqh-fast: carry buffers must exist before capture")
+            carry = _Carry.empty_like(new)
+            self._carries[key] = carry
+        for buffer, a, b in zip(carry.tensors(), new.tensors(), now.tensors(), strict=True):
+            torch.where(accept, a, b, out=buffer)

@@ -5,14 +5,10 @@ names of its runtime options (keyword arguments of ``__init__`` that change how 
 is computed, never what: ``chunk_size``, ``loss_fn``, ``post_step_loss``, ``cuda_graph``).
 ``make(name, model, **kwargs)`` sorts the keywords into the two, so callers keep one
 flat call while the registry, suites, search spaces and logs read the dataclass alone.
-
-Classes registered without ``hparams`` fall back to their keyword-only ``__init__``
-parameters (transitional; every shipped method declares a dataclass).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -41,7 +37,7 @@ class Entry:
 
     name: str
     cls: type
-    hparams: type[HParams] | None
+    hparams: type[HParams]
     runtime: tuple[str, ...]
 
 
@@ -50,18 +46,22 @@ T = TypeVar("T", bound=type)
 
 
 def register(
-    name: str, *, hparams: type[HParams] | None = None, runtime: tuple[str, ...] = ()
+    name: str, *, hparams: type[HParams], runtime: tuple[str, ...] = ()
 ) -> Callable[[T], T]:
     """Class decorator: make the class available to ``make(name, ...)``.
 
-    With ``hparams`` the class is built as ``cls(model, hparams_instance, **runtime)``.
+    The class is built as ``cls(model, hparams_instance, **runtime)``. One dataclass may
+    serve several names (a method and its graphed variant); its label is the first name.
     """
 
     def add(cls: T) -> T:
         if name in _METHODS:
             raise ValueError(f"optimizer name {name!r} is registered twice")
-        if hparams is not None and not hparams.method:
-            hparams.method = name  # one dataclass may serve variants: the first name stays
+        clash = sorted(set(runtime) & set(hparams.names()))
+        if clash:
+            raise ValueError(f"{name!r}: {clash} cannot be both hyperparameter and runtime option")
+        if not vars(hparams).get("method"):
+            hparams.method = name
         _METHODS[name] = Entry(name, cls, hparams, tuple(runtime))
         cls.method_name = name
         return cls
@@ -81,59 +81,29 @@ def entry(name: str) -> Entry:
     return _METHODS[name]
 
 
-def hparams_class(name: str) -> type[HParams] | None:
-    """The hyperparameter dataclass of method ``name`` (None for a legacy class)."""
+def hparams_class(name: str) -> type[HParams]:
+    """The hyperparameter dataclass of method ``name``."""
     return entry(name).hparams
 
 
 def runtime_options(name: str) -> tuple[str, ...]:
     """Keyword options of ``name`` that are not hyperparameters."""
-    found = entry(name)
-    if found.hparams is not None:
-        return found.runtime
-    return tuple(k for k in _legacy_keywords(found.cls) if k in _LEGACY_RUNTIME)
-
-
-_LEGACY_RUNTIME = ("chunk_size", "loss_fn", "post_step_loss", "cuda_graph", "reuse_adjoints")
-
-
-def _legacy_keywords(cls: type) -> dict[str, Any]:
-    signature = inspect.signature(cls.__init__)
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return entry(name).runtime
 
 
 def hyperparameters(name: str) -> dict[str, Any]:
     """Hyperparameters of a method with their defaults (for search spaces and logs)."""
-    found = entry(name)
-    if found.hparams is not None:
-        return {k: default for k, (default, _) in found.hparams.specs().items()}
-    return {k: v for k, v in _legacy_keywords(found.cls).items() if k not in _LEGACY_RUNTIME}
+    return {k: default for k, (default, _) in entry(name).hparams.specs().items()}
 
 
 def effective_hparams(name: str, **values: Any) -> dict[str, Any]:
     """Every hyperparameter of ``name`` with its effective value, defaults included."""
-    found = entry(name)
-    if found.hparams is not None:
-        return found.hparams.from_dict(values).as_dict()
-    return {**hyperparameters(name), **values}
+    return entry(name).hparams.from_dict(values).as_dict()
 
 
 def make(name: str, model: nn.Module, **kwargs: Any) -> Method:
     """Build method ``name`` for ``model``; unknown names or keywords raise ValueError."""
     found = entry(name)
-    if found.hparams is None:
-        allowed = _legacy_keywords(found.cls)
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"unknown hyperparameter(s) {unknown} for optimizer {name!r}; "
-                f"allowed: {', '.join(sorted(allowed))}"
-            )
-        return found.cls(model, **kwargs)
     runtime = {k: v for k, v in kwargs.items() if k in found.runtime}
     values = {k: v for k, v in kwargs.items() if k not in found.runtime}
     unknown = sorted(set(values) - set(found.hparams.names()))
@@ -143,4 +113,5 @@ def make(name: str, model: nn.Module, **kwargs: Any) -> Method:
             f"allowed: {', '.join(sorted(found.hparams.names()))}"
             + (f" (runtime options: {', '.join(found.runtime)})" if found.runtime else "")
         )
-    return found.cls(model, found.hparams.from_dict(values), **runtime)
+    method: Method = found.cls(model, found.hparams.from_dict(values), **runtime)
+    return method

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import validation
+from .hparams import hparam
 
 TimeStep = float | Tensor
 
@@ -156,9 +158,14 @@ def register_regularizer(name: str) -> Callable[[type[Regularizer]], type[Regula
     return add
 
 
+def penalties() -> list[str]:
+    """Registered regularizer names."""
+    return sorted(_REGULARIZERS)
+
+
 def make_regularizer(name: str, beta: float = 0.0, gamma: float = 0.0) -> Regularizer:
     """Regularizer by name: ``l0`` (L0 + L2), ``l1`` (L1 + L2)."""
-    validation.one_of("penalty", name, sorted(_REGULARIZERS))
+    validation.one_of("penalty", name, penalties())
     return _REGULARIZERS[name](beta=beta, gamma=gamma)
 
 
@@ -198,3 +205,19 @@ class L1L2(Regularizer):
 def l2(gamma: float) -> Regularizer:
     """Pure L2 regulariser: L0 + L2 with beta = 0 (prox ``v / (1 + t gamma)``)."""
     return L0L2(beta=0.0, gamma=gamma)
+
+
+# Hyperparameter fields every penalised method declares the same way.
+def beta_hparam() -> Any:
+    """The ``beta`` field: weight of the sparsity-inducing part of R."""
+    return hparam(0.0, "weight of the sparsity term of R (L0 count or L1 norm)", low=0.0)
+
+
+def gamma_hparam() -> Any:
+    """The ``gamma`` field: weight of the L2 part of R."""
+    return hparam(0.0, "weight of the L2 term gamma/2 |w|^2 of R", low=0.0)
+
+
+def penalty_hparam() -> Any:
+    """The ``penalty`` field: which sparsity term R uses."""
+    return hparam("l0", "sparsity term of R: l0 (count) or l1 (norm)", choices=penalties())

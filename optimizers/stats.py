@@ -9,7 +9,7 @@ callers do that off the timed path, at their evaluation cadence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -72,8 +72,3 @@ class StepStats:
         """False when the objective is NaN or infinite: the run has diverged."""
         value = _to_float(self.objective)
         return value is not None and math.isfinite(value)
-
-    def as_dict(self) -> dict[str, float | bool | None]:
-        """Plain dict of resolved values, for logging."""
-        done = self.resolved()
-        return {f.name: getattr(done, f.name) for f in fields(done)}

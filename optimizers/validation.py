@@ -80,6 +80,11 @@ def one_of(name: str, value: str, allowed: Iterable[str]) -> str:
     return value
 
 
+def chunk_size(value: int | None) -> int | None:
+    """The runtime option ``chunk_size``: unset, or the samples per chunk (>= 1)."""
+    return None if value is None else integer_at_least("chunk_size", value, 1)
+
+
 def sequential_model(model: object) -> nn.Sequential:
     """bSQH sweeps stage by stage, so the model must expose its stages as Sequential children."""
     if not isinstance(model, nn.Sequential):
@@ -90,18 +95,3 @@ def sequential_model(model: object) -> nn.Sequential:
     if len(model) == 0:
         raise ValueError("model must be a non-empty torch.nn.Sequential, got one with no stages")
     return model
-
-
-def optional_bounds(
-    eps_min: float | None, eps_max: float | None
-) -> tuple[float | None, float | None]:
-    """Validate the optional clamp of eps: positive, and eps_min <= eps_max when both are set."""
-    if eps_min is not None:
-        eps_min = positive("eps_min", eps_min)
-    if eps_max is not None:
-        eps_max = positive("eps_max", eps_max)
-    if eps_min is not None and eps_max is not None and eps_min > eps_max:
-        raise ValueError(
-            f"eps_min must be <= eps_max, got eps_min={eps_min!r} > eps_max={eps_max!r}"
-        )
-    return eps_min, eps_max

@@ -9,9 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from optimizers import BSQH, nonzeros, sparsity
+import optimizers
+from optimizers import nonzeros, sparsity
 from optimizers.passes import split_batch
 from tests.helpers import learnable_data, linear_model, stage_model
+
+
+def bsqh(model, **kwargs):
+    """The reference bSQH, hyperparameters and runtime options given flat."""
+    return optimizers.make("bsqh", model, **kwargs)
 
 
 def snapshot(model):
@@ -33,7 +39,7 @@ def independent_objective(model, x, y, beta, gamma):
 def test_adjoints_equal_minus_loss_gradient_wrt_states():
     model = stage_model(dtype=torch.float64)
     x, y = learnable_data(dtype=torch.float64)
-    opt = BSQH(model)
+    opt = bsqh(model)
     _, (lin,), _ = opt._linearise(split_batch(x, y, None))
     states, h = [], x
     for stage in model:
@@ -49,7 +55,7 @@ def test_adjoints_equal_minus_loss_gradient_wrt_states():
 def test_stage_gradient_equals_finite_differences():
     model = stage_model(dtype=torch.float64)
     x, y = learnable_data(dtype=torch.float64)
-    opt = BSQH(model)
+    opt = bsqh(model)
     _, lins, _ = opt._linearise(split_batch(x, y, None))
     l = 1
     stage_input = model[0](x).detach()
@@ -87,7 +93,7 @@ def test_parallel_step_is_gradient_descent_with_step_one_over_two_eps(build):
     x, y = learnable_data(dtype=torch.float64)
     eps = 2.5
     expected = gradient_descent(model, x, y, 1 / (2 * eps))
-    stats = BSQH(model, eps=eps, eta=0.0, sweep="parallel").step(x, y)
+    stats = bsqh(model, eps=eps, eta=0.0, sweep="parallel").step(x, y)
     assert stats.accepted and stats.retries == 0
     for p, e in zip(model.parameters(), expected, strict=True):
         assert torch.allclose(p, e, atol=1e-13)
@@ -97,7 +103,7 @@ def test_sequential_step_on_one_stage_is_gradient_descent():
     model = linear_model(dtype=torch.float64)
     x, y = learnable_data(dtype=torch.float64)
     expected = gradient_descent(model, x, y, 0.2)
-    assert BSQH(model, eps=2.5, eta=0.0).step(x, y).accepted
+    assert bsqh(model, eps=2.5, eta=0.0).step(x, y).accepted
     for p, e in zip(model.parameters(), expected, strict=True):
         assert torch.allclose(p, e, atol=1e-13)
 
@@ -133,7 +139,7 @@ def test_sequential_sweep_uses_updated_states_and_old_adjoints():
                 p.copy_(b)
     gd = gradient_descent(model, x, y, t)
     model.zero_grad()
-    stats = BSQH(model, eps=eps, eta=0.0).step(x, y)
+    stats = bsqh(model, eps=eps, eta=0.0).step(x, y)
     assert stats.accepted
     got = list(model.parameters())
     for p, e in zip(got, expected, strict=True):
@@ -148,7 +154,7 @@ def test_full_batch_descent_eps_rules_and_objective():
     model = stage_model(seed=3)
     x, y = learnable_data(n=128)
     beta, gamma, eta, sigma, zeta = 1e-3, 1e-3, 1e-4, 2.0, 0.9
-    opt = BSQH(model, eps=0.05, sigma=sigma, zeta=zeta, eta=eta, beta=beta, gamma=gamma)
+    opt = bsqh(model, eps=0.05, sigma=sigma, zeta=zeta, eta=eta, beta=beta, gamma=gamma)
     previous = independent_objective(model, x, y, beta, gamma)
     rejections = 0
     for _ in range(100):
@@ -183,7 +189,7 @@ def test_all_attempts_rejected_keeps_parameters_and_reports_current_objective():
     model = stage_model()
     x, y = learnable_data()
     before = snapshot(model)
-    opt = BSQH(model, eps=1e-6, eta=1e6, max_retries=3)  # eta this large rejects every attempt
+    opt = bsqh(model, eps=1e-6, eta=1e6, max_retries=3)  # eta this large rejects every attempt
     stats = opt.step(x, y)
     assert not stats.accepted and stats.retries == 4 and stats.tau == 0.0
     assert opt.eps == pytest.approx(1e-6 * 2.0**4)
@@ -196,7 +202,7 @@ def test_sparsity_rises_with_beta_and_beta_zero_keeps_every_weight():
     results = []
     for beta in [0.0, 1e-4, 1e-3, 1e-2]:
         model = stage_model(seed=5)
-        opt = BSQH(model, eps=0.5, beta=beta)
+        opt = bsqh(model, eps=0.5, beta=beta)
         for _ in range(30):
             opt.step(x, y)
         results.append(sparsity(model))
@@ -213,7 +219,7 @@ def test_same_seed_gives_bitwise_identical_parameters(sweep):
     runs = []
     for _ in range(2):
         model = stage_model(seed=11)
-        opt = BSQH(model, eps=0.3, beta=1e-3, sweep=sweep)
+        opt = bsqh(model, eps=0.3, beta=1e-3, sweep=sweep)
         for i in range(20):
             opt.step(x[(i * 16) % 96 :][:32], y[(i * 16) % 96 :][:32])
         runs.append(snapshot(model))
@@ -229,7 +235,7 @@ def test_chunked_full_batch_equals_one_pass(sweep, inner_steps):
     runs = []
     for chunk_size in [None, 17]:
         model = stage_model(seed=2, dtype=torch.float64)
-        opt = BSQH(
+        opt = bsqh(
             model,
             eps=0.2,
             beta=1e-3,
@@ -260,7 +266,7 @@ def test_inner_steps_move_towards_the_exact_stage_maximiser():
         logits = model[2](x2)
         adjoint = -torch.autograd.grad(F.cross_entropy(logits, y), logits)[0]
         eps = 0.05
-        opt = BSQH(model, eps=eps, eta=0.0, sweep="parallel", inner_steps=k)
+        opt = bsqh(model, eps=eps, eta=0.0, sweep="parallel", inner_steps=k)
         opt.step(x, y)
         with torch.no_grad():
             u = list(model[2].parameters())
@@ -276,16 +282,16 @@ def test_nan_objective_is_reported_not_hidden():
     with torch.no_grad():
         model[2].weight.fill_(float("nan"))
     x, y = learnable_data()
-    stats = BSQH(model, max_retries=2).step(x, y)
+    stats = bsqh(model, max_retries=2).step(x, y)
     assert not stats.finite and math.isnan(stats.objective) and not stats.accepted
 
 
 def test_eps_bounds_clamp_the_schedule():
     model = stage_model()
     x, y = learnable_data()
-    opt = BSQH(model, eps=1.0, zeta=0.5, eps_min=0.8)
+    opt = bsqh(model, eps=1.0, zeta=0.5, eps_min=0.8)
     opt.step(x, y)
     assert opt.eps == 0.8
-    opt = BSQH(model, eps=1.0, eta=1e9, eps_max=3.0, max_retries=5)
+    opt = bsqh(model, eps=1.0, eta=1e9, eps_max=3.0, max_retries=5)
     opt.step(x, y)
     assert opt.eps == 3.0

@@ -1,4 +1,4 @@
-"""The fast path (``optimizers.fast``) computes the reference iterates; the perf harness works.
+"""The fast mode (``bsqh-fast``) computes the reference iterates; the perf harness works.
 
 CPU tests compare ``bsqh-fast`` with ``bsqh(max_retries=0)`` step by step; the tests marked
 ``cuda`` do the same on a GPU, graph against eager, and check that no step synchronises
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import optimizers
-from optimizers import BSQH, FastBSQH
+from optimizers import FastBSQHHParams
 from tests.helpers import learnable_data, stage_model
 
 try:
@@ -72,8 +72,12 @@ def run(method, batches, steps):
 def pair(device="cpu", dtype=torch.float32, seed=3, fast_options=None, **hparams):
     """A reference and a fast bSQH on identical models."""
     options = {**HPARAMS, **hparams}
-    reference = BSQH(stage_model(seed, dtype=dtype).to(device), max_retries=0, **options)
-    fast = FastBSQH(stage_model(seed, dtype=dtype).to(device), **options, **(fast_options or {}))
+    reference = optimizers.make(
+        "bsqh", stage_model(seed, dtype=dtype).to(device), max_retries=0, **options
+    )
+    fast = optimizers.make(
+        "bsqh-fast", stage_model(seed, dtype=dtype).to(device), **options, **(fast_options or {})
+    )
     return reference, fast
 
 
@@ -204,8 +208,8 @@ def test_max_retries_other_than_zero_is_refused_with_the_allowed_value():
     model = stage_model()
     if pytest is not None:
         with pytest.raises(ValueError, match="max_retries must be 0 for bsqh-fast.*got 3"):
-            FastBSQH(model, max_retries=3)
-        with pytest.raises(ValueError, match="eps must be > 0"):
+            FastBSQHHParams(max_retries=3)
+        with pytest.raises(ValueError, match="eps must be a finite number > 0, got 0.0"):
             optimizers.make("bsqh-fast", model, eps=0.0)
 
 
@@ -266,11 +270,11 @@ if pytest is not None:
     @pytest.fixture
     def fake_graphs(monkeypatch):
         """Route the graph cache's capture through ``_fake_capture``, on any device."""
-        from optimizers import fast
+        from optimizers import graphs
 
-        monkeypatch.setattr(fast._GraphCache, "_capture", staticmethod(_fake_capture))
+        monkeypatch.setattr(graphs.GraphCache, "_capture", staticmethod(_fake_capture))
         monkeypatch.setattr(
-            fast._GraphCache, "active", lambda self, x: self.enabled and self.failure is None
+            graphs.GraphCache, "active", lambda self, x: self.enabled and self.failure is None
         )
 
 
@@ -314,13 +318,13 @@ def test_graph_plumbing_of_the_baselines_rolls_back_optimizer_state(fake_graphs,
 
 
 def test_a_failed_capture_warns_once_and_steps_eagerly(fake_graphs, monkeypatch):
-    from optimizers import fast as fast_module
+    from optimizers import graphs
 
     def broken(fn, static):
         fn(*static)  # changes the state before failing: it must be rolled back
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(fast_module._GraphCache, "_capture", staticmethod(broken))
+    monkeypatch.setattr(graphs.GraphCache, "_capture", staticmethod(broken))
     x, y = data()
     reference, fast = pair()
     with pytest.warns(RuntimeWarning, match="bsqh-fast: CUDA graphs disabled.*capturing"):
