@@ -27,6 +27,8 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check bench optimizers tests
 	$(VENV)/bin/ruff format --check bench optimizers tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy --strict optimizers
 
 data: install
 	$(PY) -m bench data --dataset fashion-mnist

@@ -96,14 +96,14 @@ class GradientMethod:
         self.chunk_size = validation.chunk_size(chunk_size)
         self.loss_fn = loss_fn
         self.post_step_loss = bool(post_step_loss)
-        self.params: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
+        self.params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("model has no trainable parameters")
         self.optimizer = self._make_optimizer(self.params)
         # Where each step keeps the parameters it started from (for tau), allocated once.
         self._previous = [torch.empty_like(p) for p in self.params]
 
-    def _make_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -165,7 +165,7 @@ class SGD(GradientMethod):
             model, self.hp, chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss
         )
 
-    def _make_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             params, lr=self.hp.lr, momentum=self.hp.momentum, nesterov=self.hp.nesterov
         )
@@ -191,7 +191,7 @@ class Adam(GradientMethod):
             model, self.hp, chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss
         )
 
-    def _make_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
             params,
             lr=self.hp.lr,

@@ -190,7 +190,7 @@ class BSQH:
         self.loss_fn = loss_fn
 
         self.stages: list[nn.Module] = list(self.model)
-        self.stage_params: list[list[nn.Parameter]] = [
+        self.stage_params: list[list[Tensor]] = [
             [p for p in stage.parameters() if p.requires_grad] for stage in self.stages
         ]
         self.params = [p for group in self.stage_params for p in group]
@@ -252,12 +252,14 @@ class BSQH:
                 break
         self._signature = self._param_signature()
         forward, backward = self._passes(attempts, fresh=True, carried=False)
+        figures = torch.stack([attempt.loss, attempt.objective, attempt.eps, attempt.tau])
+        loss, objective, eps, tau = figures.tolist()  # one transfer to the host
         return StepStats(
-            loss=float(attempt.loss),
-            objective=float(attempt.objective),
+            loss=loss,
+            objective=objective,
             accepted=accepted,
-            eps=float(attempt.eps),
-            tau=float(attempt.tau),
+            eps=eps,
+            tau=tau,
             retries=attempts - int(accepted),
             forward_passes=forward,
             backward_passes=backward,

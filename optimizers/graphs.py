@@ -158,7 +158,7 @@ class GraphCache:
         outside the graph's private memory pool, so the capture finds it allocated.
         """
         device = static[0].device
-        side = torch.cuda.Stream(device=device)
+        side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(WARMUP_ITERATIONS):
@@ -196,7 +196,8 @@ def pack(stats: StepStats) -> tuple[Tensor, tuple[StepStats, tuple[str, ...]]]:
 def unpack(packed: Tensor, meta: tuple[StepStats, tuple[str, ...]]) -> StepStats:
     """``pack``'s inverse: the captured stats with their tensor fields read from ``packed``."""
     stats, names = meta
-    return replace(stats, **{n: packed[i] for i, n in enumerate(names)})
+    fields: dict[str, Any] = {n: packed[i] for i, n in enumerate(names)}
+    return replace(stats, **fields)
 
 
 class GraphedStep:
@@ -216,7 +217,7 @@ class GraphedStep:
     """
 
     method_name: ClassVar[str]
-    params: list[nn.Parameter]
+    params: list[Tensor]
     chunk_size: int | None
 
     def __init__(
@@ -344,7 +345,7 @@ class GraphedStep:
         self._graph_restored()
 
 
-def graphed_variant(base: type, name: str | None = None) -> type:
+def graphed_variant(base: type[Any], name: str | None = None) -> type[Any]:
     """Register ``name`` (default ``<base name>-graph``): ``base`` with its step graphed.
 
     The variant takes the base's hyperparameters and runtime options plus ``cuda_graph``.

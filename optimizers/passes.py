@@ -52,7 +52,7 @@ def batch_loss(
 
 def loss_and_gradients(
     model: nn.Module,
-    params: Sequence[nn.Parameter],
+    params: Sequence[Tensor],
     chunks: Sequence[tuple[Tensor, Tensor, float]],
     loss_fn: LossFn,
 ) -> Tensor:
@@ -66,7 +66,7 @@ def loss_and_gradients(
     for xc, yc, weight in chunks:
         with torch.enable_grad():
             loss = weighted(loss_fn(model(xc), yc), weight)
-        loss.backward()
+        torch.autograd.backward(loss)
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
     return total

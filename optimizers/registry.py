@@ -23,6 +23,7 @@ class Method(Protocol):
     """The contract of every training method: it owns its forward and backward passes."""
 
     model: nn.Module
+    hp: HParams  # the hyperparameters it was built with (frozen)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats: ...
 
@@ -63,7 +64,7 @@ def register(
         if not vars(hparams).get("method"):
             hparams.method = name
         _METHODS[name] = Entry(name, cls, hparams, tuple(runtime))
-        cls.method_name = name
+        setattr(cls, "method_name", name)  # noqa: B010  (any class, whatever it declares)
         return cls
 
     return add
@@ -98,7 +99,7 @@ def hyperparameters(name: str) -> dict[str, Any]:
 
 def effective_hparams(name: str, **values: Any) -> dict[str, Any]:
     """Every hyperparameter of ``name`` with its effective value, defaults included."""
-    return entry(name).hparams.from_dict(values).as_dict()
+    return _hparams(entry(name), values).as_dict()
 
 
 def make(name: str, model: nn.Module, **kwargs: Any) -> Method:
@@ -106,12 +107,17 @@ def make(name: str, model: nn.Module, **kwargs: Any) -> Method:
     found = entry(name)
     runtime = {k: v for k, v in kwargs.items() if k in found.runtime}
     values = {k: v for k, v in kwargs.items() if k not in found.runtime}
+    method: Method = found.cls(model, _hparams(found, values), **runtime)
+    return method
+
+
+def _hparams(found: Entry, values: dict[str, Any]) -> HParams:
+    """The method's dataclass built from ``values``; unknown names are named with the method."""
     unknown = sorted(set(values) - set(found.hparams.names()))
     if unknown:
         raise ValueError(
-            f"unknown hyperparameter(s) {unknown} for optimizer {name!r}; "
+            f"unknown hyperparameter(s) {unknown} for optimizer {found.name!r}; "
             f"allowed: {', '.join(sorted(found.hparams.names()))}"
             + (f" (runtime options: {', '.join(found.runtime)})" if found.runtime else "")
         )
-    method: Method = found.cls(model, found.hparams.from_dict(values), **runtime)
-    return method
+    return found.hparams(**values)

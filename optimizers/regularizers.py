@@ -81,7 +81,8 @@ class Regularizer(ABC):
 
     def sparse_penalty(self, w: Tensor) -> Tensor:
         """P(w): the sparsity-inducing part, summed over the tensor (one kernel)."""
-        return torch.linalg.vector_norm(w, ord=self.sparse_order)
+        norm: Tensor = torch.linalg.vector_norm(w, ord=self.sparse_order)
+        return norm
 
     @abstractmethod
     def prox_factors(self, t: TimeStep) -> tuple[TimeStep, ...]:

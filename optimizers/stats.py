@@ -16,12 +16,14 @@ import torch
 Scalar = float | torch.Tensor
 
 
-def _to_float(value: Scalar | None) -> float | None:
-    if value is None:
-        return None
+def _number(value: Scalar | bool | int) -> float:
     if isinstance(value, torch.Tensor):
         return float(value.detach().item())
     return float(value)
+
+
+def _to_float(value: Scalar | None) -> float | None:
+    return None if value is None else _number(value)
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,12 @@ class StepStats:
         """The same record with every tensor turned into a Python number (syncs the host)."""
         return replace(
             self,
-            loss=_to_float(self.loss),
-            objective=_to_float(self.objective),
-            accepted=bool(_to_float(self.accepted)),
+            loss=_number(self.loss),
+            objective=_number(self.objective),
+            accepted=bool(_number(self.accepted)),
             eps=_to_float(self.eps),
-            tau=_to_float(self.tau),
-            retries=int(_to_float(self.retries)),
+            tau=_number(self.tau),
+            retries=int(_number(self.retries)),
         )
 
     @property

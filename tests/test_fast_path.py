@@ -9,9 +9,7 @@ as a script, which runs the ``test_cuda_*`` functions (they use no pytest featur
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -38,7 +36,6 @@ else:
 
     needs_cuda = cuda
 
-ROOT = Path(__file__).resolve().parent.parent
 GRAPHED = [
     "sgd-graph",
     "adam-graph",
@@ -332,23 +329,6 @@ def test_a_failed_capture_warns_once_and_steps_eagerly(fake_graphs, monkeypatch)
     assert fast.eps == HPARAMS["eps"]
     compare(reference, fast, lambda: minibatches(x, y), steps=10)
     assert not fast.uses_cuda_graph
-
-
-def _imports(code: str) -> set[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return set(result.stdout.split())
-
-
-def test_optimizers_never_import_bench_and_perf_needs_no_tracking_stack():
-    assert not any(m.split(".")[0] == "bench" for m in _imports("import optimizers"))
-    loaded = {m.split(".")[0] for m in _imports("import bench.perf, bench.commands.perf")}
-    assert not loaded & {"mlflow", "optuna", "seaborn", "pandas"}
 
 
 def test_perf_harness_writes_the_report(tmp_path):

@@ -2,41 +2,75 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import optimizers
-from optimizers import BSQH, L0L2, L1L2, StepStats
+from optimizers import L0L2, L1L2, FastBSQHHParams, HParamSpec, StepStats
+from optimizers.registry import entry
 from tests.helpers import learnable_data, stage_model
 
 REQUIRED = {"bsqh", "sgd", "adam", "prox-sgd-l0", "prox-sgd-l1", "prox-adam-l0"}
-LEARNING_RATES = {
-    "sgd": 0.5,
-    "prox-sgd-l0": 0.5,
-    "prox-sgd-l1": 0.5,
-    "adam": 0.02,
-    "prox-adam-l0": 0.02,
-}
+METHODS = optimizers.available()
 
 
-def test_registry_lists_the_required_methods():
-    assert set(optimizers.available()) >= REQUIRED
+def settings(name: str) -> dict[str, Any]:
+    """The hyperparameters the method declares, beside itself, for the tests' tiny problem."""
+    return dict(entry(name).cls.test_hparams)
 
 
-@pytest.mark.parametrize("name", sorted(REQUIRED))
-def test_every_method_lowers_its_objective_within_50_steps(name):
+def bad_value(spec: HParamSpec) -> Any:
+    """A value the field's declared bounds, type or choices reject."""
+    if spec.choices is not None:
+        return "no-such-choice"
+    if spec.kind is bool:
+        return "yes"
+    if spec.kind is str:
+        return 3
+    if spec.low is not None:
+        return spec.low if spec.low_open else spec.low - 1
+    if spec.high is not None:
+        return spec.high if spec.high_open else spec.high + 1
+    return 1.5 if spec.kind is int else float("nan")
+
+
+FIELDS = [(name, field) for name in METHODS for field in optimizers.hparams_class(name).names()]
+
+
+def test_registry_lists_the_required_methods_and_their_graphed_variants():
+    names = set(optimizers.available())
+    assert names >= REQUIRED | {"bsqh-fast"}
+    assert names >= {f"{n}-graph" for n in REQUIRED - {"bsqh"}}
+
+
+# --------------------------------------------------------------------------- the contract
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_declares_its_test_settings_beside_itself(name):
+    cls = entry(name).cls
+    assert isinstance(getattr(cls, "test_hparams", None), dict), (
+        f"{cls.__name__} ({name}) must declare test_hparams: hyperparameters under which it "
+        "learns the tests' tiny problem"
+    )
+    optimizers.hparams_class(name).from_dict(settings(name))  # valid names and values
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_steps_and_lowers_its_objective_within_50_steps(name):
     model = stage_model(seed=7)
     x, y = learnable_data(n=128)
-    hparams = {"beta": 1e-4, "gamma": 1e-4}
-    if name in LEARNING_RATES:
-        hparams["lr"] = LEARNING_RATES[name]
-    else:
-        hparams["eps"] = 0.5
-    method = optimizers.make(name, model, **hparams)
+    method = optimizers.make(name, model, **settings(name))
+    assert method.hp == optimizers.hparams_class(name).from_dict(settings(name))
     first = method.step(x, y)
     assert isinstance(first, StepStats)
+    done = first.resolved()
+    assert all(math.isfinite(v) for v in (done.loss, done.objective, done.tau))
+    assert done.eps is None or done.eps > 0
+    assert done.retries >= 0 and isinstance(done.accepted, bool)
     assert first.forward_passes >= 1 and first.backward_passes >= 1
     start = method.objective(x, y)
     for _ in range(50):
@@ -45,6 +79,51 @@ def test_every_method_lowers_its_objective_within_50_steps(name):
     end = float(method.objective(x, y))
     assert end < 0.8 * float(start)
     assert float(stats.resolved().objective) == pytest.approx(end, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_rejects_unknown_hyperparameters_naming_them(name):
+    with pytest.raises(ValueError) as error:
+        optimizers.make(name, stage_model(), no_such_knob=1)
+    message = str(error.value)
+    assert "no_such_knob" in message and repr(name) in message
+    for field in optimizers.hparams_class(name).names():  # and what is allowed
+        assert field in message
+    with pytest.raises(ValueError, match=rf"\['no_such_knob'\] for optimizer '{name}'"):
+        optimizers.effective_hparams(name, no_such_knob=1)
+
+
+@pytest.mark.parametrize(("name", "field"), FIELDS)
+def test_every_hyperparameter_rejects_a_bad_value_naming_field_and_value(name, field):
+    _, spec = optimizers.hparams_class(name).specs()[field]
+    bad = bad_value(spec)
+    with pytest.raises(ValueError) as error:
+        optimizers.make(name, stage_model(), **{field: bad})
+    message = str(error.value)
+    assert message.startswith(f"{field} must be {spec.allowed()}")
+    assert message.endswith(f"got {bad!r}")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_effective_hparams_list_every_field_with_its_value(name):
+    fields = optimizers.hparams_class(name).names()
+    defaults = optimizers.effective_hparams(name)
+    assert list(defaults) == fields
+    assert defaults == optimizers.hyperparameters(name)
+    given = settings(name)
+    effective = optimizers.effective_hparams(name, **given)
+    assert list(effective) == fields
+    assert effective == {**defaults, **given}
+    method = optimizers.make(name, stage_model(), **given)
+    assert method.hp.as_dict() == effective
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_runtime_options_are_kept_apart_from_hyperparameters(name):
+    runtime = set(optimizers.runtime_options(name))
+    assert {"chunk_size", "loss_fn"} <= runtime
+    assert not runtime & set(optimizers.hparams_class(name).names())
+    assert ("cuda_graph" in runtime) == (name.endswith("-graph") or name == "bsqh-fast")
 
 
 def test_prox_sgd_is_a_gradient_step_followed_by_the_shared_prox():
@@ -100,36 +179,51 @@ def test_chunked_gradient_methods_equal_one_pass():
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(*results, strict=True))
 
 
-BAD_BSQH = [
-    ({"eps": 0.0}, "eps must be > 0, got 0.0"),
-    ({"eps": -1.0}, "eps must be > 0"),
-    ({"sigma": 1.0}, "sigma must be > 1.0, got 1.0"),
-    ({"zeta": 1.0}, "zeta must lie in the open interval (0.0, 1.0), got 1.0"),
-    ({"zeta": 0.0}, "zeta must lie in the open interval"),
-    ({"eta": -0.1}, "eta must be >= 0, got -0.1"),
-    ({"beta": -1.0}, "beta must be >= 0, got -1.0"),
-    ({"gamma": -1e-3}, "gamma must be >= 0"),
-    ({"inner_steps": 0}, "inner_steps must be an integer >= 1, got 0"),
-    ({"inner_steps": 1.5}, "inner_steps must be an integer >= 1, got 1.5"),
-    ({"sweep": "diagonal"}, "sweep must be one of ['sequential', 'parallel'], got 'diagonal'"),
-    ({"penalty": "l3"}, "penalty must be one of ['l0', 'l1'], got 'l3'"),
-    ({"max_retries": -1}, "max_retries must be an integer >= 0"),
-    ({"eps_min": 2.0, "eps_max": 1.0}, "eps_min must be <= eps_max"),
-    ({"eps": float("nan")}, "eps must be finite"),
+BAD_HPARAMS = [
+    ("bsqh", {"eps": 0.0}, "eps must be a finite number > 0, got 0.0"),
+    ("bsqh", {"eps": float("nan")}, "eps must be a finite number > 0, got nan"),
+    ("bsqh", {"sigma": 1.0}, "sigma must be a finite number > 1, got 1.0"),
+    ("bsqh", {"zeta": 1.0}, "zeta must be a finite number > 0 and < 1, got 1.0"),
+    ("bsqh", {"inner_steps": 1.5}, "inner_steps must be an integer >= 1, got 1.5"),
+    ("bsqh", {"sweep": "diagonal"}, "sweep must be one of ['sequential', 'parallel']"),
+    ("bsqh", {"penalty": "l3"}, "penalty must be one of ['l0', 'l1'], got 'l3'"),
+    ("bsqh", {"eps_min": 2.0, "eps_max": 1.0}, "eps_min must be <= eps_max, got eps_min=2.0"),
+    ("bsqh-fast", {"max_retries": 3}, "max_retries must be 0 for bsqh-fast"),
+    ("sgd", {"nesterov": True}, "nesterov=True needs momentum > 0, got momentum=0"),
+    ("prox-adam-l0", {"beta2": 1.0}, "beta2 must be a finite number >= 0 and < 1, got 1.0"),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), BAD_BSQH)
-def test_bad_bsqh_hyperparameters_raise_value_error(kwargs, message):
+@pytest.mark.parametrize(("name", "kwargs", "message"), BAD_HPARAMS)
+def test_bad_hyperparameters_and_cross_field_rules_raise_value_error(name, kwargs, message):
     with pytest.raises(ValueError) as error:
-        BSQH(stage_model(), **kwargs)
+        optimizers.make(name, stage_model(), **kwargs)
     assert message in str(error.value)
+
+
+def test_hparams_are_frozen_and_the_fast_mode_applies_its_rules_to_any_bsqh_config():
+    hp = optimizers.BSQHHParams(eps=0.3)
+    with pytest.raises(AttributeError):
+        hp.eps = 1.0
+    assert optimizers.hyperparameters("bsqh")["max_retries"] > 0
+    assert FastBSQHHParams().max_retries == 0
+    fast = optimizers.FastBSQH(stage_model(), optimizers.BSQHHParams(eps=0.3, max_retries=0))
+    assert isinstance(fast.hp, FastBSQHHParams) and fast.hp.eps == 0.3
+    with pytest.raises(ValueError, match=r"max_retries must be 0 for bsqh-fast.*got 20"):
+        optimizers.FastBSQH(stage_model(), optimizers.BSQHHParams())
+
+
+def test_bad_runtime_options_raise():
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got 0"):
+        optimizers.make("bsqh", stage_model(), chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got 0"):
+        optimizers.make("sgd", stage_model(), chunk_size=0)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "prox-sgd-l0", "prox-sgd-l1", "prox-adam-l0"])
 @pytest.mark.parametrize("lr", [0.0, -0.5])
 def test_non_positive_learning_rate_raises(name, lr):
-    with pytest.raises(ValueError, match=rf"lr must be > 0, got {lr}"):
+    with pytest.raises(ValueError, match=rf"lr must be a finite number > 0, got {lr}"):
         optimizers.make(name, stage_model(), lr=lr)
 
 

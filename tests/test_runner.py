@@ -13,7 +13,7 @@ from bench.records import load_records
 from bench.runner import cell_key, cells_dir, run_suite
 from bench.suites import SuiteError, load_suite
 from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
-from optimizers import register
+from optimizers import SGDHParams, register
 from optimizers.registry import _METHODS
 
 CPU = torch.device("cpu")
@@ -172,9 +172,10 @@ def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch)
 class _NanAfterThree:
     """A method whose objective turns NaN at its fourth step (tests divergence handling)."""
 
-    def __init__(self, model, *, lr: float = 0.1):
+    def __init__(self, model, hp=None):
         self.model = model
-        self.inner = __import__("optimizers").make("sgd", model, lr=lr)
+        self.hp = hp if hp is not None else SGDHParams()
+        self.inner = __import__("optimizers").make("sgd", model, **self.hp.as_dict())
         self.steps = 0
 
     def step(self, x, y):
@@ -192,7 +193,7 @@ class _NanAfterThree:
 
 @pytest.fixture
 def nan_method():
-    register("test-nan-after-three")(_NanAfterThree)
+    register("test-nan-after-three", hparams=SGDHParams)(_NanAfterThree)
     yield "test-nan-after-three"
     _METHODS.pop("test-nan-after-three")
 
@@ -305,7 +306,7 @@ def test_bad_suite_files_name_the_file_and_key(tmp_path, body, message):
         ),
         (
             '[[methods]]\nname = "bsqh"\nbatch_size = 8\nhparams = { eps = -1.0 }\n',
-            "methods[0].hparams': eps must be > 0, got -1.0",
+            "methods[0].hparams': eps must be a finite number > 0, got -1.0",
         ),
         (
             '[[methods]]\nname = "bsqh"\nbatch_size = 8\nhparams = "tuned:nope"\n',

@@ -395,7 +395,7 @@ def test_every_method_has_a_valid_space() -> None:
         for mode in ("minibatch", "fullbatch"):
             space_for(method, mode).validate()
     assert space_for("bsqh").fixed == {"max_retries": 5}
-    if "bsqh-fast" in tunable_methods():  # the fast path (optimizers/fast.py) has no retries
+    if "bsqh-fast" in tunable_methods():  # the fast mode has no retries
         assert space_for("bsqh-fast").fixed == {"max_retries": 0}
         assert space_for("bsqh-fast").names() == space_for("bsqh").names()
     assert "max_retries" not in space_for("bsqh", "fullbatch").fixed

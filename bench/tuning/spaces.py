@@ -281,7 +281,7 @@ _SPACES: dict[str, tuple[Param, ...]] = {
 }
 
 
-#: Fast-path variants (``optimizers/fast.py``) search the space of the method they
+#: Fast-path variants (``bsqh-fast``, ``<method>-graph``) search the space of the method they
 #: reimplement, so a study of a variant is comparable with one of the reference; only
 #: fixed values they cannot take differ (``bsqh-fast`` has no retries). Any registered
 #: ``<method>-graph`` is a variant of ``<method>``.
