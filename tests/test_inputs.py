@@ -217,8 +217,8 @@ def test_valid_model_option_loads(tmp_path: Path) -> None:
     [
         ("{ chunk_size = 100 }", r"hparams.chunk_size': is set by the runner"),
         ("{ loss_fn = 1 }", r"hparams.loss_fn': is set by the runner"),
-        ("{ lr = inf }", r"hparams': lr must be finite"),
-        ("{ lr = nan }", r"hparams': lr must be finite"),
+        ("{ lr = inf }", r"hparams': lr must be a finite number > 0, got inf"),
+        ("{ lr = nan }", r"hparams': lr must be a finite number > 0, got nan"),
         ("{ lrr = 0.1 }", r"hparams': .*lrr"),
         ("{ lr = 1e40 }", r"hparams.lr': 1e\+40 does not fit in float32"),
     ],
