@@ -33,8 +33,11 @@ batch (about twice bSQH's adjoint memory when rho > 0); ``chunk_size`` bounds th
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +75,9 @@ class Linearisation:
 class EMSA:
     """E-MSA with an L0 prox; ``step(x, y)`` is one outer iteration (see the module docstring)."""
 
+    #: Hyperparameters under which the method learns the tests' tiny problem.
+    test_hparams: ClassVar[dict[str, Any]] = {"inner_lr": 0.3}
+
     def __init__(
         self,
         model: nn.Sequential,
@@ -92,7 +98,9 @@ class EMSA:
         self.l0 = make_regularizer("l0", beta=hp.beta)  # the nonsmooth part, by prox
         self._prox_factors = self.l0.prox_factors(hp.inner_lr)
         self.stages: list[nn.Module] = list(model)
-        self.stage_params = [[p for p in s.parameters() if p.requires_grad] for s in self.stages]
+        self.stage_params: list[list[Tensor]] = [
+            [p for p in s.parameters() if p.requires_grad] for s in self.stages
+        ]
         self.param_stages = [l for l, group in enumerate(self.stage_params) if group]
         if not self.param_stages:
             raise ValueError("model has no trainable parameters: nothing for E-MSA to optimise")
@@ -142,7 +150,7 @@ class EMSA:
                     Linearisation({i: states[i].detach() for i in kept}, costates, weight)
                 )
             scaled = [g * (weight / n) for g in grads[len(wanted) :]]
-            ascent = scaled if ascent is None else torch._foreach_add(ascent, scaled)
+            ascent = scaled if ascent is None else list(torch._foreach_add(ascent, scaled))
             part = weighted(loss.detach(), weight)
             total = part if total is None else total + part
         assert total is not None and ascent is not None
@@ -153,9 +161,11 @@ class EMSA:
         total: list[Tensor] | None = None
         for record in records:
             with torch.enable_grad():
-                value = sum(self._stage_terms(l, record) for l in self.param_stages)
+                value = functools.reduce(
+                    operator.add, (self._stage_terms(l, record) for l in self.param_stages)
+                )
             grads = list(torch.autograd.grad(value, self.params))
-            total = grads if total is None else torch._foreach_add(total, grads)
+            total = grads if total is None else list(torch._foreach_add(total, grads))
         assert total is not None
         return self._with_l2(total)
 

@@ -33,6 +33,7 @@ objective ``J = loss + R``; it does not shrink R.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,14 @@ def pruned_count(sparsity: float, size: int) -> int:
 class GMP:
     """Gradual magnitude pruning on top of SGD-momentum or Adam; see the module docstring."""
 
+    #: Hyperparameters under which the method learns the tests' tiny problem.
+    test_hparams: ClassVar[dict[str, Any]] = {
+        "lr": 0.2,
+        "final_sparsity": 0.5,
+        "end_step": 40,
+        "frequency": 10,
+    }
+
     def __init__(
         self,
         model: nn.Module,
@@ -154,10 +163,10 @@ class GMP:
         self.loss_fn = loss_fn
         self.post_step_loss = bool(post_step_loss)
         self.regularizer = make_regularizer("l0", beta=hp.beta, gamma=hp.gamma)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("model has no trainable parameters")
-        self.prunable = [p for p in self.params if is_prunable(p)]
+        self.prunable: list[Tensor] = [p for p in self.params if is_prunable(p)]
         self.schedule = self._schedule(hp, total_steps)
         self.optimizer: torch.optim.Optimizer = (
             torch.optim.SGD(self.params, lr=hp.lr, momentum=hp.momentum)
@@ -200,7 +209,8 @@ class GMP:
         with torch.no_grad():
             torch._foreach_copy_(self._previous, self.params)
             if self.masks is not None:
-                torch._foreach_mul_([p.grad for p in self.prunable], self.masks)
+                grads = [p.grad for p in self.prunable if p.grad is not None]
+                torch._foreach_mul_(grads, self.masks)
         self.optimizer.step()
         if self.masks is not None:
             with torch.no_grad():
@@ -248,7 +258,7 @@ class GMP:
             _mask_smallest(joint, flat, pruned_count(target, flat.numel()))
             torch._foreach_copy_(
                 self.masks, [part.view_as(m) for part, m in zip(
-                    joint.split([m.numel() for m in self.masks]), self.masks, strict=True
+                    torch.split(joint, [m.numel() for m in self.masks]), self.masks, strict=True
                 )]
             )  # fmt: skip
         torch._foreach_mul_(self.prunable, self.masks)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,9 @@ def deterministic_gate(log_alpha: Tensor) -> Tensor:
 class L0HardConcrete:
     """Hard-concrete L0 gates trained with Adam; see the module docstring."""
 
+    #: Hyperparameters under which the method learns the tests' tiny problem.
+    test_hparams: ClassVar[dict[str, Any]] = {"lr": 0.05}
+
     def __init__(
         self,
         model: nn.Module,
@@ -117,7 +121,7 @@ class L0HardConcrete:
         self.trained = [*self.theta, *self.log_alpha, *self.others]
         self.optimizer = torch.optim.Adam(self.trained, lr=hp.lr)
         # tau measures the move of the weights the model evaluates with (theta * z_hat).
-        self.visible = [*self.gated, *self.others]
+        self.visible: list[Tensor] = [*self.gated, *self.others]
         self._previous = [torch.empty_like(p) for p in self.visible]
         self.write_test_weights()
 
@@ -176,13 +180,13 @@ class L0HardConcrete:
                     for a, u in zip(self.log_alpha, noise, strict=True)
                 ]
                 chunk_loss = weighted(self.loss_fn(self._gated_forward(xc, gates), yc), weight)
-            chunk_loss.backward()
+            torch.autograd.backward(chunk_loss)
             loss = chunk_loss.detach() if loss is None else loss + chunk_loss.detach()
         assert loss is not None
         with torch.enable_grad():
             penalty = self.penalty()
         if penalty.requires_grad:
-            penalty.backward()
+            torch.autograd.backward(penalty)
         if not self.post_step_loss:
             objective = loss + penalty.detach()
         with torch.no_grad():
@@ -212,7 +216,8 @@ class L0HardConcrete:
             name: theta * z
             for name, theta, z in zip(self.gated_names, self.theta, gates, strict=True)
         }
-        return functional_call(self.model, weights, (x,))
+        out: Tensor = functional_call(self.model, weights, (x,))
+        return out
 
 
 def _uniform_open(like: Tensor) -> Tensor:
