@@ -216,7 +216,9 @@ def beta_hparam() -> Any:
 
 def gamma_hparam() -> Any:
     """The ``gamma`` field: weight of the L2 part of R."""
-    return hparam(0.0, "weight of the L2 term gamma/2 |w|^2 of R", low=0.0)
+    return hparam(
+        0.0, "weight of the L2 term of R, gamma/2 times the sum of squared weights", low=0.0
+    )
 
 
 def penalty_hparam() -> Any:
