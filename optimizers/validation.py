@@ -23,43 +23,11 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
-def positive(name: str, value: float) -> float:
-    """Return ``value`` as float if it is > 0."""
-    value = _finite(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
-
-
 def non_negative(name: str, value: float) -> float:
     """Return ``value`` as float if it is >= 0."""
     value = _finite(name, value)
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return value
-
-
-def greater_than(name: str, value: float, bound: float) -> float:
-    """Return ``value`` as float if it is strictly above ``bound``."""
-    value = _finite(name, value)
-    if value <= bound:
-        raise ValueError(f"{name} must be > {bound}, got {value!r}")
-    return value
-
-
-def open_interval(name: str, value: float, low: float, high: float) -> float:
-    """Return ``value`` as float if ``low < value < high``."""
-    value = _finite(name, value)
-    if not low < value < high:
-        raise ValueError(f"{name} must lie in the open interval ({low}, {high}), got {value!r}")
-    return value
-
-
-def half_open_interval(name: str, value: float, low: float, high: float) -> float:
-    """Return ``value`` as float if ``low <= value < high``."""
-    value = _finite(name, value)
-    if not low <= value < high:
-        raise ValueError(f"{name} must lie in [{low}, {high}), got {value!r}")
     return value
 
 
