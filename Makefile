@@ -10,7 +10,7 @@ DEVICE ?= auto
 OUT ?= results
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean bench data ui tune dashboard perf gpu-check
+.PHONY: install test test-slow test-all docs lint clean bench data ui tune dashboard perf gpu-check
 
 install: $(STAMP)
 
@@ -21,7 +21,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,postgres,dashboard]'
 	@touch $(STAMP)
 
+# `make test`: everything but the tests marked slow (subprocess kills, whole suites);
+# `make test-slow`: those; `make test-all`: both. CI runs both.
 test: install
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+test-all: install
 	$(PY) -m pytest
 
 lint: install
@@ -29,6 +37,9 @@ lint: install
 	$(VENV)/bin/ruff format --check bench optimizers tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict optimizers
+
+docs: install
+	$(PY) -m bench.docs
 
 data: install
 	$(PY) -m bench data --dataset fashion-mnist
