@@ -411,3 +411,35 @@ def test_empty_suite_still_writes_every_file(tmp_path: Path) -> None:
     assert pd.read_csv(paths.curves_csv).empty
     assert paths.figures == []
     assert "No cells were recorded." in paths.report_md.read_text()
+
+
+def test_comparison_files_and_sections(report) -> None:
+    """targets.csv covers every finished cell x grid target; the profile is a share."""
+    from bench.report.profiles import ACCURACY_GRID, PROFILE_TAUS, SPARSITY_GRID
+
+    paths, records = report
+    finished = [r for r in records if r.status == "finished"]
+    targets = pd.read_csv(paths.targets_csv)
+    assert len(targets) == len(finished) * len(ACCURACY_GRID) * len(SPARSITY_GRID)
+    # bsqh-full seed 0 reaches accuracy 0.85 at evaluation 2 (t = 2 s), where its sparsity
+    # is 0.6 * 2 / 4 = 0.3: the joint target (0.85, 0.5) waits for evaluation 4 (t = 4 s).
+    row = targets[
+        (targets["key"] == "digits-lenet-bsqh-full-s0")
+        & (targets["accuracy"] == 0.85)
+        & (targets["sparsity"] == 0.5)
+    ]
+    assert row["time_s"].tolist() == [4.0]
+    profile = pd.read_csv(paths.profile_csv)
+    assert set(profile["tau"]) == set(PROFILE_TAUS)
+    assert profile["rho"].between(0, 1).all()
+    for _, part in profile.groupby("method"):
+        assert part.sort_values("tau")["rho"].is_monotonic_increasing
+    text = paths.report_md.read_text()
+    ci = section(text, "## Medians with confidence intervals")
+    bsqh = table_row(section(ci, "### digits × lenet"), "bsqh-full")
+    # median of 0.91, 0.93, 0.89 is 0.91, and its bootstrap interval stays in the range
+    assert bsqh[1] == "3" and bsqh[2].startswith("0.910 [0.890, 0.9")
+    assert "## Joint time-to-target" in text and "## Performance profile" in text
+    assert (paths.report_md.parent / "figures" / "performance_profile.png").read_bytes()[
+        :8
+    ] == PNG_MAGIC
