@@ -23,10 +23,12 @@ from pathlib import Path
 
 import optimizers
 from bench.environment import DEVICES, resolve_device
+from bench.locking import LockHeld
 from bench.records import load_records
 from bench.report import write_report
 from bench.report.significance import bootstrap_median_ci
 from bench.runner import cell_key, cells_dir, run_suite, suite_dir
+from bench.safe_files import OutputWriteError
 from bench.suites import MethodSpec, Suite, SuiteError, load_suite
 from bench.tuning import matched
 from bench.tuning.settings import SettingError, load_setting, resolve_setting_path
@@ -136,7 +138,13 @@ def run(args: argparse.Namespace) -> int:
         f"Accuracy at matched sparsity for setting {setting.name}: picked on validation, "
         f"retrained with seeds {base.seeds}, evaluated on test. {base.description}",
     )
-    outcome = run_suite(suite, args.out, resolve_device(args.device), progress=not args.no_progress)
+    try:
+        outcome = run_suite(
+            suite, args.out, resolve_device(args.device), progress=not args.no_progress
+        )
+    except (LockHeld, OutputWriteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     wanted = {cell_key(cell) for cell in suite.cells()}
     records = [r for r in load_records(cells_dir(args.out, name)) if r.key in wanted]
     if records:

@@ -108,8 +108,8 @@ def _write_into(
     method_rows = method_table(runs, curves, target_accuracy)
     figures = draw_figures(runs, curves, figures_dir) if len(runs) else []
     compared = comparison.compute(runs, curves)
-    paths.targets_csv = out_dir / "targets.csv"
-    paths.profile_csv = out_dir / "profile.csv"
+    paths.targets_csv = folder / "targets.csv"
+    paths.profile_csv = folder / "profile.csv"
     compared.times.to_csv(paths.targets_csv, index=False)
     comparison.target_summary(compared).to_csv(paths.profile_csv, index=False)
     profile_figure = comparison.draw_profile(
@@ -131,11 +131,12 @@ def _write_into(
         comparison_lines=[
             *comparison.confidence_section(method_rows),
             *comparison.targets_section(compared),
-            *comparison.profile_section(compared, profile_figure, out_dir),
+            *comparison.profile_section(compared, profile_figure, folder),
         ],
     )
     paths.report_md.write_text(text, encoding="utf-8")
-    for path in [paths.runs_csv, paths.curves_csv, paths.report_md, *paths.figures]:
+    tables = [paths.runs_csv, paths.curves_csv, paths.targets_csv, paths.profile_csv]
+    for path in [*tables, paths.report_md, *paths.figures]:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
     return paths
@@ -150,7 +151,7 @@ def _swap_in(staging: Path, out_dir: Path, staged: ReportPaths) -> ReportPaths:
             old = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-old-"))
             final.replace(old / FIGURES_DIR)
         (staging / FIGURES_DIR).replace(final)
-        for name in ("runs.csv", "curves.csv", "REPORT.md"):
+        for name in ("runs.csv", "curves.csv", "targets.csv", "profile.csv", "REPORT.md"):
             (staging / name).replace(out_dir / name)
         fsync_dir(out_dir)
     except OSError as error:
@@ -166,5 +167,7 @@ def _swap_in(staging: Path, out_dir: Path, staged: ReportPaths) -> ReportPaths:
         runs_csv=out_dir / "runs.csv",
         curves_csv=out_dir / "curves.csv",
         report_md=out_dir / "REPORT.md",
+        targets_csv=out_dir / "targets.csv",
+        profile_csv=out_dir / "profile.csv",
         figures=[final / p.name for p in staged.figures],
     )
