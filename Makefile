@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 # override, e.g. `make install TORCH="torch torchvision"`, to take another one.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 SUITE ?= quick
+# Suites `make bench` runs after SUITE: the quick suite's full-batch panel (digits).
+PANELS_quick ?= quick-fullbatch
 DEVICE ?= auto
 OUT ?= results
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow test-all docs lint clean bench data ui tune dashboard perf gpu-check
+.PHONY: install test test-slow test-all docs lint clean bench data ui tune matched dashboard perf gpu-check
 
 install: $(STAMP)
 
@@ -47,12 +49,19 @@ data: install
 bench: install data
 	$(PY) -m bench run --suite $(SUITE) --device $(DEVICE) --out $(OUT)
 	$(PY) -m bench report --suite $(SUITE) --out $(OUT)
+	@for panel in $(PANELS_$(SUITE)); do \
+		$(PY) -m bench run --suite $$panel --device $(DEVICE) --out $(OUT) && \
+		$(PY) -m bench report --suite $$panel --out $(OUT) || exit 1; \
+	done
 
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(OUT)/mlflow.db} --host 127.0.0.1 --port 5000
 
 tune: install data
 	$(PY) -m bench tune-all --setting quick --out $(OUT)
+
+matched: install data
+	$(PY) -m bench matched --setting quick --out $(OUT)
 
 dashboard: install
 	$(VENV)/bin/optuna-dashboard $${OPTUNA_STORAGE:-sqlite:///$(OUT)/optuna.db} --host 127.0.0.1 --port 8080

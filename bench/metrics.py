@@ -47,6 +47,7 @@ class Probe(Protocol):
     rejected: int
     accepted_steps: int
     accepted_increases: int
+    checked_steps: int
     forward: float
     backward: float
     eps: float | None
@@ -232,8 +233,17 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "accepted_increases",
-        "full-batch only: accepted steps whose objective rose (must be 0 for bSQH)",
+        "full-batch only: checked accepted steps whose objective rose (must be 0 for bSQH)",
         final=lambda p: p.accepted_increases if p.fullbatch else None,
+        integer=True,
+        fmt=",.0f",
+    ),
+    Metric(
+        "checked_steps",
+        "full-batch only: accepted steps whose objective was measured after the step and "
+        "compared with the previous one (a method run with post_step_loss=False reports the "
+        "iterate before its step, so its steps are not checked: 0)",
+        final=lambda p: p.checked_steps if p.fullbatch else None,
         integer=True,
         fmt=",.0f",
     ),

@@ -85,6 +85,7 @@ class _Counters:
     backward: float = 0.0
     accepted_increases: int = 0
     accepted_steps: int = 0
+    checked_steps: int = 0
     eps: float | None = None
     last_objective: float | None = None
     device_seconds: float = 0.0
@@ -303,8 +304,8 @@ def _absorb(pending: list[optimizers.StepStats], counters: _Counters, fullbatch:
             raise Diverged(f"objective is {stats.objective} at a training step")
         if fullbatch and stats.accepted and stats.after_step:
             previous = counters.last_objective
-            if previous is not None and stats.objective > previous + INCREASE_TOLERANCE * abs(
-                previous
-            ):
-                counters.accepted_increases += 1
+            if previous is not None:
+                counters.checked_steps += 1
+                if stats.objective > previous + INCREASE_TOLERANCE * abs(previous):
+                    counters.accepted_increases += 1
             counters.last_objective = stats.objective

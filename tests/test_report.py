@@ -78,6 +78,7 @@ def make_record(
     status: str = "finished",
     accuracies: list[float] | None = None,
     accepted_increases: int = 0,
+    checked: bool = True,
     error: str | None = None,
 ) -> CellRecord:
     """A cell as the runner would record it; a failed cell has no curve and no summary."""
@@ -99,6 +100,10 @@ def make_record(
         if OPTIMIZER[method] == "bsqh":
             summary.update(attempts=40 + seed, rejected_attempts=3 + seed)
             summary["accepted_increases"] = accepted_increases
+            # the descent check ran on every accepted step, unless ``checked`` is False
+            summary["checked_steps"] = (
+                (37 if checked else 0) if MODE[method] == "fullbatch" else None
+            )
     if status == "failed":
         curve = []
     key = f"{dataset}-{model}-{method}-s{seed}"
@@ -333,7 +338,11 @@ def test_claims_count_accepted_increases_and_rejections(report) -> None:
     bsqh = [r for r in records if r.config["method"] == "bsqh"]
     accepted = sum(r.summary["attempts"] - r.summary["rejected_attempts"] for r in bsqh)
     line = next(line for line in claims.splitlines() if "never increased" in line)
-    assert f"**holds** (0 increases over {accepted} accepted steps in {len(bsqh)} runs)" in line
+    checked = sum(r.summary["checked_steps"] for r in bsqh)
+    assert (
+        f"**holds** (0 increases over {checked} checked accepted steps ({accepted} accepted) "
+        f"in {len(bsqh)} runs)"
+    ) in line
 
     rejected = sum(r.summary["rejected_attempts"] for r in bsqh)
     attempts = sum(r.summary["attempts"] for r in bsqh)
@@ -341,8 +350,13 @@ def test_claims_count_accepted_increases_and_rejections(report) -> None:
     assert f"{100 * rejected / attempts:.1f}% ({rejected} of {attempts})" in line
 
     line = next(line for line in claims.splitlines() if "Most accurate method on digits" in line)
-    # bSQH's worst seed (0.89) is above SGD's best (0.84): a clear winner.
-    assert "bsqh-full" in line and "**holds**" in line
+    # bSQH's worst seed (0.89) is above SGD's best (0.84), yet with 3 against 3 seeds the
+    # exact two-sided test cannot go below p = 2 / C(6, 3) = 0.1: no verdict at 0.05.
+    assert "bsqh-full" in line and "**no significant difference at p <= 0.05**" in line
+    assert "U = 9, p = 0.1 " in line and "smallest p attainable with 3 vs 3 seeds is 0.1" in line
+    # The second dataset has two seeds only: no verdict at all.
+    line = next(line for line in claims.splitlines() if "Most accurate method on fashion" in line)
+    assert "**not applicable**" in line  # one method there
     line = next(
         line for line in claims.splitlines() if "within 1 point" in line and "digits" in line
     )
@@ -397,3 +411,35 @@ def test_empty_suite_still_writes_every_file(tmp_path: Path) -> None:
     assert pd.read_csv(paths.curves_csv).empty
     assert paths.figures == []
     assert "No cells were recorded." in paths.report_md.read_text()
+
+
+def test_comparison_files_and_sections(report) -> None:
+    """targets.csv covers every finished cell x grid target; the profile is a share."""
+    from bench.report.profiles import ACCURACY_GRID, PROFILE_TAUS, SPARSITY_GRID
+
+    paths, records = report
+    finished = [r for r in records if r.status == "finished"]
+    targets = pd.read_csv(paths.targets_csv)
+    assert len(targets) == len(finished) * len(ACCURACY_GRID) * len(SPARSITY_GRID)
+    # bsqh-full seed 0 reaches accuracy 0.85 at evaluation 2 (t = 2 s), where its sparsity
+    # is 0.6 * 2 / 4 = 0.3: the joint target (0.85, 0.5) waits for evaluation 4 (t = 4 s).
+    row = targets[
+        (targets["key"] == "digits-lenet-bsqh-full-s0")
+        & (targets["accuracy"] == 0.85)
+        & (targets["sparsity"] == 0.5)
+    ]
+    assert row["time_s"].tolist() == [4.0]
+    profile = pd.read_csv(paths.profile_csv)
+    assert set(profile["tau"]) == set(PROFILE_TAUS)
+    assert profile["rho"].between(0, 1).all()
+    for _, part in profile.groupby("method"):
+        assert part.sort_values("tau")["rho"].is_monotonic_increasing
+    text = paths.report_md.read_text()
+    ci = section(text, "## Medians with confidence intervals")
+    bsqh = table_row(section(ci, "### digits × lenet"), "bsqh-full")
+    # median of 0.91, 0.93, 0.89 is 0.91, and its bootstrap interval stays in the range
+    assert bsqh[1] == "3" and bsqh[2].startswith("0.910 [0.890, 0.9")
+    assert "## Joint time-to-target" in text and "## Performance profile" in text
+    assert (paths.report_md.parent / "figures" / "performance_profile.png").read_bytes()[
+        :8
+    ] == PNG_MAGIC

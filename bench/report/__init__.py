@@ -1,9 +1,11 @@
 """The report stage of ``make bench``: cell records in, CSV files, figures and REPORT.md out.
 
 Modules, one job each: ``frames`` flattens records into the runs and curves tables,
-``stats`` computes medians, spreads and seed bands, ``claims`` checks statements against
-the numbers, ``figures`` draws the PNGs and ``markdown`` writes the text. Only this module
-touches the file system layout of a report.
+``stats`` computes medians, spreads and seed bands, ``significance`` bootstrap intervals
+and rank tests, ``profiles`` joint time-to-target and performance profiles, ``claims``
+checks statements against the numbers, ``figures`` draws the PNGs, ``markdown`` writes
+the text and ``comparison`` the sections that compare methods with their uncertainty.
+Only this module touches the file system layout of a report.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.records import CellRecord
+from bench.report import comparison
 from bench.report.claims import Claim, compute_claims
 from bench.report.figures import FigureFile, draw_figures
 from bench.report.frames import curves_frame, runs_frame
@@ -45,6 +48,8 @@ class ReportPaths:
     runs_csv: Path
     curves_csv: Path
     report_md: Path
+    targets_csv: Path | None = None
+    profile_csv: Path | None = None
     figures: list[Path] = field(default_factory=list)
 
 
@@ -102,7 +107,17 @@ def _write_into(
 
     method_rows = method_table(runs, curves, target_accuracy)
     figures = draw_figures(runs, curves, figures_dir) if len(runs) else []
+    compared = comparison.compute(runs, curves)
+    paths.targets_csv = folder / "targets.csv"
+    paths.profile_csv = folder / "profile.csv"
+    compared.times.to_csv(paths.targets_csv, index=False)
+    comparison.target_summary(compared).to_csv(paths.profile_csv, index=False)
+    profile_figure = comparison.draw_profile(
+        compared, list(runs["method"]), figures_dir / f"{comparison.PROFILE_KIND}.png"
+    )
     paths.figures = [f.path for f in figures]
+    if profile_figure is not None:
+        paths.figures.append(profile_figure.path)
     text = render_report(
         suite=suite,
         description=description,
@@ -113,9 +128,15 @@ def _write_into(
         figures=figures,
         report_dir=folder,
         target_accuracy=target_accuracy,
+        comparison_lines=[
+            *comparison.confidence_section(method_rows),
+            *comparison.targets_section(compared),
+            *comparison.profile_section(compared, profile_figure, folder),
+        ],
     )
     paths.report_md.write_text(text, encoding="utf-8")
-    for path in [paths.runs_csv, paths.curves_csv, paths.report_md, *paths.figures]:
+    tables = [paths.runs_csv, paths.curves_csv, paths.targets_csv, paths.profile_csv]
+    for path in [*tables, paths.report_md, *paths.figures]:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
     return paths
@@ -130,7 +151,7 @@ def _swap_in(staging: Path, out_dir: Path, staged: ReportPaths) -> ReportPaths:
             old = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-old-"))
             final.replace(old / FIGURES_DIR)
         (staging / FIGURES_DIR).replace(final)
-        for name in ("runs.csv", "curves.csv", "REPORT.md"):
+        for name in ("runs.csv", "curves.csv", "targets.csv", "profile.csv", "REPORT.md"):
             (staging / name).replace(out_dir / name)
         fsync_dir(out_dir)
     except OSError as error:
@@ -146,5 +167,7 @@ def _swap_in(staging: Path, out_dir: Path, staged: ReportPaths) -> ReportPaths:
         runs_csv=out_dir / "runs.csv",
         curves_csv=out_dir / "curves.csv",
         report_md=out_dir / "REPORT.md",
+        targets_csv=out_dir / "targets.csv",
+        profile_csv=out_dir / "profile.csv",
         figures=[final / p.name for p in staged.figures],
     )

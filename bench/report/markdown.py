@@ -17,6 +17,7 @@ from bench.metrics import TABLE_METRICS, TARGET_COLUMN, Metric
 from bench.report.claims import Claim
 from bench.report.figures import FigureFile
 from bench.report.frames import HP_PREFIX
+from bench.report.significance import ALPHA, MIN_SEEDS, TEST_NAME
 from bench.report.stats import FINISHED, GROUP_COLUMNS, NOT_FINISHED
 
 DASH = "–"
@@ -222,7 +223,10 @@ def claims_section(claims: Sequence[Claim]) -> list[str]:
         "",
         "Computed from the records on every report. Verdicts: *holds* / *does not hold* "
         "for yes-or-no statements, *measured* for a figure or a selection, *not applicable* "
-        "when no record bears on it.",
+        "when no record bears on it. A comparison of methods needs at least "
+        f"{MIN_SEEDS} finished seeds of each, else its verdict is *too few seeds (n=k)*; "
+        f"it is decided by the {TEST_NAME} (test accuracies of the seeds) at p ≤ {ALPHA:g}, "
+        "with the p-value in the evidence; *no significant difference* otherwise.",
         "",
     ]
     lines += [c.markdown() for c in claims] or ["No claims: no cells were recorded."]
@@ -296,14 +300,16 @@ def render_report(
     figures: Sequence[FigureFile],
     report_dir: Path,
     target_accuracy: float | None,
+    comparison_lines: Sequence[str] = (),
 ) -> str:
-    """The whole REPORT.md text."""
+    """The whole REPORT.md text; ``comparison_lines`` go between the results and claims."""
     lines = [f"# Benchmark report: {suite}", ""]
     if description.strip():
         lines += [description.strip(), ""]
     if not runs.empty:
         lines += setup_section(runs) + methods_section(runs)
     lines += results_section(method_rows, figures, report_dir, target_accuracy)
+    lines += list(comparison_lines)
     lines += claims_section(claims)
     lines += unfinished_section(runs, curves)
     return "\n".join(lines).rstrip() + "\n"

@@ -97,6 +97,8 @@ def method_table(
             "acc_min": float(present.min()) if len(present) else math.nan,
             "acc_max": float(present.max()) if len(present) else math.nan,
             "acc_spread": half_range(accuracy),
+            **_ci_columns("acc", accuracy),
+            **_ci_columns("sparsity", done["sparsity"]),
             **{
                 f"{m.name}_median": median(done[m.name])
                 for m in METRICS
@@ -120,6 +122,14 @@ def method_table(
             row["target_missed"] = len(times) - len(reached)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _ci_columns(prefix: str, values: pd.Series) -> dict[str, float]:
+    """``<prefix>_ci_low`` / ``<prefix>_ci_high``: the percentile bootstrap CI of the median."""
+    from bench.report.significance import bootstrap_median_ci
+
+    _, low, high = bootstrap_median_ci(values)
+    return {f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
 
 
 def _seed_series(cells: pd.DataFrame, y: str) -> list[tuple[np.ndarray, np.ndarray]]:
