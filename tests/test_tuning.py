@@ -479,3 +479,31 @@ def test_a_worker_waits_for_trials_running_elsewhere_and_replaces_dead_ones(
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert [t.number for t in failed] == [elsewhere.number]
     assert "died" in failed[0].user_attrs["error"]
+
+
+def _large_result_worker(index: int, results) -> None:
+    """A spawned worker whose result is far larger than a pipe's buffer (~64 KiB)."""
+    from bench.tuning.study import WorkerOutcome
+
+    results.put((index, WorkerOutcome(ran=1, notes=["x" * 400_000]), None))
+
+
+def test_worker_results_are_drained_before_joining() -> None:
+    """Joining a worker before reading its large result would wait forever."""
+    import multiprocessing
+    import threading
+
+    from bench.tuning.study import collect_results
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_large_result_worker, args=(i, results)) for i in range(2)]
+    for process in processes:
+        process.start()
+    outcome = []
+    collector = threading.Thread(target=lambda: outcome.append(collect_results(processes, results)))
+    collector.start()
+    collector.join(timeout=120)
+    assert not collector.is_alive(), "collect_results deadlocked on a large worker result"
+    assert outcome[0].ran == 2 and not outcome[0].gave_up
+    assert [len(n) for n in outcome[0].notes] == [400_000, 400_000]

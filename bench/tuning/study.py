@@ -632,23 +632,22 @@ def run_workers(plan: StudyPlan, workers: int, data: DataSplits | None = None) -
     ]
     for process in processes:
         process.start()
+    return collect_results(processes, results)
+
+
+def collect_results(processes: list[Any], results: Any) -> WorkerOutcome:
+    """Sum the workers' outcomes from ``results`` while they run, then join them.
+
+    A worker whose result never arrives counts as died (``gave_up``, with its exit code).
+    """
+    workers = len(processes)
     total = WorkerOutcome()
-    try:
-        for process in processes:
-            process.join()
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-                process.join()
-    reported = set()
-    while True:
-        try:
-            index, outcome, error = results.get(timeout=1)
-        except queue.Empty:
-            break
+    reported: set[int] = set()
+
+    def absorb(item: tuple[int, WorkerOutcome | None, str | None]) -> None:
+        index, outcome, error = item
         reported.add(index)
-        if error is not None:
+        if error is not None or outcome is None:
             total.gave_up = True
             total.notes.append(f"worker {index} stopped with {error}")
         else:
@@ -656,6 +655,28 @@ def run_workers(plan: StudyPlan, workers: int, data: DataSplits | None = None) -
             total.failed += outcome.failed
             total.gave_up |= outcome.gave_up
             total.notes.extend(outcome.notes)
+
+    try:
+        # Drain while the workers run: a child's exit waits until its queue feeder has
+        # flushed the result into the pipe, so joining before reading can deadlock once
+        # results outgrow the pipe's buffer.
+        while len(reported) < workers and any(p.is_alive() for p in processes):
+            try:
+                absorb(results.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    while len(reported) < workers:  # results flushed just before the last exits
+        try:
+            absorb(results.get(timeout=1))
+        except queue.Empty:
+            break
     for index, process in enumerate(processes):
         if index not in reported:
             total.gave_up = True
