@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .common import GradientStyleMethod, trainable_parameters
 from .graphs import graphed_variant
 from .hparams import HParams, hparam
-from .passes import LossFn, batch_loss, loss_and_gradients, split_batch, squared_distance
+from .passes import LossFn, loss_and_gradients, split_batch
 from .registry import register
 from .regularizers import Regularizer, beta_hparam, gamma_hparam, make_regularizer
 from .stats import StepStats
@@ -68,7 +69,7 @@ class AdamHParams(HParams):
     gamma: float = gamma_hparam()
 
 
-class GradientMethod:
+class GradientMethod(GradientStyleMethod):
     """Shared step of the torch.optim based methods; subclasses choose optimizer and prox."""
 
     #: Name of the regularizer whose prox runs after each step (None: no prox).
@@ -76,32 +77,29 @@ class GradientMethod:
     #: Hyperparameters under which the method learns the tests' tiny problem.
     test_hparams: ClassVar[dict[str, Any]] = {}
     method_name: ClassVar[str]
+    #: The hyperparameters used when the constructor is given none.
+    default_hparams: ClassVar[type[SGDHParams] | type[AdamHParams]]
+    hp: SGDHParams | AdamHParams
 
     def __init__(
         self,
         model: nn.Module,
-        hp: SGDHParams | AdamHParams,
+        hp: SGDHParams | AdamHParams | None = None,
         *,
-        chunk_size: int | None,
-        loss_fn: LossFn,
-        post_step_loss: bool,
+        chunk_size: int | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+        post_step_loss: bool = True,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        self.hp = hp = hp if hp is not None else self.default_hparams()
+        self.model = validation.torch_module(model)
         self.lr = hp.lr
         self.regularizer: Regularizer = make_regularizer(
             self.prox_penalty or "l0", beta=hp.beta, gamma=hp.gamma
         )
-        self.chunk_size = validation.chunk_size(chunk_size)
-        self.loss_fn = loss_fn
-        self.post_step_loss = bool(post_step_loss)
-        self.params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("model has no trainable parameters")
+        self._set_runtime(chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss)
+        self.params: list[Tensor] = trainable_parameters(model)
         self.optimizer = self._make_optimizer(self.params)
-        # Where each step keeps the parameters it started from (for tau), allocated once.
-        self._previous = [torch.empty_like(p) for p in self.params]
+        self._track(self.params)
 
     def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -113,36 +111,14 @@ class GradientMethod:
         for p in self.params:
             p.copy_(self.regularizer.prox_param(p, p, self.lr))
 
-    def objective(self, x: Tensor, y: Tensor) -> Tensor:
-        """J(w) = mean loss + R(w) on (x, y) at the current parameters (no graph)."""
-        chunks = split_batch(x, y, self.chunk_size)
-        return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
-
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         chunks = split_batch(x, y, self.chunk_size)
         loss = loss_and_gradients(self.model, self.params, chunks, self.loss_fn)
-        if not self.post_step_loss:  # report the iterate the forward pass saw
-            objective = loss + self.regularizer.value(self.params)
-        with torch.no_grad():
-            torch._foreach_copy_(self._previous, self.params)
+        objective = self._objective_before(loss)  # the iterate the forward pass saw
+        self._remember()
         self.optimizer.step()
         self._apply_prox()
-        tau = squared_distance(self.params, self._previous)
-        if self.post_step_loss:
-            loss = batch_loss(self.model, chunks, self.loss_fn)
-            objective = loss + self.regularizer.value(self.params)
-        forward = 2.0 if self.post_step_loss else 1.0
-        return StepStats(
-            loss=loss,
-            objective=objective,
-            accepted=True,
-            eps=None,
-            tau=tau,
-            retries=0,
-            forward_passes=forward,
-            backward_passes=1.0,
-            after_step=self.post_step_loss,
-        )
+        return self._report(chunks, loss, objective, self._moved())
 
 
 @register("sgd", hparams=SGDHParams, runtime=RUNTIME)
@@ -150,20 +126,8 @@ class SGD(GradientMethod):
     """Plain SGD (optionally with heavy-ball or Nesterov momentum); R is reported only."""
 
     test_hparams: ClassVar[dict[str, Any]] = {"lr": 0.5}
-
-    def __init__(
-        self,
-        model: nn.Module,
-        hp: SGDHParams | None = None,
-        *,
-        chunk_size: int | None = None,
-        loss_fn: LossFn = F.cross_entropy,
-        post_step_loss: bool = True,
-    ) -> None:
-        self.hp = hp if hp is not None else SGDHParams()
-        super().__init__(
-            model, self.hp, chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss
-        )
+    default_hparams = SGDHParams
+    hp: SGDHParams
 
     def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.SGD(
@@ -176,20 +140,8 @@ class Adam(GradientMethod):
     """Adam (optionally with decoupled weight decay, AdamW); R is reported only."""
 
     test_hparams: ClassVar[dict[str, Any]] = {"lr": 0.02}
-
-    def __init__(
-        self,
-        model: nn.Module,
-        hp: AdamHParams | None = None,
-        *,
-        chunk_size: int | None = None,
-        loss_fn: LossFn = F.cross_entropy,
-        post_step_loss: bool = True,
-    ) -> None:
-        self.hp = hp if hp is not None else AdamHParams()
-        super().__init__(
-            model, self.hp, chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss
-        )
+    default_hparams = AdamHParams
+    hp: AdamHParams
 
     def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(

@@ -57,9 +57,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .common import ChunkedMethod
 from .graphs import BatchIdentity, GraphedStep, shape_key
 from .hparams import HParams, hparam
-from .passes import LossFn, batch_loss, split_batch, weighted
+from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import (
     beta_hparam,
@@ -160,7 +161,7 @@ class _Attempt:
 
 
 @register("bsqh", hparams=BSQHHParams, runtime=("chunk_size", "loss_fn"))
-class BSQH:
+class BSQH(ChunkedMethod):
     """bSQH optimizer; ``step(x, y)`` performs one iteration on the batch (x, y).
 
     Full-batch mode passes the whole training set to ``step``; ``chunk_size`` bounds the
@@ -186,8 +187,7 @@ class BSQH:
         self.hp = hp if hp is not None else BSQHHParams()
         self.model = validation.sequential_model(model)
         self.regularizer = make_regularizer(self.hp.penalty, beta=self.hp.beta, gamma=self.hp.gamma)
-        self.chunk_size = validation.chunk_size(chunk_size)
-        self.loss_fn = loss_fn
+        self._set_runtime(chunk_size=chunk_size, loss_fn=loss_fn)  # reports after the step
 
         self.stages: list[nn.Module] = list(self.model)
         self.stage_params: list[list[Tensor]] = [
@@ -232,11 +232,6 @@ class BSQH:
     @eps.setter
     def eps(self, value: float) -> None:
         self._eps.fill_(float(value))  # in place: captured graphs keep reading it
-
-    def objective(self, x: Tensor, y: Tensor) -> Tensor:
-        """J(u) = mean loss + R(u) on (x, y) at the current parameters (no graph)."""
-        chunks = split_batch(x, y, self.chunk_size)
-        return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         """One iteration with same-batch retries: the reference mode (host loop)."""

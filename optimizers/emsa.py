@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .common import GradientStyleMethod
 from .hparams import HParams, hparam
-from .passes import LossFn, batch_loss, split_batch, squared_distance, weighted
+from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import is_prunable, make_regularizer
 from .stats import StepStats
@@ -72,7 +73,7 @@ class Linearisation:
 
 
 @register("emsa", hparams=EMSAHParams, runtime=("chunk_size", "loss_fn", "post_step_loss"))
-class EMSA:
+class EMSA(GradientStyleMethod):
     """E-MSA with an L0 prox; ``step(x, y)`` is one outer iteration (see the module docstring)."""
 
     #: Hyperparameters under which the method learns the tests' tiny problem.
@@ -89,11 +90,7 @@ class EMSA:
     ) -> None:
         self.model = validation.sequential_model(model)
         self.hp = hp = hp if hp is not None else EMSAHParams()
-        if chunk_size is not None:
-            validation.integer_at_least("chunk_size", chunk_size, 1)
-        self.chunk_size = chunk_size
-        self.loss_fn = loss_fn
-        self.post_step_loss = bool(post_step_loss)
+        self._set_runtime(chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss)
         self.regularizer = make_regularizer("l0", beta=hp.beta, gamma=hp.gamma)  # J's R
         self.l0 = make_regularizer("l0", beta=hp.beta)  # the nonsmooth part, by prox
         self._prox_factors = self.l0.prox_factors(hp.inner_lr)
@@ -105,13 +102,9 @@ class EMSA:
         if not self.param_stages:
             raise ValueError("model has no trainable parameters: nothing for E-MSA to optimise")
         self.params = [p for l in self.param_stages for p in self.stage_params[l]]
-        self._previous = [torch.empty_like(p) for p in self.params]
+        self._track(self.params)
 
     # ---------------------------------------------------------------- public API
-    def objective(self, x: Tensor, y: Tensor) -> Tensor:
-        """J = mean loss + R at the current parameters (no graph)."""
-        chunks = split_batch(x, y, self.chunk_size)
-        return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
 
     def linearise(
         self, x: Tensor, y: Tensor, *, keep: bool = True
@@ -171,30 +164,21 @@ class EMSA:
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         loss, records, ascent = self.linearise(x, y, keep=self.hp.inner_steps > 1)
-        if not self.post_step_loss:
-            objective = loss + self.regularizer.value(self.params)
-        with torch.no_grad():
-            torch._foreach_copy_(self._previous, self.params)
+        objective = self._objective_before(loss)
+        self._remember()
         for j in range(self.hp.inner_steps):
             direction = ascent if j == 0 else self.hamiltonian_gradients(records)
             self._prox_ascent(direction)
-        tau = squared_distance(self.params, self._previous)
-        if self.post_step_loss:
-            loss = batch_loss(self.model, split_batch(x, y, self.chunk_size), self.loss_fn)
-            objective = loss + self.regularizer.value(self.params)
         later = self.hp.inner_steps - 1
         # Later inner steps run every parametrised stage once forward and, for rho > 0,
         # backward through the double-backward graph (about three backward passes).
-        return StepStats(
-            loss=loss,
-            objective=objective,
-            accepted=True,
-            eps=None,
-            tau=tau,
-            retries=0,
-            forward_passes=1.0 + later + (1.0 if self.post_step_loss else 0.0),
+        return self._report(
+            split_batch(x, y, self.chunk_size),
+            loss,
+            objective,
+            self._moved(),
+            forward_passes=1.0 + later,
             backward_passes=1.0 + later * (3.0 if self.hp.rho > 0 else 1.0),
-            after_step=self.post_step_loss,
         )
 
     # ---------------------------------------------------------------- internals

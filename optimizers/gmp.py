@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .common import GradientStyleMethod, trainable_parameters
 from .hparams import HParams, hparam
-from .passes import LossFn, batch_loss, loss_and_gradients, split_batch, squared_distance
+from .passes import LossFn, loss_and_gradients, split_batch
 from .registry import register
 from .regularizers import is_prunable, make_regularizer
 from .stats import StepStats
@@ -130,7 +131,7 @@ def pruned_count(sparsity: float, size: int) -> int:
 @register(
     "gmp", hparams=GMPHParams, runtime=("chunk_size", "loss_fn", "post_step_loss", "total_steps")
 )
-class GMP:
+class GMP(GradientStyleMethod):
     """Gradual magnitude pruning on top of SGD-momentum or Adam; see the module docstring."""
 
     #: Hyperparameters under which the method learns the tests' tiny problem.
@@ -151,21 +152,13 @@ class GMP:
         post_step_loss: bool = True,
         total_steps: int | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = validation.torch_module(model)
         self.hp = hp = hp if hp is not None else GMPHParams()
-        self.model = model
-        if chunk_size is not None:
-            validation.integer_at_least("chunk_size", chunk_size, 1)
+        self._set_runtime(chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss)
         if total_steps is not None:
             validation.integer_at_least("total_steps", total_steps, 1)
-        self.chunk_size = chunk_size
-        self.loss_fn = loss_fn
-        self.post_step_loss = bool(post_step_loss)
         self.regularizer = make_regularizer("l0", beta=hp.beta, gamma=hp.gamma)
-        self.params: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("model has no trainable parameters")
+        self.params: list[Tensor] = trainable_parameters(model)
         self.prunable: list[Tensor] = [p for p in self.params if is_prunable(p)]
         self.schedule = self._schedule(hp, total_steps)
         self.optimizer: torch.optim.Optimizer = (
@@ -175,7 +168,7 @@ class GMP:
         )
         self.masks: list[Tensor] | None = None  # none before the first pruning step
         self.steps = 0
-        self._previous = [torch.empty_like(p) for p in self.params]
+        self._track(self.params)
 
     def _schedule(self, hp: GMPHParams, total_steps: int | None) -> CubicSchedule:
         begin, end = hp.begin_step, hp.end_step
@@ -196,19 +189,13 @@ class GMP:
                 )
         return CubicSchedule(hp.initial_sparsity, hp.final_sparsity, begin, end, hp.frequency)
 
-    def objective(self, x: Tensor, y: Tensor) -> Tensor:
-        """J(w) = mean loss + R(w) on (x, y) at the current parameters (no graph)."""
-        chunks = split_batch(x, y, self.chunk_size)
-        return batch_loss(self.model, chunks, self.loss_fn) + self.regularizer.value(self.params)
-
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         chunks = split_batch(x, y, self.chunk_size)
         loss = loss_and_gradients(self.model, self.params, chunks, self.loss_fn)
-        if not self.post_step_loss:
-            objective = loss + self.regularizer.value(self.params)
-        with torch.no_grad():
-            torch._foreach_copy_(self._previous, self.params)
-            if self.masks is not None:
+        objective = self._objective_before(loss)
+        self._remember()
+        if self.masks is not None:
+            with torch.no_grad():
                 grads = [p.grad for p in self.prunable if p.grad is not None]
                 torch._foreach_mul_(grads, self.masks)
         self.optimizer.step()
@@ -218,21 +205,7 @@ class GMP:
         if self.schedule.prunes_at(self.steps):
             self.prune(self.schedule.sparsity(self.steps))
         self.steps += 1
-        tau = squared_distance(self.params, self._previous)
-        if self.post_step_loss:
-            loss = batch_loss(self.model, chunks, self.loss_fn)
-            objective = loss + self.regularizer.value(self.params)
-        return StepStats(
-            loss=loss,
-            objective=objective,
-            accepted=True,
-            eps=None,
-            tau=tau,
-            retries=0,
-            forward_passes=2.0 if self.post_step_loss else 1.0,
-            backward_passes=1.0,
-            after_step=self.post_step_loss,
-        )
+        return self._report(chunks, loss, objective, self._moved())
 
     @torch.no_grad()
     def prune(self, target: float) -> None:

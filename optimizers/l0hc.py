@@ -41,8 +41,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import validation
+from .common import GradientStyleMethod, trainable_named_parameters
 from .hparams import HParams, hparam
-from .passes import LossFn, batch_loss, split_batch, squared_distance, weighted
+from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import is_prunable
 from .stats import StepStats
@@ -85,7 +86,7 @@ def deterministic_gate(log_alpha: Tensor) -> Tensor:
 
 
 @register("l0-hc", hparams=L0HCHParams, runtime=("chunk_size", "loss_fn", "post_step_loss"))
-class L0HardConcrete:
+class L0HardConcrete(GradientStyleMethod):
     """Hard-concrete L0 gates trained with Adam; see the module docstring."""
 
     #: Hyperparameters under which the method learns the tests' tiny problem.
@@ -100,18 +101,10 @@ class L0HardConcrete:
         loss_fn: LossFn = F.cross_entropy,
         post_step_loss: bool = True,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = validation.torch_module(model)
         self.hp = hp = hp if hp is not None else L0HCHParams()
-        self.model = model
-        if chunk_size is not None:
-            validation.integer_at_least("chunk_size", chunk_size, 1)
-        self.chunk_size = chunk_size
-        self.loss_fn = loss_fn
-        self.post_step_loss = bool(post_step_loss)
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError("model has no trainable parameters")
+        self._set_runtime(chunk_size=chunk_size, loss_fn=loss_fn, post_step_loss=post_step_loss)
+        named = trainable_named_parameters(model)
         self.gated_names = [n for n, p in named if is_prunable(p)]
         self.gated = [p for n, p in named if is_prunable(p)]  # hold theta * z_hat
         self.others = [p for n, p in named if not is_prunable(p)]  # trained as they are
@@ -122,7 +115,7 @@ class L0HardConcrete:
         self.optimizer = torch.optim.Adam(self.trained, lr=hp.lr)
         # tau measures the move of the weights the model evaluates with (theta * z_hat).
         self.visible: list[Tensor] = [*self.gated, *self.others]
-        self._previous = [torch.empty_like(p) for p in self.visible]
+        self._track(self.visible)
         self.write_test_weights()
 
     # ---------------------------------------------------------------- public API
@@ -149,11 +142,10 @@ class L0HardConcrete:
                 start=self.trained[0].new_zeros(()),
             )
 
-    def objective(self, x: Tensor, y: Tensor) -> Tensor:
-        """Loss of the model as evaluated (test-time gates) plus the penalty (no graph)."""
-        chunks = split_batch(x, y, self.chunk_size)
+    def _penalty(self) -> Tensor:
+        """The reported objective is the evaluated model's loss plus ``penalty()`` (no graph)."""
         with torch.no_grad():
-            return batch_loss(self.model, chunks, self.loss_fn) + self.penalty()
+            return self.penalty()
 
     def sample_gates(self) -> list[Tensor]:
         """Fresh training gates, one hard-concrete sample per weight."""
@@ -187,28 +179,11 @@ class L0HardConcrete:
             penalty = self.penalty()
         if penalty.requires_grad:
             torch.autograd.backward(penalty)
-        if not self.post_step_loss:
-            objective = loss + penalty.detach()
-        with torch.no_grad():
-            torch._foreach_copy_(self._previous, self.visible)
+        objective = None if self.post_step_loss else loss + penalty.detach()
+        self._remember()
         self.optimizer.step()
         self.write_test_weights()
-        tau = squared_distance(self.visible, self._previous)
-        if self.post_step_loss:
-            loss = batch_loss(self.model, chunks, self.loss_fn)
-            with torch.no_grad():
-                objective = loss + self.penalty()
-        return StepStats(
-            loss=loss,
-            objective=objective,
-            accepted=True,
-            eps=None,
-            tau=tau,
-            retries=0,
-            forward_passes=2.0 if self.post_step_loss else 1.0,
-            backward_passes=1.0,
-            after_step=self.post_step_loss,
-        )
+        return self._report(chunks, loss, objective, self._moved())
 
     # ---------------------------------------------------------------- internals
     def _gated_forward(self, x: Tensor, gates: Sequence[Tensor]) -> Tensor:

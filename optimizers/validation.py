@@ -63,3 +63,10 @@ def sequential_model(model: object) -> nn.Sequential:
     if len(model) == 0:
         raise ValueError("model must be a non-empty torch.nn.Sequential, got one with no stages")
     return model
+
+
+def torch_module(model: object) -> nn.Module:
+    """Every method trains a ``torch.nn.Module``; anything else fails before any pass runs."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
