@@ -150,6 +150,7 @@ def test_sequential_sweep_uses_updated_states_and_old_adjoints():
     assert not torch.allclose(got[4], gd[4], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_full_batch_descent_eps_rules_and_objective():
     model = stage_model(seed=3)
     x, y = learnable_data(n=128)
@@ -197,6 +198,7 @@ def test_all_attempts_rejected_keeps_parameters_and_reports_current_objective():
     assert stats.objective == pytest.approx(independent_objective(model, x, y, 0, 0), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_sparsity_rises_with_beta_and_beta_zero_keeps_every_weight():
     x, y = learnable_data(n=128)
     results = []

@@ -143,6 +143,7 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     assert loaded.methods[0].tuned_from == "tiny-bsqh"
 
 
+@pytest.mark.slow
 def test_resume_adds_trials_up_to_n(setting_file: Path, out: Path) -> None:
     args = ("--method", "sgd", "--study", "resume")
     assert tune(setting_file, out, *args, "--trials", "2") == 0
@@ -173,6 +174,7 @@ def test_crashed_trial_is_failed_with_its_error_and_not_counted(
     assert len(finished(study)) == 3
 
 
+@pytest.mark.slow
 def test_two_workers_on_a_journal_reach_exactly_n(setting_file: Path, out: Path) -> None:
     code = tune(
         setting_file, out, "--method", "sgd", "--study", "pair", "--trials", "4", "--workers", "2"
@@ -456,6 +458,7 @@ def test_orphaned_running_trials_are_failed(tmp_path: Path) -> None:
     assert "no worker claimed it" in study.trials[0].user_attrs["error"]
 
 
+@pytest.mark.slow
 def test_a_worker_waits_for_trials_running_elsewhere_and_replaces_dead_ones(
     setting_file: Path, out: Path
 ) -> None:
@@ -488,6 +491,7 @@ def _large_result_worker(index: int, results) -> None:
     results.put((index, WorkerOutcome(ran=1, notes=["x" * 400_000]), None))
 
 
+@pytest.mark.slow
 def test_worker_results_are_drained_before_joining() -> None:
     """Joining a worker before reading its large result would wait forever."""
     import multiprocessing
