@@ -187,6 +187,10 @@ def system_metrics(
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.finish()
+                if monitor._logging_step == 0:  # shorter than one interval: log one sample
+                    monitor.collect_metrics()
+                    monitor.publish_metrics(monitor.aggregate_metrics())
+                    monitor.mlflow_logger.flush()
 
 
 # --------------------------------------------------------------------------- models
@@ -209,23 +213,41 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
     with torch.no_grad():
         output = cpu_model(example.detach().to("cpu")).numpy()
     signature = infer_signature(example_np, output)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            info = mlflow.pytorch.log_model(
-                cpu_model,
-                name=MODEL_NAME,
-                run_id=run_id,
-                input_example=example_np,
-                signature=signature,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                serialization_format="pickle",  # torch.export costs seconds per model
-            )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # It warns on every pickle-format save; the format is chosen on purpose (see below).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    with _tracking_uri(tracking_uri), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pytorch.log_model(
+            cpu_model,
+            name=MODEL_NAME,
+            run_id=run_id,
+            input_example=example_np,
+            signature=signature,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            serialization_format="pickle",  # torch.export costs seconds per model
+        )
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API pointed at ``uri`` for a block, then exactly as before.
+
+    ``mlflow.pytorch.log_model`` has no client argument; ``mlflow.set_tracking_uri``
+    would also rewrite ``MLFLOW_TRACKING_URI`` in this process's environment, which the
+    bench reads to find its store, so both are restored.
+    """
+    from mlflow.tracking._tracking_service import utils
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with utils._use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:
@@ -240,9 +262,5 @@ def load_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
     import mlflow
     import mlflow.pytorch
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
+    with _tracking_uri(tracking_uri):
         return mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    finally:
-        mlflow.set_tracking_uri(previous)

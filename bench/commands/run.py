@@ -47,6 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="list the cells, their keys, which are done, and the estimated time; train nothing",
     )
+    parser.add_argument(
+        "--no-models",
+        action="store_true",
+        help="do not save each finished cell's network as an MLflow model (large sweeps)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -69,7 +74,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--device {args.device}: {error}") from None
     # The ledger, MLflow store and report go here: fail now, not after a cell trained.
     ensure_writable_dir(args.out, "output folder", flag="--out")
-    outcome = run_suite(suite, args.out, device, only=args.only, progress=not args.no_progress)
+    outcome = run_suite(
+        suite,
+        args.out,
+        device,
+        only=args.only,
+        progress=not args.no_progress,
+        models=not args.no_models,
+    )
     print(
         f"suite {suite.name}: {outcome.ran} cells run, {outcome.skipped} already done, "
         f"{outcome.diverged} diverged, {outcome.failed} failed"
