@@ -135,20 +135,21 @@ def run_suite(
     )
     with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
+        data = DataCache(device)
+        existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
+        for cell, done in zip(cells, existing, strict=True):
+            if done is None or done.status not in DONE:
+                data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
         with guard.deferred():
             outcome.sync = sync_ledger(sink, ledger, suite.name)
         guard.check()
         if outcome.sync.pushed or outcome.sync.closed:
             print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
         env = environment(device)
-        data = DataCache(device)
-        existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
-        for cell, done in zip(cells, existing, strict=True):
-            if done is None or done.status not in DONE:
-                data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
         bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell", disable=not progress)
-        for cell, done in zip(bar, existing, strict=True):
+        for cell in bar:
             key = cell_key(cell)
+            done = load_record(ledger / f"{key}.json")  # as the sync left it
             if done is not None and done.status in DONE:
                 outcome.skipped += 1
                 outcome.unsynced += not done.mlflow_synced
