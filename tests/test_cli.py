@@ -37,6 +37,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_with_status_2(tmp_path: Path) -> None:
     line = one_error_line(bench("run", "--suite", "smok", "--out", str(tmp_path)))
     assert "'smok'" in line and "smoke" in line  # names the bad value and the allowed ones
@@ -52,6 +53,7 @@ def test_user_mistakes_are_one_line_with_status_2(tmp_path: Path) -> None:
     assert str(bad) in line and "epochz" in line and "epochs" in line
 
 
+@pytest.mark.slow
 def test_cuda_without_cuda_and_missing_data_file(tmp_path: Path) -> None:
     line = one_error_line(
         bench("run", "--suite", "smoke", "--device", "cuda", "--out", str(tmp_path / "o"))
@@ -86,6 +88,7 @@ def test_console_script_shows_its_own_name() -> None:
     assert program_name(str(ROOT / "bench" / "__main__.py")) == "python -m bench"
 
 
+@pytest.mark.slow
 def test_list_and_dry_run(tmp_path: Path) -> None:
     from bench.runner import cell_key
     from bench.suites import load_suite
