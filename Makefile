@@ -10,6 +10,9 @@ SUITE ?= quick
 PANELS_quick ?= quick-fullbatch
 DEVICE ?= auto
 OUT ?= results
+# `make ui`: the port, and the output folder whose mlflow.db the UI shows.
+PORT ?= 5000
+STORE ?= $(OUT)
 STAMP := $(VENV)/.installed
 
 .PHONY: install test test-slow test-all docs lint clean bench data ui tune matched dashboard perf gpu-check
@@ -54,8 +57,10 @@ bench: install data
 		$(PY) -m bench report --suite $$panel --out $(OUT) || exit 1; \
 	done
 
+# One worker: a single user on a laptop needs no more, and it starts in seconds.
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(OUT)/mlflow.db} --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
+		--host 127.0.0.1 --port $(PORT) --workers 1
 
 tune: install data
 	$(PY) -m bench tune-all --setting quick --out $(OUT)

@@ -72,6 +72,9 @@ class Metric:
     column: int = 0  # position among the REPORT.md columns
     spread: bool = False  # the table shows "median ± spread" over seeds
     figure: str | None = None  # y-axis label of a curve figure against device time
+    # False when values of methods with different penalties are not comparable (J = CE +
+    # R, R the method's own): the figure then gets one panel per penalty family.
+    comparable: bool = True
     mlflow: bool = True  # logged as an MLflow metric
 
     @property
@@ -116,13 +119,15 @@ METRICS: tuple[Metric, ...] = (
         "J = mean cross-entropy + R(w) on the training-evaluation set, R of the method's penalty",
         compute=lambda p: float(p.method.objective(p.eval_x, p.eval_y)),
         fmt=".4g",
-        figure="objective J (train-eval set)",
+        figure="objective J = CE + R (train-eval set)",
+        comparable=False,
     ),
     Metric(
         "train_loss",
         "mean cross-entropy on the training-evaluation set",
         compute=lambda p: mean_loss(p.model, p.eval_x, p.eval_y),
         fmt=".4g",
+        figure="training cross-entropy (train-eval set)",
     ),
     Metric(
         "val_accuracy",

@@ -76,8 +76,10 @@ class Sink:
         self._tracker: Tracker | None = None
 
     @classmethod
-    def for_output(cls, out_dir: Path, experiment: str) -> Sink:
-        return cls(lambda: Tracker.for_output(out_dir, experiment))
+    def for_output(
+        cls, out_dir: Path, experiment: str, experiment_tags: dict[str, str] | None = None
+    ) -> Sink:
+        return cls(lambda: Tracker.for_output(out_dir, experiment, experiment_tags))
 
     def tracker(self) -> Tracker:
         """The open tracker (raises what MLflow raises when the store cannot be reached)."""
@@ -142,6 +144,28 @@ class RunLog:
     def log_point(self, point: dict[str, Any]) -> None:
         """One evaluation point as metrics at step = its iteration."""
         self.log_metrics(point, step=int(point["iteration"]))
+
+    def log_inputs(self, datasets: Sequence[Any]) -> None:
+        """Dataset inputs (MLflow's *Dataset* column): ``mlflow_meta.dataset_inputs``."""
+        self._call(
+            "log inputs",
+            lambda: self.sink.tracker().client.log_inputs(self.run_id, datasets=list(datasets)),
+        )
+
+    def log_model(self, model: Any, example: Any) -> str | None:
+        """The trained network as the run's MLflow model; its URI, or None on failure."""
+        from bench.mlflow_meta import log_model
+
+        uri = self.sink.tracker().uri if self.synced else None
+        return self._call("log model", lambda: log_model(uri, self.run_id, model, example))
+
+    def system_metrics(self, enabled: bool = True) -> Any:
+        """A context that samples system metrics into this run (nothing if not synced)."""
+        from bench.mlflow_meta import system_metrics
+
+        active = enabled and self.synced and self.run_id is not None
+        uri = self.sink.tracker().uri if active else ""
+        return system_metrics(self.run_id if active else None, uri, enabled=active)
 
     def log_file(self, path: Path) -> None:
         self._call(

@@ -92,6 +92,14 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_description(name: str) -> str:
+    """The first line of the builder's docstring (``bench list``)."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    doc = (_MODELS[name].builder.__doc__ or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
 def build_model(
     name: str, *, in_channels: int, image_size: int, num_classes: int, **options: object
 ) -> nn.Sequential:

@@ -33,6 +33,7 @@ from bench.environment import code_version, environment
 from bench.interrupts import InterruptGuard
 from bench.locking import DriverLock
 from bench.metrics import SUMMARY_FIELDS
+from bench.mlflow_meta import dataset_inputs, experiment_tags
 from bench.mlflow_run import Sink
 from bench.records import CellRecord, load_record
 from bench.suites import Cell, Suite
@@ -42,6 +43,8 @@ from bench.training import TrainingResult, train_cell
 
 #: Statuses a rerun keeps; failed and killed cells run again.
 DONE = ("finished", "diverged")
+#: Samples in a logged model's input example (its signature comes from them).
+MODEL_EXAMPLE_SIZE = 4
 
 
 def cell_key(cell: Cell) -> str:
@@ -110,8 +113,13 @@ def run_suite(
     only: str | None = None,
     progress: bool = True,
     sink: Sink | None = None,
+    models: bool = True,
 ) -> SuiteOutcome:
     """Run the suite's remaining cells under its driver lock (see the module docstring).
+
+    ``models``: save each finished cell's network as its run's MLflow model. The data
+    of every cell still to run is loaded before the first cell trains, so a missing or
+    damaged data file stops the suite at once with the loader's message.
 
     Raises :class:`bench.locking.LockHeld` when another process drives this suite,
     :class:`bench.safe_files.OutputWriteError` when the ledger cannot be written, and
@@ -120,25 +128,35 @@ def run_suite(
     out_dir = Path(out_dir)
     ledger = cells_dir(out_dir, suite.name)
     cells = select(suite.cells(), only)
-    sink = sink or Sink.for_output(out_dir, EXPERIMENT_PREFIX + suite.name)
+    sink = sink or Sink.for_output(
+        out_dir,
+        EXPERIMENT_PREFIX + suite.name,
+        experiment_tags(suite.description or suite.name, {"suite": suite.name}),
+    )
     with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
+        data = DataCache(device)
+        existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
+        for cell, done in zip(cells, existing, strict=True):
+            if done is None or done.status not in DONE:
+                data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
         with guard.deferred():
             outcome.sync = sync_ledger(sink, ledger, suite.name)
         guard.check()
         if outcome.sync.pushed or outcome.sync.closed:
             print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
         env = environment(device)
-        data = DataCache(device)
         bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell", disable=not progress)
         for cell in bar:
             key = cell_key(cell)
-            existing = load_record(ledger / f"{key}.json")
-            if existing is not None and existing.status in DONE:
+            done = load_record(ledger / f"{key}.json")  # as the sync left it
+            if done is not None and done.status in DONE:
                 outcome.skipped += 1
-                outcome.unsynced += not existing.mlflow_synced
+                outcome.unsynced += not done.mlflow_synced
                 continue
-            record = run_cell(cell, key, sink, data, device, env, ledger, guard, progress=progress)
+            record = run_cell(
+                cell, key, sink, data, device, env, ledger, guard, progress=progress, models=models
+            )
             outcome.ran += 1
             outcome.failed += record.status == "failed"
             outcome.diverged += record.status == "diverged"
@@ -159,8 +177,13 @@ def run_cell(
     guard: InterruptGuard | None = None,
     *,
     progress: bool = True,
+    models: bool = True,
 ) -> CellRecord:
-    """Train one cell, write its record, then close its MLflow run; returns the record."""
+    """Train one cell, write its record, then close its MLflow run; returns the record.
+
+    The run gets the cell's dataset splits as inputs, system metrics while it trains,
+    and (``models``) the trained network of a finished cell as its MLflow model.
+    """
     guard = guard or InterruptGuard()
     record = CellRecord(
         key=key, suite=cell.suite, status="failed", config=cell.config(), environment=env
@@ -177,7 +200,11 @@ def run_cell(
     began = time.perf_counter()
     try:
         splits = data.get(cell.dataset, cell.data)
-        result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
+        run.log_inputs(dataset_inputs(cell.dataset, cell.data, splits))
+        with run.system_metrics():
+            result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
+        if models and result.status == "finished" and result.model is not None:
+            run.log_model(result.model, splits.test_x[:MODEL_EXAMPLE_SIZE])
     except KeyboardInterrupt:
         with guard.deferred():
             record.status = "killed"

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import SUMMARY_FIELDS
+from bench.metrics import mlflow_summary_metrics
+from bench.mlflow_meta import cell_description, run_name, standard_tags
 from bench.mlflow_run import (
     CLOSE_REASON_TAG,
     COMPLETE_TAG,
     RunLog,
     Sink,
-    final_metrics,
     short_reason,
     timestamp_tags,
 )
@@ -33,9 +33,15 @@ SYNC_PENDING = "the process stopped before MLflow had the whole record"
 
 
 def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """The run name, params and tags of a cell, all read from its record."""
+    """The run name, params and tags of a cell, all read from its record.
+
+    One name per meaning, in params and tags alike: ``label`` is the suite's name of the
+    method (``bsqh-mb``), ``method`` the registry name (``bsqh``). The short run name
+    (``bsqh-mb/s0``) and the ``seed`` tag show the seed in the run table; the model and
+    dataset are tags and params. Options that are not set (None) are not logged.
+    """
     config, env = record.config, record.environment
-    name = f"{config['label']}/{config['model']}/{config['dataset']}/seed{config['seed']}"
+    name = run_name(config["label"], config["seed"])
     params = {
         **config,
         "device_name": env.get("device_name"),
@@ -44,8 +50,9 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
         "cell_key": record.key,
     }
     tags = {
-        "method": config["label"],
-        "optimizer": config["method"],
+        **standard_tags(git_commit=env.get("git_commit"), description=cell_description(config)),
+        "label": config["label"],
+        "method": config["method"],
         "model": config["model"],
         "dataset": config["dataset"],
         "mode": config["mode"],
@@ -63,7 +70,7 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     error = {"error": record.error, **summary} if record.error else None
     run.finish(
         record.status,
-        metrics=final_metrics(summary, SUMMARY_FIELDS),
+        metrics=mlflow_summary_metrics(summary),
         step=int(summary.get("iterations") or 0),
         tags=timestamp_tags(summary),
         json_artifacts={

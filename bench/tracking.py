@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.locking import file_lock
+from bench.mlflow_meta import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, without_none
 
 EXPERIMENT_PREFIX = "pmp-bench/"
 MAX_PARAM_LENGTH = 6000
@@ -74,6 +75,7 @@ class Tracker:
         experiment: str,
         artifact_root: Path | None = None,
         lock_path: Path | None = None,
+        experiment_tags: dict[str, str] | None = None,
     ) -> None:
         """Open the store and the experiment (created if missing).
 
@@ -94,9 +96,17 @@ class Tracker:
                 )
             else:
                 self.experiment_id = found.experiment_id
+            # The kind tag makes MLflow 3 open the experiment in its model-training view.
+            wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **(experiment_tags or {})}
+            have = found.tags if found is not None else {}
+            for key, value in wanted.items():
+                if have.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
 
     @classmethod
-    def for_output(cls, out_dir: Path, experiment: str) -> Tracker:
+    def for_output(
+        cls, out_dir: Path, experiment: str, experiment_tags: dict[str, str] | None = None
+    ) -> Tracker:
         """The tracker of an output folder: its store, artifact folder and schema lock."""
         out_dir = Path(out_dir)
         return cls(
@@ -104,6 +114,7 @@ class Tracker:
             experiment,
             out_dir / "mlflow-artifacts",
             lock_path=out_dir / SCHEMA_LOCK,
+            experiment_tags=experiment_tags,
         )
 
     def start(
@@ -118,7 +129,7 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         run_id = run.info.run_id
-        flat = flatten("", params)
+        flat = flatten("", without_none(params))
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])

@@ -63,6 +63,9 @@ class TrainingResult:
     curve: list[dict[str, Any]]
     summary: dict[str, Any]
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    # The trained network in its final state (the one the summary was measured on), for
+    # callers that keep it, such as the MLflow model of a cell.
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -286,6 +289,7 @@ def train_cell(
         curve=curve,
         summary=summary,
         layer_sparsity=optimizers.layer_sparsity(model),
+        model=model,
     )
 
 

@@ -75,6 +75,16 @@ def available() -> list[str]:
     return sorted(_METHODS)
 
 
+def description(name: str) -> str:
+    """The first line of the method's class docstring: what ``bench list`` shows."""
+    return _first_line(entry(name).cls.__doc__)
+
+
+def _first_line(doc: str | None) -> str:
+    lines = [line.strip() for line in (doc or "").strip().splitlines()]
+    return lines[0] if lines else ""
+
+
 def entry(name: str) -> Entry:
     """The registry entry of ``name``; unknown names raise ValueError listing the known."""
     if name not in _METHODS:

@@ -17,7 +17,7 @@ import pytest
 from bench.metrics import CURVE_FIELDS, SUMMARY_FIELDS
 from bench.records import CellRecord
 from bench.report import ReportPaths, write_report
-from bench.report.stats import seed_band, spans_decades, time_to_target
+from bench.report.stats import seed_band, spans_decades, target_hit, time_to_target
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TARGET = 0.8
@@ -259,12 +259,16 @@ def test_figures_are_real_pngs(report) -> None:
     names = {p.name for p in paths.figures}
     for stem in ("digits__lenet__", "fashion-mnist__mlp__"):
         for kind in (
-            "objective_vs_time",
-            "test_accuracy_vs_time",
-            "sparsity_vs_time",
+            "train_loss_curves",
+            "test_accuracy_curves",
+            "sparsity_curves",
+            "objective_by_penalty",
             "accuracy_vs_sparsity",
+            "layer_sparsity",
         ):
             assert f"{stem}{kind}.png" in names
+    # J mixes each method's own penalty: never on one shared axis.
+    assert not any("objective_curves" in name or "objective_vs" in name for name in names)
     assert "digits__lenet__bsqh_eps_accept_rate.png" in names
     # No method on fashion-mnist x mlp has eps: that figure is skipped, not drawn empty.
     assert "fashion-mnist__mlp__bsqh_eps_accept_rate.png" not in names
@@ -307,28 +311,58 @@ def test_report_tables_show_medians_of_finished_cells(report) -> None:
     # Accept rate for bSQH only: final accept rate 1 - 0.05 * 4 on every seed.
     assert table_row(digits, "bsqh-full")[-1] == "0.800"
     assert table_row(digits, "sgd-mini")[-1] == "–"
-    assert "](figures/digits__lenet__objective_vs_time.png)" in digits
+    assert "](figures/digits__lenet__objective_by_penalty.png)" in digits
     assert "](figures/digits__lenet__bsqh_eps_accept_rate.png)" in digits
     assert "### fashion-mnist × mlp" in text
 
 
-def test_time_to_target(report) -> None:
+def _expected_target(method: str) -> tuple[list[float], list[float]]:
+    """Per seed: device time and test accuracy where validation accuracy first reaches it."""
+    times, tests = [], []
+    for seed in range(3):
+        accuracies = ACCURACIES[(method, seed)]
+        for i, accuracy in enumerate(accuracies):
+            if curve_point(method, seed, i, accuracy)["val_accuracy"] >= TARGET:
+                times.append(float(i * (seed + 1)))
+                tests.append(accuracy)
+                break
+    return times, tests
+
+
+def test_time_to_target_selects_on_validation_and_reports_test(report) -> None:
     paths, _ = report
-    digits = section(paths.report_md.read_text(), "### digits × lenet")
+    text = paths.report_md.read_text()
+    assert "**validation** accuracy" in text and "**test** accuracy" in text
+    digits = section(text, "### digits × lenet")
     header = table_row(digits, "Method")
-    column = header.index(f"Time to {TARGET:g} [s]")
-    # bSQH reaches 0.8 at evaluation 2 on every seed: times 2 * (seed + 1) = 2, 4, 6.
-    assert table_row(digits, "bsqh-full")[column] == "4.00"
-    # SGD: seed 0 at eval 2 (2 s), seed 1 at eval 3 (6 s), seed 2 never: median 6 s.
-    assert table_row(digits, "sgd-mini")[column] == "6.00; not reached (1/3)"
-    assert table_row(digits, "adam-mini")[column] == "not reached (3/3)"
+    column = header.index(f"Time to val {TARGET:g} [s]")
+    assert header[column + 1] == "Test acc. then"
+    for method in ("bsqh-full", "sgd-mini", "adam-mini"):
+        times, tests = _expected_target(method)
+        row = table_row(digits, method)
+        missed = 3 - len(times)
+        padded = sorted(times + [float("inf")] * missed)
+        if not times:
+            assert row[column] == "not reached (3/3)" and row[column + 1] == "–"
+            continue
+        text_time = f"{padded[1]:.2f}" if padded[1] != float("inf") else ""
+        if missed:
+            assert row[column].endswith(f"not reached ({missed}/3)")
+        if text_time:
+            assert row[column].startswith(text_time)
+        assert row[column + 1] == f"{statistics.median(tests):.3f}"
 
 
-def test_time_to_target_takes_first_crossing() -> None:
+def test_time_to_target_takes_first_crossing_of_validation() -> None:
     curve = pd.DataFrame(
-        {"device_time_s": [0.0, 1.5, 3.0, 4.5], "test_accuracy": [0.2, 0.81, 0.7, 0.9]}
+        {
+            "device_time_s": [0.0, 1.5, 3.0, 4.5],
+            "val_accuracy": [0.2, 0.81, 0.7, 0.9],
+            "test_accuracy": [0.9, 0.5, 0.95, 0.2],  # never used to select the moment
+        }
     )
     assert time_to_target(curve, 0.8) == 1.5
+    assert target_hit(curve, 0.8) == (1.5, 0.5)
     assert time_to_target(curve, 0.95) is None
 
 

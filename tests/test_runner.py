@@ -76,7 +76,7 @@ def test_smoke_suite_records_every_cell_in_mlflow(smoke):
     assert outcome.ran == len(suite.cells()) == 4 and outcome.exit_code == 0
     client, runs = runs_of(out, "smoke")
     assert len(runs) == 4
-    by_method = {r.data.tags["method"]: r for r in runs}
+    by_method = {r.data.tags["label"]: r for r in runs}
     assert set(by_method) == {"sgd", "adam", "prox-sgd-l0", "bsqh"}
     for label, run in by_method.items():
         assert run.info.status == "FINISHED"
@@ -98,10 +98,55 @@ def test_smoke_suite_records_every_cell_in_mlflow(smoke):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"layer_sparsity.json", "curve.json", "cell.png"} <= artifacts
     bsqh = by_method["bsqh"].data.metrics
-    assert 0 < bsqh["accept_rate"] <= 1 and bsqh["final_sparsity"] > 0
-    for run in runs:  # complete runs say so; final figures are numeric summary fields
+    assert 0 < bsqh["accept_rate"] <= 1 and bsqh["sparsity"] > 0
+    for run in runs:  # complete runs say so; summary-only figures are metrics, once
         assert run.data.tags["pmp.complete"] == "true"
-        assert {"final_test_accuracy", "final_iterations"} <= set(run.data.metrics)
+        assert {"iterations", "eval_time_s", "test_accuracy"} <= set(run.data.metrics)
+        assert not [k for k in run.data.metrics if k.startswith("final_") or k.endswith("_at")]
+
+
+def test_smoke_runs_follow_mlflow_conventions(smoke):
+    """What MLflow's UI reads: experiment kind and note, source, user, description,
+    dataset inputs per split, system metrics, the seed and one name per meaning."""
+    suite, out, _ = smoke
+    client, runs = runs_of(out, "smoke")
+    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + "smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == suite.description
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        if params["git_commit"] != "unknown":
+            assert tags["mlflow.source.git.commit"] == params["git_commit"]
+        assert tags["mlflow.source.name"] and tags["mlflow.user"]
+        assert tags["label"] in tags["mlflow.note.content"]
+        assert tags["method"] == params["method"] and tags["label"] == params["label"]
+        assert run.info.run_name == f"{tags['label']}/s0" and tags["seed"] == "0"
+        assert "null" not in params.values() and "chunk_size" not in params
+        inputs = run.inputs.dataset_inputs
+        assert {i.dataset.name for i in inputs} == {"digits"}
+        assert sorted(t.value for i in inputs for t in i.tags) == ["test", "train", "validation"]
+        digests = {i.dataset.digest for i in run.inputs.dataset_inputs}
+        assert len(digests) == 3  # three different splits
+        assert any(k.startswith("system/") for k in run.data.metrics)
+
+
+def test_logged_model_reloads_to_the_recorded_accuracy(smoke):
+    """A finished cell's MLflow model, loaded back, scores the recorded test accuracy."""
+    from bench.data import load_dataset
+    from bench.evaluation import accuracy
+    from bench.mlflow_meta import load_model
+
+    suite, out, _ = smoke
+    _, runs = runs_of(out, "smoke")
+    records = {r.key: r for r in load_records(cells_dir(out, "smoke"))}
+    run = next(r for r in runs if r.data.tags["label"] == "bsqh")
+    (output,) = run.outputs.model_outputs
+    model = load_model(tracking_uri(out), f"models:/{output.model_id}")
+    cell = next(c for c in suite.cells() if c.method.label == "bsqh")
+    splits = load_dataset(cell.dataset, device="cpu", **cell.data)
+    recorded = records[run.data.tags["cell_key"]].summary["test_accuracy"]
+    assert accuracy(model, splits.test_x, splits.test_y) == recorded
+    assert run.data.metrics["test_accuracy"] == recorded
 
 
 def test_ledger_and_rerun_adds_no_runs(smoke):

@@ -104,6 +104,16 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
         done[0].params
     )
     assert study.user_attrs["pmp_bench"]["space_version"] >= 1
+    # Readable metadata, one key each, and the dashboard's note explaining the study.
+    attrs = study.user_attrs
+    assert attrs["method"] == "bsqh" and attrs["objective"] == "pareto"
+    assert attrs["space.eps"].startswith("[") and attrs["space.eps"].endswith("log")
+    assert "never read" in attrs["split"]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / SQLITE_NAME}")
+    system = storage.get_study_system_attrs(storage.get_study_id_from_name("tiny-bsqh"))
+    notes = [v for k, v in system.items() if "note" in k]
+    if notes:  # optuna-dashboard installed (the dashboard extra)
+        assert any("Search space" in json.dumps(v) for v in notes)
 
     # MLflow: one parent run for the study, one nested run per trial.
     client = MlflowClient(tracking_uri(out))
@@ -128,6 +138,8 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
     pareto = json.loads((directory / "pareto.json").read_text())
     assert pareto["front"] and 0 <= pareto["hypervolume"] <= 1
+    summary = json.loads((directory / "summary.json").read_text())
+    assert any("3 trials only (< 20)" in note for note in summary["notes"])
 
     best = json.loads((directory / "best.json").read_text())
     assert best["study"] == "tiny-bsqh" and best["picked_by"]

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.errors import UsageError
 from bench.records import load_records
 from bench.report import write_report
 from bench.runner import cell_key, cells_dir, suite_dir
@@ -35,12 +36,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     current = [r for r in records if r.key in wanted]
     if not current:
-        print(
+        raise UsageError(
             f"no records of suite {suite.name!r} in {cells_dir(args.out, suite.name)}; "
-            f"run `python -m bench run --suite {args.suite} --out {args.out}` first",
-            file=sys.stderr,
+            f"run `python -m bench run --suite {args.suite} --out {args.out}` first"
         )
-        return 2
     missing = len(wanted) - len({r.key for r in current})
     try:
         paths = write_report(

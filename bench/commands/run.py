@@ -1,22 +1,32 @@
-"""``python -m bench run --suite NAME|PATH [--out DIR] [--device ...] [--only PATTERN]``.
+"""``run --suite NAME|PATH [--out DIR] [--device ...] [--only PATTERN] [--dry-run]``.
 
 Exit status: 0 when every cell is recorded and synced to MLflow, 1 when a cell failed or
-MLflow lacks a record (``bench sync`` pushes it later), 2 when another process drives the
-suite or the ledger cannot be written, 130 after Ctrl-C.
+MLflow lacks a record (``bench sync`` pushes it later), 2 for a user's mistake, when
+another process drives the suite or the ledger cannot be written, 130 after Ctrl-C.
+
+``--dry-run`` trains nothing: it lists the cells the command would run, their keys, which
+the ledger already holds (and so would be skipped) and an estimate of the time the rest
+needs, from the budget's device-seconds cap or, for an epochs-only budget, from earlier
+records of the same method, model and dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.environment import DEVICES, resolve_device
-from bench.locking import LockHeld
-from bench.runner import run_suite
-from bench.safe_files import OutputWriteError
-from bench.suites import load_suite
-from bench.writable import PathNotWritable, ensure_writable_dir
+from bench.errors import UsageError
+from bench.records import CellRecord, load_records
+from bench.runner import cell_key, cells_dir, run_suite, select
+from bench.suites import Cell, Suite, load_suite
+from bench.writable import ensure_writable_dir
+
+#: Ledger statuses a rerun skips.
+DONE = ("finished", "diverged")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,22 +42,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run only cells whose name label/model/dataset/seedN matches this glob or substring",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the cells, their keys, which are done, and the estimated time; train nothing",
+    )
+    parser.add_argument(
+        "--no-models",
+        action="store_true",
+        help="do not save each finished cell's network as an MLflow model (large sweeps)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def chosen_cells(suite: Suite, only: str | None) -> list[Cell]:
+    try:
+        return select(suite.cells(), only)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, studies_dir=args.out / "studies")
-    try:  # the ledger, MLflow store and report go here: fail now, not after a cell trained
-        ensure_writable_dir(args.out, "output folder", flag="--out")
-    except PathNotWritable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    device = resolve_device(args.device)
+    cells = chosen_cells(suite, args.only)
+    if args.dry_run:
+        print(dry_run_text(suite, cells, load_records(cells_dir(args.out, suite.name))))
+        return 0
     try:
-        outcome = run_suite(suite, args.out, device, only=args.only, progress=not args.no_progress)
-    except (LockHeld, OutputWriteError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise UsageError(f"--device {args.device}: {error}") from None
+    # The ledger, MLflow store and report go here: fail now, not after a cell trained.
+    ensure_writable_dir(args.out, "output folder", flag="--out")
+    outcome = run_suite(
+        suite,
+        args.out,
+        device,
+        only=args.only,
+        progress=not args.no_progress,
+        models=not args.no_models,
+    )
     print(
         f"suite {suite.name}: {outcome.ran} cells run, {outcome.skipped} already done, "
         f"{outcome.diverged} diverged, {outcome.failed} failed"
@@ -59,3 +93,65 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return outcome.exit_code
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def _similar(cell: Cell, record: CellRecord) -> bool:
+    config = record.config
+    return (config.get("label"), config.get("model"), config.get("dataset")) == (
+        cell.method.label,
+        cell.model,
+        cell.dataset,
+    )
+
+
+def estimate_seconds(cell: Cell, records: Sequence[CellRecord]) -> tuple[float | None, str]:
+    """Seconds one cell should take and where the figure comes from.
+
+    Earlier records of the same method, model and dataset (any code version) give the
+    median wall time; without them, the budget's device-seconds cap bounds the training
+    steps (evaluation comes on top); an epochs-only budget without records has no estimate.
+    """
+    past = [r.wall_time_s for r in records if _similar(cell, r) and r.wall_time_s > 0]
+    if past:
+        return statistics.median(past), "earlier records"
+    cap = cell.budget.get("device_seconds")
+    if cap is not None:
+        return float(cap), "device-seconds budget"
+    return None, "no estimate (epochs-only budget, no earlier record)"
+
+
+def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellRecord]) -> str:
+    """The dry run's listing: one line per cell, then the totals."""
+    status = {r.key: r.status for r in records}
+    width = max(len(c.name) for c in cells)
+    lines = [f"suite {suite.name}: {len(cells)} cells (budget {_budget(suite.budget)})"]
+    pending_seconds, unknown, pending = 0.0, 0, 0
+    for cell in cells:
+        key = cell_key(cell)
+        state = status.get(key)
+        if state in DONE:
+            note = f"done ({state}), skipped"
+        else:
+            pending += 1
+            seconds, source = estimate_seconds(cell, records)
+            if seconds is None:
+                unknown += 1
+                note = f"to run; {source}"
+            else:
+                pending_seconds += seconds
+                note = f"to run{' (again: ' + state + ')' if state else ''}; ~{seconds:.0f} s"
+        lines.append(f"  {cell.name:<{width}}  {key}  {note}")
+    total = f"~{pending_seconds:.0f} s ({pending_seconds / 60:.1f} min)"
+    if unknown:
+        total = (
+            f"{total} plus {unknown} cells" if pending > unknown else f"unknown for {unknown} cells"
+        )
+    lines.append(f"{len(cells) - pending} done, {pending} to run; estimated time {total}")
+    return "\n".join(lines)
+
+
+def _budget(budget: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in budget.items())

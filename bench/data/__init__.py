@@ -24,7 +24,7 @@ from bench.data.locate import (
     IDX_FILES,
     DatasetUnavailable,
 )
-from bench.data.registry import available_datasets, register_dataset
+from bench.data.registry import available_datasets, dataset_description, register_dataset
 from bench.data.splits import (
     SPLIT_OPTIONS,
     DataSplits,
@@ -44,6 +44,7 @@ __all__ = [
     "available_datasets",
     "check_data_option",
     "data_options",
+    "dataset_description",
     "ensure_dataset",
     "load_dataset",
     "read_cifar_batch",

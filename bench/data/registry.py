@@ -125,6 +125,12 @@ def _entry(name: str) -> _Entry:
     return entry
 
 
+def dataset_description(name: str) -> str:
+    """The first line of the loader's docstring (``bench list``)."""
+    doc = (_entry(name).loader.__doc__ or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
 def loader_options(name: str) -> dict[str, object]:
     """The options dataset ``name``'s loader accepts, with their defaults."""
     return {key: option.default for key, option in _entry(name).options.items()}

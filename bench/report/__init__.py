@@ -22,7 +22,7 @@ from bench.records import CellRecord
 from bench.report import comparison
 from bench.report.claims import Claim, compute_claims
 from bench.report.figures import FigureFile, draw_figures
-from bench.report.frames import curves_frame, runs_frame
+from bench.report.frames import curves_frame, layer_frame, runs_frame
 from bench.report.markdown import render_report
 from bench.report.stats import method_table
 from bench.safe_files import describe_write_error, fsync_dir
@@ -106,7 +106,8 @@ def _write_into(
     curves.to_csv(paths.curves_csv, index=False)
 
     method_rows = method_table(runs, curves, target_accuracy)
-    figures = draw_figures(runs, curves, figures_dir) if len(runs) else []
+    layers = layer_frame(records)
+    figures = draw_figures(runs, curves, figures_dir, layers) if len(runs) else []
     compared = comparison.compute(runs, curves)
     paths.targets_csv = folder / "targets.csv"
     paths.profile_csv = folder / "profile.csv"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+import optimizers
 from bench import metrics
 from bench.metrics import CURVE_FIELDS, RUN_FIELDS
 from bench.records import CellRecord
@@ -35,6 +36,7 @@ RUN_TAIL_COLUMNS = (
     "git_commit",
     "platform",
     "suite",
+    "penalty",
     "mlflow_run_id",
     "key",
     "error",
@@ -63,6 +65,50 @@ def _identity(record: CellRecord) -> dict[str, Any]:
         "mode": config.get("mode"),
         "status": record.status,
     }
+
+
+#: Hyperparameters that set the strength of a method's regularizer R in J = CE + R.
+PENALTY_WEIGHTS = ("beta", "gamma", "lam")
+
+
+def penalty_family(config: Mapping[str, Any]) -> str:
+    """Which R a method's objective J = CE + R contains, e.g. ``L0, beta=0.0001``.
+
+    Two methods' J values are comparable only within one family; the report draws J
+    per family and the cross-entropy (comparable everywhere) for all. Defaults come from
+    the method's hyperparameter dataclass, so a suite that relies on them still says
+    what R was.
+    """
+    name = str(config.get("method") or "")
+    given = dict(config.get("hparams") or {})
+    try:
+        hparams = optimizers.effective_hparams(name, **given)
+    except (TypeError, ValueError):  # a record of a method no longer registered
+        hparams = given
+    if "penalty" in hparams:
+        kind = str(hparams["penalty"]).upper()
+    elif name.startswith("l0-hc"):
+        kind = "expected L0 (gates)"
+    else:
+        kind = "L1" if "-l1" in name else "L0"
+    weights = {
+        k: float(hparams[k])
+        for k in PENALTY_WEIGHTS
+        if isinstance(hparams.get(k), int | float) and hparams.get(k)
+    }
+    if not weights:
+        return "R = 0"
+    return f"{kind}, " + ", ".join(f"{k}={v:g}" for k, v in weights.items())
+
+
+def layer_frame(records: Iterable[CellRecord]) -> pd.DataFrame:
+    """Per-layer sparsity: one row per cell and prunable layer, in the model's order."""
+    rows = [
+        {**_identity(record), "key": record.key, "layer": layer, "sparsity": float(value)}
+        for record in records
+        for layer, value in (record.layer_sparsity or {}).items()
+    ]
+    return pd.DataFrame(rows, columns=[*ID_COLUMNS, "key", "layer", "sparsity"])
 
 
 def flatten_hparams(hparams: Mapping[str, Any], prefix: str = HP_PREFIX) -> dict[str, Any]:
@@ -111,6 +157,7 @@ def run_row(record: CellRecord) -> dict[str, Any]:
             "git_commit": env.get("git_commit"),
             "platform": env.get("platform"),
             "suite": record.suite,
+            "penalty": penalty_family(config),
             "mlflow_run_id": record.mlflow_run_id,
             "key": record.key,
             "error": record.error,

@@ -47,9 +47,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 DEFAULT_MIN_SPARSITY = 0.5
+#: Below this many COMPLETE trials fANOVA importances are noisy: the figure says so.
+FEW_TRIALS_FOR_IMPORTANCE = 20
+#: Legends go beside the axes, never over the points.
+LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8}
 REFERENCE_POINT = (0.0, 0.0)
 
 
@@ -299,7 +304,7 @@ def plot_front(
     *,
     title: str,
 ) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     if points:
         ax.scatter(
             [p["sparsity"] for p in points],
@@ -326,7 +331,7 @@ def plot_front(
     ax.set_xlim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     if points:
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(**LEGEND_OUTSIDE)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -336,7 +341,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     """Validation accuracy and sparsity per trial, with the best accuracy so far."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     trials = sorted(trials, key=lambda t: t.number)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5), sharex=True)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     top.scatter(
@@ -358,11 +363,12 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     top.set(ylabel="validation accuracy", title=f"{study.study_name}: optimization history")
     top.grid(alpha=0.3)
     if trials:
-        top.legend(fontsize=8)
+        top.legend(**LEGEND_OUTSIDE)
     bottom.scatter(
         [t.number for t in complete], [t.user_attrs.get("sparsity", 0.0) for t in complete], s=18
     )
-    bottom.set(xlabel="trial", ylabel="sparsity")
+    bottom.set(xlabel="trial number", ylabel="sparsity")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.grid(alpha=0.3)
     if not trials:
         top.text(0.5, 0.5, "no finished trials", ha="center", va="center", transform=top.transAxes)
@@ -429,8 +435,16 @@ def plot_importances(study: optuna.Study, objective: str, path: Path) -> str:
         ax.barh(names, [values[n] for n in names], color="C0")
         ax.set(xlabel="fANOVA importance", title=f"for {target}")
         ax.grid(axis="x", alpha=0.3)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     fig.suptitle(f"{study.study_name}: parameter importances", fontsize=10)
-    fig.tight_layout()
+    if complete < FEW_TRIALS_FOR_IMPORTANCE:
+        few = (
+            f"from {complete} trials only (< {FEW_TRIALS_FOR_IMPORTANCE}): fANOVA importances "
+            "this few trials are indicative, not reliable"
+        )
+        fig.text(0.5, 0.005, few, ha="center", va="bottom", fontsize=8, color="C3")
+        note = "; ".join(n for n in (note, f"importances {few}") if n)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     (path.with_suffix(".json")).write_text(json.dumps(found, indent=1))

@@ -75,6 +75,7 @@ from bench.mlflow_run import (
 )
 from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import train_cell
+from bench.tuning.metadata import annotate
 from bench.tuning.settings import Setting, Target
 from bench.tuning.spaces import SPACE_VERSION, Space
 from bench.tuning.storage import StorageSpec
@@ -234,6 +235,7 @@ def open_study(plan: StudyPlan, *, create: bool, seed: int | None = None) -> opt
     if stored is None:
         if create:
             study.set_user_attr(STUDY_ATTR, wanted)
+            annotate(study, plan)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(METRIC_NAMES[plan.objective])

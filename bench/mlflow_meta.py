@@ -1,0 +1,266 @@
+"""What MLflow's UI reads beyond params and metrics, filled the way its users expect.
+
+MLflow's run table and run page show columns and sections only when runs carry the
+conventional tags and entities: the experiment kind (without it MLflow 3 opens an
+experiment in its GenAI view), the source and user columns, a description, the
+*Dataset* column (dataset inputs with a context), the system metrics section and the
+logged model. Each of those is built here, once, for the suite runner and the tuner.
+
+System metrics are sampled in a background thread every
+:data:`SYSTEM_METRICS_INTERVAL_S` seconds: a CPU/memory reading (and an NVML query on
+CUDA) that rare costs nothing measurable against training steps (README, MLflow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from mlflow.entities import Dataset, DatasetInput, InputTag
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: MLflow 3's value for classic training experiments (its UI opens them in that view).
+EXPERIMENT_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"
+CONTEXT_TAG = "mlflow.data.context"
+SYSTEM_METRICS_INTERVAL_S = 10.0
+#: The artifact name of a cell's trained network.
+MODEL_NAME = "model"
+
+
+def experiment_tags(description: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The experiment's kind, its description (shown above the run table) and ``tags``."""
+    return {
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        NOTE_TAG: description.strip(),
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+
+
+def run_name(label: str, seed: Any) -> str:
+    """A short run name that shows the seed in the run table: ``bsqh-mb/s0``."""
+    return f"{label}/s{seed}"
+
+
+def source_name() -> str:
+    """The command that made the run, as MLflow's *Source* column shows it."""
+    argv = [os.path.basename(sys.argv[0]) if sys.argv else "pmp-bench", *sys.argv[1:]]
+    if argv[0] == "__main__.py":
+        argv[0] = "python -m bench"
+    return " ".join(argv)[:500]
+
+
+def user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def standard_tags(*, git_commit: str | None, description: str) -> dict[str, str]:
+    """``mlflow.source.*``, ``mlflow.user`` and the run description (``mlflow.note``)."""
+    tags = {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": source_name(),
+        "mlflow.user": user(),
+        NOTE_TAG: description,
+    }
+    if git_commit and git_commit != "unknown":
+        tags["mlflow.source.git.commit"] = git_commit
+    return tags
+
+
+def cell_description(config: Mapping[str, Any]) -> str:
+    """One paragraph saying what a cell trains, for the run page's description."""
+    batch = (
+        f"mini-batch {config.get('batch_size')}"
+        if config.get("mode") == "minibatch"
+        else "full batch"
+    )
+    budget = ", ".join(f"{k} {v:g}" for k, v in (config.get("budget") or {}).items())
+    hparams = ", ".join(f"{k}={v}" for k, v in sorted((config.get("hparams") or {}).items()))
+    tuned = f" Tuned by study `{config['tuned_from']}`." if config.get("tuned_from") else ""
+    return (
+        f"**{config.get('label')}** (method `{config.get('method')}`, {batch}) on "
+        f"{config.get('dataset')} × {config.get('model')}, seed {config.get('seed')}; "
+        f"budget {budget or 'none'}. Hyperparameters: {hparams or 'defaults'}.{tuned}"
+    )
+
+
+def without_none(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params worth logging: a None (an option not set) would show as the string "null"."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            inner = without_none(value)
+            if inner:
+                out[key] = inner
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def split_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short hash of a split's contents: equal digests mean the same samples and order."""
+    digest = hashlib.sha256()
+    for tensor in (x, y):
+        array = tensor.detach().to("cpu").contiguous().numpy()
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_inputs(dataset: str, options: Mapping[str, Any], splits: Any) -> list[DatasetInput]:
+    """The train, validation and test splits of a cell as MLflow dataset inputs.
+
+    ``splits`` is a :class:`bench.data.DataSplits`; the digest identifies the exact
+    samples, the profile gives their count and shape, the context tag says which split.
+    """
+    source = json.dumps({"uri": f"bench.data:{dataset}", "options": dict(options)}, default=str)
+    inputs = []
+    for context, x, y in (
+        ("train", splits.train_x, splits.train_y),
+        ("validation", splits.val_x, splits.val_y),
+        ("test", splits.test_x, splits.test_y),
+    ):
+        profile = {
+            "num_rows": len(y),
+            "features_shape": list(x.shape),
+            "num_classes": splits.num_classes,
+        }
+        schema = {"features": {"dtype": str(x.dtype), "shape": [-1, *x.shape[1:]]}}
+        entity = Dataset(
+            name=dataset,
+            digest=split_digest(x, y),
+            source_type="code",
+            source=source,
+            schema=json.dumps(schema),
+            profile=json.dumps(profile),
+        )
+        inputs.append(DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)]))
+    return inputs
+
+
+# --------------------------------------------------------------------------- system metrics
+
+
+@contextlib.contextmanager
+def system_metrics(
+    run_id: str | None,
+    tracking_uri: str,
+    *,
+    enabled: bool = True,
+    interval_s: float = SYSTEM_METRICS_INTERVAL_S,
+) -> Iterator[None]:
+    """Sample CPU, memory (and GPU) metrics into ``run_id`` while the block runs.
+
+    Explicit runs made with ``MlflowClient`` get no monitor from MLflow's global switch
+    (that hooks ``mlflow.start_run``), so one is started here per run. Missing
+    ``psutil`` or any monitor failure only costs the metrics, never the run.
+    """
+    monitor = None
+    if enabled and run_id:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+            monitor = SystemMetricsMonitor(
+                run_id, sampling_interval=interval_s, tracking_uri=tracking_uri
+            )
+            monitor.start()
+        except Exception:  # psutil missing, an exotic platform: no system metrics
+            monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.finish()
+                if monitor._logging_step == 0:  # shorter than one interval: log one sample
+                    monitor.collect_metrics()
+                    monitor.publish_metrics(monitor.aggregate_metrics())
+                    monitor.mlflow_logger.flush()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: torch.Tensor) -> str:
+    """Save ``model`` as the run's MLflow PyTorch model; returns its URI.
+
+    The input example (a few samples, on the CPU) gives the model a signature, so the
+    UI and ``mlflow.pytorch.load_model`` know what it takes.
+    """
+    import warnings
+
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    cpu_model = _on_cpu(model)
+    example_np = example.detach().to("cpu").numpy()
+    with torch.no_grad():
+        output = cpu_model(example.detach().to("cpu")).numpy()
+    signature = infer_signature(example_np, output)
+    # It warns on every pickle-format save; the format is chosen on purpose (see below).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    with _tracking_uri(tracking_uri), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pytorch.log_model(
+            cpu_model,
+            name=MODEL_NAME,
+            run_id=run_id,
+            input_example=example_np,
+            signature=signature,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            serialization_format="pickle",  # torch.export costs seconds per model
+        )
+    return info.model_uri
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API pointed at ``uri`` for a block, then exactly as before.
+
+    ``mlflow.pytorch.log_model`` has no client argument; ``mlflow.set_tracking_uri``
+    would also rewrite ``MLFLOW_TRACKING_URI`` in this process's environment, which the
+    bench reads to find its store, so both are restored.
+    """
+    from mlflow.tracking._tracking_service import utils
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with utils._use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """A CPU copy in eval mode (the trained model stays where it is)."""
+    import copy
+
+    return copy.deepcopy(model).to("cpu").eval()
+
+
+def load_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
+    """A logged cell model back as a PyTorch module (for evaluation or inference timing)."""
+    import mlflow
+    import mlflow.pytorch
+
+    with _tracking_uri(tracking_uri):
+        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
