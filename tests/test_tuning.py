@@ -344,6 +344,7 @@ def test_bad_input_without_a_setting(
     assert not no_training
 
 
+@pytest.mark.slow  # reuses the study of test_resume_adds_trials_up_to_n (slow)
 def test_resuming_with_another_objective_or_budget_fails(
     setting_file: Path, out: Path, tmp_path: Path, no_training: list[Any],
     capsys: pytest.CaptureFixture[str],
