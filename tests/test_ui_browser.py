@@ -130,7 +130,8 @@ def test_run_table_system_metrics_and_training_view(ui) -> None:
 
 
 @pytest.mark.xfail(
-    reason="the chart view is not reached by URL in MLflow 3.17; to be driven by clicks"
+    reason="the chart view is not reached by URL in MLflow 3.17; to be driven by clicks",
+    run=False,
 )
 def test_test_accuracy_against_device_time_chart(ui) -> None:
     """The README's steps: chart view, a test_accuracy chart, X-axis set to a metric."""
