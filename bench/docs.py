@@ -34,11 +34,7 @@ def hparams_table() -> str:
     for name in optimizers.available():
         cls = optimizers.hparams_class(name)
         runtime = ", ".join(f"`{r}`" for r in optimizers.runtime_options(name)) or "–"
-        if cls is None:
-            defaults = optimizers.hyperparameters(name)
-            rows = [(k, v, "see the class", "") for k, v in defaults.items()]
-        else:
-            rows = [(k, d, spec.allowed(), spec.help) for k, (d, spec) in cls.specs().items()]
+        rows = [(k, d, spec.allowed(), spec.help) for k, (d, spec) in cls.specs().items()]
         for i, (key, default, allowed, meaning) in enumerate(rows):
             label = f"`{name}`" if i == 0 else ""
             lines.append(f"| {label} | `{key}` | {_value(default)} | {allowed} | {meaning} |")

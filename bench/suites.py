@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import optimizers
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
@@ -415,17 +414,12 @@ class _Validator:
                     f"{number:g} does not fit in float32 (largest {FLOAT32_MAX:.3g}), the "
                     "precision training runs in",
                 )
-        hparams_class = optimizers.hparams_class(method)
-        try:
-            if hparams_class is not None:  # names, types and bounds from the dataclass
-                hparams_class.from_dict(value)
-            else:  # a method without a dataclass checks its values while it is built
-                optimizers.make(method, nn.Sequential(nn.Linear(2, 2)), **value)
+        try:  # names, types and bounds come from the method's dataclass; nothing is built
+            # Every hyperparameter with its effective value, defaults included: the cell
+            # key, MLflow params, runs.csv and the report then all show what actually ran.
+            return optimizers.effective_hparams(method, **value), tuned_from
         except (ValueError, TypeError) as error:
             raise self.fail(where, str(error)) from None
-        # Every hyperparameter with its effective value, defaults included: the cell key,
-        # MLflow params, runs.csv and the report then all show what actually ran.
-        return optimizers.effective_hparams(method, **value), tuned_from
 
     def tuned(self, study: str, where: str) -> dict[str, Any]:
         if self.studies_dir is None:
