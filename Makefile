@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 # override, e.g. `make install TORCH="torch torchvision"`, to take another one.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 SUITE ?= quick
-# Suites `make bench` runs after SUITE: the quick suite's full-batch panel (digits).
+# Suites `make bench` runs after SUITE: the full-batch panels of quick (digits) and gpu-quick.
 PANELS_quick ?= quick-fullbatch
+PANELS_gpu-quick ?= gpu-quick-fullbatch
 DEVICE ?= auto
 OUT ?= results
 # `make ui`: the port, and the output folder whose mlflow.db the UI shows.
@@ -75,7 +76,7 @@ perf: install
 	$(PY) -m bench perf --device $(DEVICE)
 
 gpu-check: install
-	bash scripts/gpu-check.sh
+	OUT=$(OUT) bash scripts/gpu-check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -75,6 +75,7 @@ RESULT_SOURCES = (
     "bench/training.py",
     "bench/evaluation.py",
     "bench/timing.py",
+    "bench/numerics.py",
 )
 
 

@@ -25,9 +25,11 @@ the fast path's mode) and ``post_step_loss=False`` for the gradient methods (no 
 forward). A spec ``name:key=value:key=value`` overrides or adds options.
 
 This module imports only torch, tqdm, ``optimizers`` and ``bench.models``,
-``bench.environment`` and ``bench.timing`` (no MLflow, Optuna or plotting), so it runs on a
-bare GPU machine. Step times come from the runner's own ``StepTimer``, so the harness and
-the suite measure a step the same way.
+``bench.environment``, ``bench.timing``, ``bench.numerics`` and ``bench.kernels`` (no
+MLflow, Optuna or plotting), so it runs on a bare GPU machine. Step times come from the
+runner's own ``StepTimer`` and the precision from the suites' ``bench.numerics``, so the
+harness and the suite measure a step the same way. ``--kernels`` adds the device kernels
+per step, counted with the torch profiler after the timed steps (never during them).
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ from tqdm import tqdm
 
 import optimizers
 from bench.environment import device_name, resolve_device
+from bench.kernels import kernels_per_step
 from bench.models import build_model
+from bench.numerics import DEFAULT_PRECISION, check_precision, numerics
 from bench.timing import StepTimer
 
 #: Fashion-MNIST's training set: 60,000 grey 28x28 images in 10 classes.
@@ -104,6 +108,8 @@ class PerfConfig:
     samples: int = FASHION_SAMPLES
     seed: int = 0
     progress: bool = True  # a tqdm bar on stderr when it is a terminal
+    kernels: bool = False  # also count device kernels per step (CUDA only)
+    precision: str = DEFAULT_PRECISION  # bench.numerics, as in a suite
 
 
 @dataclass
@@ -121,6 +127,7 @@ class PerfRow:
     cuda_graph: bool
     prepare_s: float
     accept_rate: float | None
+    kernels_per_step: float | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -276,6 +283,11 @@ def measure_cell(
         with timer.step():
             records.append(method.step(xb, yb))
     step_ms = statistics.median(timer.step_milliseconds())
+    kernels = (
+        kernels_per_step(lambda: method.step(*next(stream)))
+        if config.kernels and device.type == "cuda"
+        else None
+    )
     resolved = [r.resolved() for r in records]
     accept_rate = (
         sum(bool(r.accepted) for r in resolved) / len(resolved)
@@ -294,6 +306,7 @@ def measure_cell(
         cuda_graph=bool(getattr(method, "uses_cuda_graph", False)),
         prepare_s=prepare_s,
         accept_rate=accept_rate,
+        kernels_per_step=kernels,
     )
 
 
@@ -316,6 +329,7 @@ def run_perf(config: PerfConfig) -> dict[str, Any]:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
     # None: the device's default; 0: no chunking.
     chunk_size = defaults["chunk_size"] if config.chunk_size is None else config.chunk_size or None
+    check_precision(config.precision)
     if config.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {config.samples}")
     for batch in batch_sizes:
@@ -333,7 +347,9 @@ def run_perf(config: PerfConfig) -> dict[str, Any]:
     ) as bar:
         for batch, spec in cells:
             bar.set_postfix_str(f"{spec.label} @ {batch}")
-            rows.append(measure_cell(spec, batch, data, config, device, steps, warmup, chunk_size))
+            with numerics(config.precision):
+                row = measure_cell(spec, batch, data, config, device, steps, warmup, chunk_size)
+            rows.append(row)
             if device.type == "cuda":  # drop the cell's graphs and caches before the next
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -352,6 +368,7 @@ def run_perf(config: PerfConfig) -> dict[str, Any]:
         "steps": steps,
         "warmup": warmup,
         "chunk_size": chunk_size,
+        "precision": config.precision,
         "epoch_note": EPOCH_NOTE,
         "rows": [asdict(r) for r in rows],
     }
@@ -372,6 +389,9 @@ def format_table(report: dict[str, Any]) -> str:
         "accept",
         "prepare_s",
     )
+    counted = any(r.get("kernels_per_step") is not None for r in report["rows"])
+    if counted:
+        header = (*header, "kernels")
     lines = []
     for r in report["rows"]:
         batch = f"full={r['batch_size']}" if r["full_batch"] else str(r["batch_size"])
@@ -390,6 +410,9 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{r['prepare_s']:.2f}",
             )
         )
+        if counted:
+            kernels = r.get("kernels_per_step")
+            lines[-1] = (*lines[-1], "-" if kernels is None else f"{kernels:.0f}")
     widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=True)]
 
     def fmt(cells: Sequence[str]) -> str:
@@ -399,12 +422,15 @@ def format_table(report: dict[str, Any]) -> str:
 
     title = (
         f"bench perf: {report['model']} on {report['device_name']}, torch {report['torch']}; "
-        f"median of {report['steps']} steps after {report['warmup']} warm-up"
+        f"median of {report['steps']} steps after {report['warmup']} warm-up, "
+        f"precision {report.get('precision', DEFAULT_PRECISION)}"
     )
     notes = [
         f"x_sgd: step time / eager sgd's at the same batch size; {report['epoch_note']}",
         "graph: the timed steps replayed a CUDA graph; prepare_s: capture etc., not timed",
     ]
+    if counted:
+        notes.append("kernels: device kernels, copies and memsets per step (torch profiler)")
     rule = "-" * len(fmt(header))
     return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule, *notes])
 

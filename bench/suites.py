@@ -9,6 +9,7 @@ loaded or any model trained. Layout (every key documented in the README)::
     models = ["lenet5"]
     seeds = [0, 1]
     target_accuracy = 0.8             # optional: the report's time-to-accuracy column
+    precision = "float32"             # optional: "float32" (default) or "tf32", CUDA only
 
     [data]                            # load_dataset options for every dataset ...
     train_subset = 6000
@@ -50,6 +51,7 @@ import torch
 import optimizers
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
 from bench.models import available_models, check_model_options
+from bench.numerics import DEFAULT_PRECISION, check_precision
 
 SUITES_DIR = Path(__file__).parent / "suites"
 MODES = ("minibatch", "fullbatch")
@@ -62,6 +64,7 @@ _TOP_KEYS = {
     "models",
     "seeds",
     "target_accuracy",
+    "precision",
     "data",
     "model_options",
     "budget",
@@ -107,6 +110,7 @@ class Cell:
     budget: dict[str, float]
     eval_every_epochs: float
     train_eval_size: int
+    precision: str = DEFAULT_PRECISION
 
     @property
     def name(self) -> str:
@@ -130,6 +134,7 @@ class Cell:
             "budget": self.budget,
             "eval_every_epochs": self.eval_every_epochs,
             "train_eval_size": self.train_eval_size,
+            "precision": self.precision,
         }
 
 
@@ -148,6 +153,7 @@ class Suite:
     eval_every_epochs: float
     train_eval_size: int
     target_accuracy: float | None = None
+    precision: str = DEFAULT_PRECISION
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def cells(self) -> list[Cell]:
@@ -164,6 +170,7 @@ class Suite:
                 budget=self.budget,
                 eval_every_epochs=self.eval_every_epochs,
                 train_eval_size=self.train_eval_size,
+                precision=self.precision,
             )
             for dataset, model, method, seed in product(
                 self.datasets, self.models, self.methods, self.seeds
@@ -285,6 +292,10 @@ class _Validator:
             isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1
         ):
             raise self.fail("target_accuracy", f"must be a number in (0, 1], got {target!r}")
+        try:
+            precision = check_precision(raw.get("precision", DEFAULT_PRECISION))
+        except ValueError as error:
+            raise self.fail("precision", str(error)) from None
 
         budget_raw = self.keys(raw.get("budget", {}), _BUDGET_KEYS, "budget")
         budget = {k: self.number(budget_raw, k, "budget") for k in _BUDGET_KEYS}
@@ -315,6 +326,7 @@ class _Validator:
             eval_every_epochs=float(every),
             train_eval_size=int(train_eval),
             target_accuracy=None if target is None else float(target),
+            precision=precision,
             raw=raw,
         )
 

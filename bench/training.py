@@ -31,6 +31,7 @@ import optimizers
 from bench import metrics
 from bench.data import DataSplits
 from bench.models import build_model
+from bench.numerics import numerics
 from bench.suites import Cell
 from bench.timing import StepTimer, Stopwatch
 
@@ -178,8 +179,22 @@ def train_cell(
 
     ``use_test=False`` (tuning) never touches the test split: test accuracy stays None.
     ``on_eval`` sees each evaluation point as it is made (MLflow logging, Optuna pruning);
-    it may raise to stop training.
+    it may raise to stop training. The cell's precision (``bench.numerics``) holds
+    throughout, evaluation included.
     """
+    with numerics(cell.precision):
+        return _train(cell, data, device, on_eval=on_eval, use_test=use_test, progress=progress)
+
+
+def _train(
+    cell: Cell,
+    data: DataSplits,
+    device: torch.device,
+    *,
+    on_eval: EvalCallback | None,
+    use_test: bool,
+    progress: bool,
+) -> TrainingResult:
     torch.manual_seed(cell.seed)
     model = build_model(
         cell.model,

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# GPU check (`make gpu-check`): the CUDA tests of the fast path, then the perf
-# harness on the GPU, in at most about 5 minutes on an H100; the perf table prints last.
+# GPU check (`make gpu-check`): the CUDA tests of the fast path, the perf harness on the
+# GPU (with kernels per step), then the `gpu-quick` suite and its full-batch panel
+# `gpu-quick-fullbatch`, trained, tracked in MLflow and reported, in about 7 minutes on
+# an H100 or H200. Set GPU_CHECK_SUITES=0 to stop after the perf table.
 #
 # Works from a fresh copy of the repository: uses .venv/bin/python when it exists, else
 # python3 (a GPU machine with torch installed system-wide is enough; MLflow, Optuna and
 # even pytest may be missing: without pytest the CUDA checks run as a plain script).
-# The JSON report goes to $OUT/perf.json when OUT is set, else results/perf.json.
+# The JSON report goes to $OUT/perf.json when OUT is set, else results/perf.json; the
+# suites' ledger, mlflow.db and reports go to the same folder. The suites need MLflow.
 # Exit status: non-zero if the CUDA checks or the harness failed (the table still prints).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,10 +34,28 @@ else
     timeout 130 "$PY" -m tests.test_fast_path || status=$?
 fi
 
-echo "== bench perf --device cuda (table last)"
-timeout 160 "$PY" -m bench perf --device cuda --no-progress --json "$REPORT_DIR/perf.json" || {
+echo "== bench perf --device cuda --kernels"
+timeout 200 "$PY" -m bench perf --device cuda --kernels --no-progress --json "$REPORT_DIR/perf.json" || {
     rc=$?
     echo "gpu-check: bench perf failed (exit $rc)"
     [ "$status" -eq 0 ] && status=$rc
 }
+
+if [ "${GPU_CHECK_SUITES:-1}" != 0 ]; then
+    if ! "$PY" -c "import mlflow" 2>/dev/null; then
+        echo "gpu-check: MLflow is not installed, so the gpu-quick suites cannot run (pip install -e .)"
+        exit 1
+    fi
+    for suite in gpu-quick gpu-quick-fullbatch; do
+        echo "== bench run --suite $suite --device cuda"
+        began=$(date +%s)
+        timeout 420 "$PY" -m bench run --suite "$suite" --device cuda --out "$REPORT_DIR" --no-progress &&
+            "$PY" -m bench report --suite "$suite" --out "$REPORT_DIR" || {
+            rc=$?
+            echo "gpu-check: $suite failed (exit $rc)"
+            [ "$status" -eq 0 ] && status=$rc
+        }
+        echo "gpu-check: $suite took $(( $(date +%s) - began )) s (training, evaluation, MLflow, report)"
+    done
+fi
 exit "$status"

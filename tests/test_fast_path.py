@@ -500,6 +500,25 @@ def test_cuda_steps_never_synchronise_the_host():
     torch.cuda.synchronize()
 
 
+@cuda
+@needs_cuda
+def test_cuda_kernel_count_sees_inside_replayed_graphs():
+    """bench perf's kernel count must count a graph replay's kernels one by one: the
+    graphed and the eager fast path run the same kernels, give or take a few copies."""
+    from bench.kernels import kernels_per_step
+
+    x, y = _cuda_data()
+    counts = []
+    for graph in (False, True):
+        fast = pair("cuda", fast_options={"cuda_graph": graph})[1]
+        batches = minibatches(x, y)
+        run(fast, batches, 3)
+        counts.append(kernels_per_step(lambda f=fast, b=batches: f.step(*next(b))))
+    eager, graphed = counts
+    assert eager > 20, counts
+    assert 0.8 * eager <= graphed <= 1.2 * eager, counts
+
+
 def _run_cuda_tests_without_pytest() -> int:
     """Run every ``test_cuda_*`` function; print one line each; return the failure count."""
     if not torch.cuda.is_available():

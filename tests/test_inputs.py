@@ -19,9 +19,10 @@ import bench.writable
 import optimizers
 from bench.cli import main
 from bench.data import load_dataset
+from bench.numerics import PRECISIONS, numerics
 from bench.records import load_records
 from bench.report import write_report
-from bench.runner import cells_dir, run_suite
+from bench.runner import cell_key, cells_dir, run_suite
 from bench.suites import (
     DEFAULT_EVAL_EVERY_EPOCHS,
     DEFAULT_TRAIN_EVAL_SIZE,
@@ -133,6 +134,33 @@ def test_eval_numbers(tmp_path: Path, old: str, new: str, key: str) -> None:
 def test_target_accuracy_in_unit_interval(tmp_path: Path, value: str) -> None:
     with pytest.raises(SuiteError, match=r"key 'target_accuracy': must be a number in \(0, 1\]"):
         load_suite(write(tmp_path, suite_text(top=f"target_accuracy = {value}")))
+
+
+@pytest.mark.parametrize("value", ['"bf16"', '"float64"', "32"])
+def test_precision_names_the_allowed_values(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SuiteError, match=r"key 'precision': must be one of \['float32', 'tf32'\]"):
+        load_suite(write(tmp_path, suite_text(top=f"precision = {value}")))
+
+
+def test_precision_defaults_to_float32_and_enters_every_cell_key(tmp_path: Path) -> None:
+    plain = load_suite(write(tmp_path, suite_text()))
+    (tmp_path / "tf32").mkdir()
+    tf32 = load_suite(write(tmp_path / "tf32", suite_text(top='precision = "tf32"')))
+    assert {c.precision for c in plain.cells()} == {"float32"}
+    assert {c.config()["precision"] for c in tf32.cells()} == {"tf32"}
+    assert {cell_key(c) for c in plain.cells()}.isdisjoint(cell_key(c) for c in tf32.cells())
+
+
+def test_numerics_sets_tf32_and_the_autotuner_and_restores_them() -> None:
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    autotune = torch.backends.cudnn.benchmark
+    for precision, tf32 in PRECISIONS.items():
+        with numerics(precision):
+            assert torch.backends.cudnn.allow_tf32 is tf32
+            assert torch.backends.cuda.matmul.allow_tf32 is tf32
+            assert torch.backends.cudnn.benchmark is True
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == flags
+    assert torch.backends.cudnn.benchmark is autotune
 
 
 # --------------------------------------------------------------------------- [data]

@@ -32,7 +32,7 @@ INTENDED_SHAPES = [
 
 # Every stage must look like one of these (activation written as "act").
 KNOWN_STAGE_PATTERNS = {
-    ("Conv2d", "act", "AvgPool2d"),
+    ("Conv2d", "act", "AvgPool2x2"),
     ("Flatten", "Linear", "act"),
     ("Linear", "act"),
     ("Flatten", "Linear"),
@@ -102,6 +102,37 @@ def test_activation_option(name: str) -> None:
     assert not any(isinstance(m, nn.Tanh) for m in relu.modules())
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 28, 28), (2, 3, 10, 10), (2, 1, 7, 6), (1, 4, 5, 9)])
+def test_avg_pool_2x2_matches_torch_avg_pool_values_and_gradients(shape: tuple) -> None:
+    """The reshape form must be nn.AvgPool2d(2) exactly: same values, same gradients,
+    odd trailing rows and columns dropped."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, ref = models.AvgPool2x2()(x), nn.AvgPool2d(2)(x_ref)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-15)
+    weights = torch.randn_like(ref)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-15)
+
+
+def test_avg_pool_2x2_supports_double_backward() -> None:
+    """E-MSA differentiates a gradient through each stage (create_graph=True)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    (grad_x,) = torch.autograd.grad((models.AvgPool2x2()(x) * weights).sum(), x, create_graph=True)
+    (grad_w,) = torch.autograd.grad((grad_x**2).sum(), weights)
+    x_ref = x.detach().requires_grad_(True)
+    (ref_x,) = torch.autograd.grad(
+        (nn.AvgPool2d(2)(x_ref) * weights).sum(), x_ref, create_graph=True
+    )
+    (ref_w,) = torch.autograd.grad((ref_x**2).sum(), weights)
+    torch.testing.assert_close(grad_w, ref_w, rtol=0, atol=1e-14)
+
+
 def test_lenet5_classic_layout_and_min_size() -> None:
     model = build_model("lenet5", in_channels=1, image_size=28, num_classes=10)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -115,7 +146,7 @@ def test_lenet5_classic_layout_and_min_size() -> None:
         (120, 84),
         (84, 10),
     ]
-    assert any(isinstance(m, nn.AvgPool2d) for m in model.modules())
+    assert any(isinstance(m, models.AvgPool2x2) for m in model.modules())
     with pytest.raises(ValueError, match=r"image_size >= 12.*image_size=11"):
         build_model("lenet5", in_channels=1, image_size=11, num_classes=10)
 

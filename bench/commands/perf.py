@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bench import perf
+from bench.numerics import DEFAULT_PRECISION, PRECISIONS
 
 T = TypeVar("T")
 
@@ -74,6 +75,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=sorted(PRECISIONS),
+        help="float32 (TF32 off, the default) or tf32, as a suite's precision key",
+    )
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="also count device kernels per step with the torch profiler (CUDA only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         seed=args.seed,
         progress=not args.no_progress,
+        kernels=args.kernels,
+        precision=args.precision,
     )
     try:
         report = perf.run_perf(config)
