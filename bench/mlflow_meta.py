@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
+from bench.silence import silenced
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 #: MLflow 3's value for classic training experiments (its UI opens them in that view).
 EXPERIMENT_KIND = "custom_model_development"
@@ -202,8 +204,6 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
     The input example (a few samples, on the CPU) gives the model a signature, so the
     UI and ``mlflow.pytorch.load_model`` know what it takes.
     """
-    import warnings
-
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
@@ -215,8 +215,7 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
     signature = infer_signature(example_np, output)
     # It warns on every pickle-format save; the format is chosen on purpose (see below).
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    with _tracking_uri(tracking_uri), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _tracking_uri(tracking_uri), silenced():
         info = mlflow.pytorch.log_model(
             cpu_model,
             name=MODEL_NAME,

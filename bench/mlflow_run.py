@@ -17,10 +17,11 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.metrics import mlflow_summary_metrics
 from bench.tracking import Tracker
 
 #: Attempts of each MLflow call before the run is marked not synced.
@@ -46,16 +47,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def final_metrics(summary: dict[str, Any], fields: Sequence[str]) -> dict[str, float]:
-    """``final_<k>`` for each numeric figure ``k`` of ``fields`` (timestamps excluded)."""
-    return {
-        f"final_{k}": summary[k]
-        for k in fields
-        if not k.endswith(TIMESTAMP_SUFFIX) and is_number(summary.get(k))
-    }
-
-
-def timestamp_tags(summary: dict[str, Any]) -> dict[str, str]:
+def timestamp_tags(summary: Mapping[str, Any]) -> dict[str, str]:
     """Points in time of ``summary`` (Unix seconds) as ISO 8601 tags."""
     return {
         k: datetime.datetime.fromtimestamp(v, datetime.UTC).isoformat(timespec="seconds")
@@ -215,6 +207,40 @@ class RunLog:
             self.end(mlflow_status or TERMINAL.get(status, "FAILED"))
         else:  # leave no RUNNING run behind; `bench sync` rebuilds a complete one
             self.end("FAILED", reason=f"incomplete ({self.error}); rebuilt by bench sync")
+
+    def finish_training(
+        self,
+        status: str,
+        summary: Mapping[str, Any],
+        *,
+        curve: Sequence[dict[str, Any]],
+        layer_sparsity: dict[str, float] | None = None,
+        error: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        figure: Callable[[Path], Path | None] | None = None,
+        mlflow_status: str | None = None,
+    ) -> None:
+        """Close a training run, a suite cell's or a tuning trial's, the one same way.
+
+        The summary's figures that are not on the curve become metrics at the last step
+        (a curve metric's last point is its final value already: no ``final_*`` copies),
+        its points in time become tags, and the curve, layer sparsity and error are JSON
+        artifacts. ``metrics`` and ``tags`` add what only the caller knows.
+        """
+        self.finish(
+            status,
+            metrics={**mlflow_summary_metrics(summary), **(metrics or {})},
+            step=int(summary.get("iterations") or 0),
+            tags={**timestamp_tags(summary), **(tags or {})},
+            json_artifacts={
+                "layer_sparsity.json": layer_sparsity,
+                "curve.json": list(curve),
+                "error.json": error,
+            },
+            figure=figure,
+            mlflow_status=mlflow_status,
+        )
 
     def _log_figure(self, figure: Callable[[Path], Path | None]) -> None:
         import tempfile

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import mlflow_summary_metrics
 from bench.mlflow_meta import cell_description, run_name, standard_tags
 from bench.mlflow_run import (
     CLOSE_REASON_TAG,
@@ -24,7 +23,6 @@ from bench.mlflow_run import (
     RunLog,
     Sink,
     short_reason,
-    timestamp_tags,
 )
 from bench.records import CellRecord, load_records
 
@@ -68,16 +66,12 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     """Final figures, artifacts, figure, status tag and end status from the record."""
     summary = record.summary
     error = {"error": record.error, **summary} if record.error else None
-    run.finish(
+    run.finish_training(
         record.status,
-        metrics=mlflow_summary_metrics(summary),
-        step=int(summary.get("iterations") or 0),
-        tags=timestamp_tags(summary),
-        json_artifacts={
-            "layer_sparsity.json": record.layer_sparsity,
-            "curve.json": record.curve,
-            "error.json": error,
-        },
+        summary,
+        curve=record.curve,
+        layer_sparsity=record.layer_sparsity,
+        error=error,
         figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
     )
 

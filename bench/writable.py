@@ -49,10 +49,7 @@ def ensure_writable_dir(path: str | Path, what: str, *, flag: str = "") -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         _write_probe(folder)
     except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise PathNotWritable(
-            f"{what} {folder} is not writable ({reason}); {advice(error, flag)}"
-        ) from None
+        raise _not_writable(what, folder, error, flag) from None
     return folder
 
 
@@ -65,8 +62,11 @@ def check_writable_file(path: str | Path, what: str, *, flag: str = "") -> Path:
             with file.open("ab"):
                 pass
         except OSError as error:
-            reason = error.strerror or type(error).__name__
-            raise PathNotWritable(
-                f"{what} {file} is not writable ({reason}); {advice(error, flag)}"
-            ) from None
+            raise _not_writable(what, file, error, flag) from None
     return file
+
+
+def _not_writable(what: str, path: Path, error: OSError, flag: str) -> PathNotWritable:
+    """The one-line error: what, where, the system's reason and what to do about it."""
+    reason = error.strerror or type(error).__name__
+    return PathNotWritable(f"{what} {path} is not writable ({reason}); {advice(error, flag)}")

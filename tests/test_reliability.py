@@ -34,8 +34,8 @@ from bench.runner import cell_key, cells_dir, run_suite
 from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tuning.cleanup import close_orphaned_runs
 from bench.tuning.storage import StorageError, StorageSpec
-from bench.tuning.study import close_orphaned_runs
 from tests.test_runner import TINY, write_suite
 
 CPU = torch.device("cpu")

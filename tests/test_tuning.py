@@ -21,7 +21,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-import bench.tuning.study as study_module
+import bench.tuning.objective as objective_module
+import bench.tuning.validation as validation_module
 import optimizers
 from bench.cli import main
 from bench.data import load_dataset
@@ -29,7 +30,8 @@ from bench.suites import load_suite
 from bench.tracking import tracking_uri
 from bench.training import train_cell
 from bench.tuning import hypervolume_2d, pareto_indices, pick, space_for, tunable_methods
-from bench.tuning.outputs import front_of
+from bench.tuning.cleanup import fail_dead_trials
+from bench.tuning.pareto import front_of
 from bench.tuning.settings import load_setting
 from bench.tuning.spaces import SpaceError
 from bench.tuning.storage import JOURNAL_NAME, SQLITE_NAME, StorageSpec
@@ -129,6 +131,13 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     assert {"value_val_accuracy", "value_sparsity", "val_accuracy"} <= set(child.data.metrics)
     history = client.get_metric_history(child.info.run_id, "val_accuracy")
     assert len(history) >= 2  # intermediate points, not only the final value
+    # Logged as a cell's run is: summary-only figures once, no final_* copies of the curve.
+    for c in children:
+        assert not [k for k in c.data.metrics if k.startswith("final_")], c.data.metrics
+        assert {"iterations", "eval_time_s", "warmup_time_s"} <= set(c.data.metrics)
+        assert {"curve.json", "layer_sparsity.json"} <= {
+            a.path for a in client.list_artifacts(c.info.run_id)
+        }
 
     directory = out / "studies" / "tiny-bsqh"
     csv = (directory / "trials.csv").read_text().strip().splitlines()
@@ -178,7 +187,7 @@ def test_crashed_trial_is_failed_with_its_error_and_not_counted(
             raise RuntimeError("simulated crash")
         return train_cell(*args, **kwargs)
 
-    monkeypatch.setattr(study_module, "train_cell", flaky)
+    monkeypatch.setattr(objective_module, "train_cell", flaky)
     assert tune(setting_file, out, "--method", "sgd", "--study", "crash", "--trials", "3") == 0
     study = load(out, "crash")
     failed = study.get_trials(states=(TrialState.FAIL,))
@@ -212,7 +221,7 @@ def test_accuracy_objective_prunes_and_counts_pruned_trials(
 ) -> None:
     # A pruner that stops every trial after its second evaluation point.
     monkeypatch.setattr(
-        study_module,
+        validation_module,
         "make_pruner",
         lambda plan: optuna.pruners.ThresholdPruner(upper=-1.0, n_warmup_steps=1),
     )
@@ -260,7 +269,7 @@ def test_tuning_never_touches_the_test_split(
         guards.append(_GuardedSplits(load_dataset(*args, **kwargs)))
         return guards[-1]
 
-    monkeypatch.setattr(study_module, "load_dataset", guarded_load)
+    monkeypatch.setattr(objective_module, "load_dataset", guarded_load)
     assert tune(setting_file, out, "--method", "sgd", "--study", "guard", "--trials", "2") == 0
     assert guards and all(g.test_accesses == 0 for g in guards)
     study = load(out, "guard")
@@ -271,7 +280,7 @@ def test_tuning_never_touches_the_test_split(
     setting = load_setting(setting_file)
     cell = setting.cell(setting.target("sgd"), {"lr": 0.1})
     with pytest.raises(AssertionError, match="test_"):
-        train_cell(cell, guards[0], study_module.resolve_device("cpu"), progress=False)
+        train_cell(cell, guards[0], objective_module.resolve_device("cpu"), progress=False)
     assert guards[0].test_accesses > 0
 
 
@@ -281,7 +290,7 @@ def test_tuning_never_touches_the_test_split(
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
-    monkeypatch.setattr(study_module, "train_cell", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(objective_module, "train_cell", lambda *a, **k: calls.append(a))
     return calls
 
 
@@ -455,7 +464,7 @@ def test_trials_of_dead_workers_are_failed(tmp_path: Path) -> None:
     for trial, pid in ((orphan, int(dead.stdout)), (alive, os.getpid())):
         trial.set_user_attr("worker_host", socket.gethostname())
         trial.set_user_attr("worker_pid", pid)
-    assert study_module.fail_dead_trials(study) == [orphan.number]
+    assert fail_dead_trials(study) == [orphan.number]
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert [t.number for t in failed] == [orphan.number]
     assert "died" in failed[0].user_attrs["error"]
@@ -466,8 +475,8 @@ def test_orphaned_running_trials_are_failed(tmp_path: Path) -> None:
     storage = StorageSpec("journal", str(tmp_path / JOURNAL_NAME)).open()
     study = optuna.create_study(storage=storage, study_name="orphan")
     orphan = study.ask()  # its worker died before claiming it
-    assert study_module.fail_dead_trials(study) == []
-    assert study_module.fail_dead_trials(study, orphan_after_s=0.0) == [orphan.number]
+    assert fail_dead_trials(study) == []
+    assert fail_dead_trials(study, orphan_after_s=0.0) == [orphan.number]
     assert "no worker claimed it" in study.trials[0].user_attrs["error"]
 
 
@@ -499,7 +508,7 @@ def test_a_worker_waits_for_trials_running_elsewhere_and_replaces_dead_ones(
 
 def _large_result_worker(index: int, results) -> None:
     """A spawned worker whose result is far larger than a pipe's buffer (~64 KiB)."""
-    from bench.tuning.study import WorkerOutcome
+    from bench.tuning.workers import WorkerOutcome
 
     results.put((index, WorkerOutcome(ran=1, notes=["x" * 400_000]), None))
 
@@ -510,7 +519,7 @@ def test_worker_results_are_drained_before_joining() -> None:
     import multiprocessing
     import threading
 
-    from bench.tuning.study import collect_results
+    from bench.tuning.workers import collect_results
 
     context = multiprocessing.get_context("spawn")
     results = context.Queue()

@@ -1,20 +1,41 @@
-"""argparse ``type=`` functions for numeric flags: finite and in range, or a usage error.
+"""Flags several commands share, and argparse ``type=`` functions for numeric flags.
 
-Why at parse time: argparse then names the flag in its message
-(``argument --budget-seconds: must be a finite number > 0, got 'inf'``) and exits with
-status 2 before anything is loaded. The bounds are described by the same
-:class:`optimizers.hparams.HParamSpec` that checks method hyperparameters, so flags and
-hyperparameters word their limits alike.
+The shared flags (``--suite``, ``--out``, ``--device``) are defined once, so every
+command spells, defaults and documents them alike.
+
+Numeric flags are finite and in range, or a usage error. Why at parse time: argparse
+then names the flag in its message (``argument --budget-seconds: must be a finite number
+> 0, got 'inf'``) and exits with status 2 before anything is loaded. The bounds are
+described by the same :class:`optimizers.hparams.HParamSpec` that checks method
+hyperparameters, so flags and hyperparameters word their limits alike.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
+from bench.environment import DEVICES
 from optimizers.hparams import HParamSpec
 
-__all__ = ["bounded"]
+__all__ = ["add_device", "add_out", "add_suite", "bounded"]
+
+
+def add_suite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
+
+
+def add_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
+    )
 
 
 def bounded(

@@ -19,20 +19,20 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import optimizers
-from bench.environment import DEVICES, resolve_device
+from bench.commands.args import add_device, add_out
+from bench.environment import resolve_device
 from bench.locking import LockHeld
 from bench.records import load_records
 from bench.report import write_report
 from bench.report.significance import bootstrap_median_ci
 from bench.runner import cell_key, cells_dir, run_suite, suite_dir
 from bench.safe_files import OutputWriteError
-from bench.suites import MethodSpec, Suite, SuiteError, load_suite
+from bench.suites import Suite, SuiteError, load_suite
 from bench.tuning import matched
+from bench.tuning.plan import study_dir
 from bench.tuning.settings import SettingError, load_setting, resolve_setting_path
-from bench.tuning.study import study_dir
 
 
 def _targets(text: str) -> tuple[float, ...]:
@@ -61,12 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         + ",".join(f"{s:g}" for s in matched.MATCHED_SPARSITIES)
         + ")",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
-    )
+    add_out(parser)
+    add_device(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the picks, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -78,16 +74,12 @@ def matched_suite(
     by_label = {m.label: m for m in base.methods}
     methods = []
     for pick in picks:
-        spec = by_label[pick.label]
-        hparams = optimizers.effective_hparams(spec.name, **pick.params)
+        spec = by_label[pick.label]  # the same method, mode and batch with the picked values
         methods.append(
-            MethodSpec(
+            replace(
+                spec,
                 label=pick.cell_label,
-                name=spec.name,
-                mode=spec.mode,
-                batch_size=spec.batch_size,
-                chunk_size=spec.chunk_size,
-                hparams=hparams,
+                hparams=optimizers.effective_hparams(spec.name, **pick.params),
                 tuned_from=f"{pick.study}#trial{pick.trial}",
             )
         )

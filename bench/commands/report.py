@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from bench.commands.args import add_out, add_suite
 from bench.errors import UsageError
 from bench.records import load_records
 from bench.report import write_report
@@ -20,10 +20,8 @@ from bench.suites import load_suite
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
-    parser.add_argument(
-        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
-    )
+    add_suite(parser)
+    add_out(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,9 +16,9 @@ import argparse
 import statistics
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from bench.environment import DEVICES, resolve_device
+from bench.commands.args import add_device, add_out, add_suite
+from bench.environment import resolve_device
 from bench.errors import UsageError
 from bench.records import CellRecord, load_records
 from bench.runner import cell_key, cells_dir, run_suite, select
@@ -30,13 +30,9 @@ DONE = ("finished", "diverged")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
-    parser.add_argument(
-        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
-    )
+    add_suite(parser)
+    add_out(parser)
+    add_device(parser)
     parser.add_argument(
         "--only",
         default=None,

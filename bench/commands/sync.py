@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from bench.commands.args import add_out, add_suite
 from bench.locking import LockHeld
 from bench.mlflow_run import Sink
 from bench.runner import cells_dir, suite_lock
@@ -22,10 +22,8 @@ from bench.tracking import EXPERIMENT_PREFIX
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help="shipped suite name or path of a .toml file")
-    parser.add_argument(
-        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
-    )
+    add_suite(parser)
+    add_out(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,17 +34,22 @@ from bench.commands.args import (
     OPEN_FRACTION,
     POSITIVE_INT,
     POSITIVE_NUMBER,
+    add_device,
+    add_out,
 )
 from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_datasets
-from bench.environment import DEVICES, resolve_device
+from bench.environment import resolve_device
 from bench.models import available_models, build_model
 from bench.suites import DEFAULT_EVAL_EVERY_EPOCHS, DEFAULT_TRAIN_EVAL_SIZE, MODES
 from bench.training import iterations_per_epoch
-from bench.tuning.outputs import DEFAULT_MIN_SPARSITY
+from bench.tuning.objective import load_tuning_data
+from bench.tuning.pareto import DEFAULT_MIN_SPARSITY
+from bench.tuning.plan import OBJECTIVES, StudyPlan
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
 from bench.tuning.spaces import SpaceError, space_for
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
-from bench.tuning.study import OBJECTIVES, StudyError, StudyPlan, load_tuning_data, tune
+from bench.tuning.study import tune
+from bench.tuning.validation import StudyError
 from bench.writable import PathNotWritable, ensure_writable_dir
 
 #: Errors that mean "bad input": reported in one line, exit code 2.
@@ -87,12 +92,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         "(default: sqlite:///<out>/optuna.db; <out>/optuna-journal.log with "
         "--workers > 1)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("results"), help="output folder (default: results)"
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="training device (default: auto)"
-    )
+    add_out(parser)
+    add_device(parser)
     parser.add_argument(
         "--workers",
         type=POSITIVE_INT,

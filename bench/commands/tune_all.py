@@ -30,7 +30,7 @@ from bench.commands.tune import (
     load_checked_data,
     make_plan,
 )
-from bench.tuning.outputs import write_overview
+from bench.tuning.overview import write_overview
 from bench.tuning.settings import load_setting
 from bench.tuning.study import tune
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 if TYPE_CHECKING:
-    from bench.tuning.study import StudyPlan
+    from bench.tuning.plan import StudyPlan
 
 #: Prefix of the per-parameter range attributes.
 SPACE_PREFIX = "space."

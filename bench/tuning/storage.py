@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,8 @@ from optuna.storages.journal import JournalFileBackend
 
 from bench.locking import file_lock
 from bench.safe_files import describe_write_error
+from bench.silence import silenced
 from bench.writable import PathNotWritable, check_writable_file
-
-# Heartbeats, metric names and multivariate TPE are "experimental" in Optuna; they are
-# stable enough for us and the warnings would drown the per-trial lines.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 SQLITE_NAME = "optuna.db"
 JOURNAL_NAME = "optuna-journal.log"
@@ -142,8 +138,7 @@ class StorageSpec:
         # sees an error from CREATE TABLE and simply tries again, now finding the tables.
         for attempt in range(4):
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                with silenced(optuna.exceptions.ExperimentalWarning):  # heartbeats
                     return RDBStorage(
                         self.location,
                         engine_kwargs=engine_kwargs,
