@@ -188,11 +188,11 @@ def test_crashed_trial_is_failed_with_its_error_and_not_counted(
         return train_cell(*args, **kwargs)
 
     monkeypatch.setattr(objective_module, "train_cell", flaky)
-    assert tune(setting_file, out, "--method", "sgd", "--study", "crash", "--trials", "3") == 0
+    assert tune(setting_file, out, "--method", "sgd", "--study", "crash", "--trials", "2") == 0
     study = load(out, "crash")
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1 and "simulated crash" in failed[0].user_attrs["error"]
-    assert len(finished(study)) == 3
+    assert len(finished(study)) == 2  # the crash was replaced
 
 
 @pytest.mark.slow
@@ -385,6 +385,36 @@ def test_hypervolume_of_a_hand_example() -> None:
     assert hypervolume_2d([(0.8, 0.0)]) == 0.0  # a dense method encloses no area
     assert math.isclose(hypervolume_2d([(0.5, 0.5), (0.5, 0.5)]), 0.25)
     assert math.isclose(hypervolume_2d(points, reference=(0.1, 0.1)), 0.4 * 0.4 + 0.1 * 0.3)
+
+
+def test_overview_table_and_plot(tmp_path: Path) -> None:
+    """tune-all's table: one row per study, most hypervolume first, surplus not counted."""
+    import csv
+
+    from bench.tuning.overview import TABLE_COLUMNS, write_overview
+
+    def summary(label: str, points: list[tuple[float, float]], crashed: int, surplus: int) -> dict:
+        dots = [{"trial": i, "val_accuracy": a, "sparsity": s} for i, (a, s) in enumerate(points)]
+        front = [dots[i] for i in pareto_indices(points)]
+        return {"study": f"s-{label}", "label": label, "method": label, "mode": "minibatch",
+                "finished": len(points), "trials": {"FAIL": crashed + surplus}, "surplus": surplus,
+                "front_size": len(front), "hypervolume": hypervolume_2d(points),
+                "best_val_accuracy": max(a for a, _ in points),
+                "max_sparsity": max(s for _, s in points), "picked": dots[0],
+                "points": dots, "front": front}  # fmt: skip
+
+    dense = summary("sgd", [(0.9, 0.0), (0.8, 0.0)], crashed=0, surplus=2)
+    sparse = summary("bsqh", [(0.85, 0.6), (0.5, 0.9)], crashed=1, surplus=0)
+    paths = write_overview([dense, sparse], tmp_path, "x", caption="one caption")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["label"] for r in rows] == ["bsqh", "sgd"]  # most hypervolume first
+    assert [r["failed"] for r in rows] == ["1", "0"]  # surplus trials are not failures
+    assert math.isclose(float(rows[0]["hypervolume"]), hypervolume_2d([(0.85, 0.6), (0.5, 0.9)]))
+    markdown = paths["markdown"].read_text().splitlines()
+    table = [line for line in markdown if line.startswith("|")]
+    assert table[0] == "| " + " | ".join(TABLE_COLUMNS) + " |" and len(table) == 2 + 2
+    assert "one caption" in markdown and markdown[0].endswith("setting x")
+    assert paths["figure"].read_bytes().startswith(PNG_MAGIC)
 
 
 def test_pick_rule() -> None:

@@ -36,7 +36,7 @@ from bench.silence import silenced
 from bench.tuning.cleanup import fail_dead_trials, orphan_window
 from bench.tuning.objective import Objective, make_objective
 from bench.tuning.plan import FINISHED, StudyPlan, count_trials
-from bench.tuning.sampling import worker_seed
+from bench.tuning.sampling import make_sampler, worker_seed
 from bench.tuning.validation import open_study
 
 #: Seconds between looks at the study while other workers run its last trials.
@@ -67,8 +67,17 @@ class TrialOutcome:
 
 def worker_study(plan: StudyPlan, worker_index: int) -> optuna.Study:
     """The plan's study with a sampler seeded for this worker and this many trials."""
-    existing = len(open_study(plan, create=False).get_trials(deepcopy=False))
-    return open_study(plan, create=False, seed=worker_seed(plan, worker_index, existing))
+    study = open_study(plan, create=False)
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(plan, worker_seed(plan, worker_index, existing))
+    return study
+
+
+def _prepare(plan: StudyPlan) -> None:
+    """This process's torch threads and Optuna's verbosity, as the plan asks."""
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR if plan.quiet else optuna.logging.WARNING)
 
 
 def run_one(study: optuna.Study, objective: Objective) -> FrozenTrial:
@@ -94,8 +103,7 @@ def run_trial(
     create=True)``). A trial beyond N comes back as a FAIL with ``surplus``; the caller
     decides whether to run another by counting the study's trials.
     """
-    if plan.threads:
-        torch.set_num_threads(plan.threads)
+    _prepare(plan)
     trial = run_one(worker_study(plan, worker_index), make_objective(plan, data))
     return TrialOutcome(
         number=trial.number,
@@ -113,9 +121,7 @@ def work(plan: StudyPlan, worker_index: int = 0, data: DataSplits | None = None)
     worker dies, this worker runs the replacement, and when it returns the study is
     complete (or this worker gave up after ``max_failures`` crashes of its own).
     """
-    if plan.threads:
-        torch.set_num_threads(plan.threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR if plan.quiet else optuna.logging.WARNING)
+    _prepare(plan)
     study = worker_study(plan, worker_index)
     outcome = WorkerOutcome()
     objective: Objective | None = None  # data and MLflow are loaded once there is work

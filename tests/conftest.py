@@ -1,0 +1,68 @@
+"""Shared test settings and fixtures.
+
+One intra-op thread for torch (and for the subprocesses the tests start): the tests'
+networks are tiny (cnn-tiny on 8x8 images, batches of 32 to 128), where a second thread
+buys nothing measurable, and on a shared two-core machine threads that spin while they
+wait for a core cost several times the work itself. The results do not depend on it.
+
+One migrated, empty MLflow store per session: creating a SQLite store runs MLflow's
+whole chain of schema migrations, a few seconds each time, and most end-to-end tests
+start from a fresh output folder. Before a :class:`bench.tracking.Tracker` opens a
+SQLite store that does not exist yet, a copy of the session's template is put there, so
+the test exercises the same open, experiment creation and logging without paying for
+the migrations again. Stores made by subprocesses (the concurrency tests) are created
+the real way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Filled lazily with the template's path the first time a test needs it."""
+    return {"folder": tmp_path_factory.mktemp("mlflow-template")}
+
+
+@pytest.fixture(autouse=True)
+def _premigrated_mlflow_stores(
+    monkeypatch: pytest.MonkeyPatch, _mlflow_template: dict[str, Path]
+) -> None:
+    tracking = sys.modules.get("bench.tracking")
+    if tracking is None:  # this test module never touches MLflow
+        return
+    original = tracking.Tracker.__init__
+
+    def init(self, uri: str, *args, **kwargs) -> None:
+        if uri.startswith(SQLITE_PREFIX):
+            target = Path(uri[len(SQLITE_PREFIX) :])
+            if not target.exists() and target.parent.is_dir():
+                shutil.copyfile(_template(_mlflow_template), target)
+        original(self, uri, *args, **kwargs)
+
+    monkeypatch.setattr(tracking.Tracker, "__init__", init)
+
+
+def _template(cache: dict[str, Path]) -> Path:
+    if "db" not in cache:
+        from mlflow.tracking import MlflowClient
+
+        db = cache["folder"] / "mlflow.db"
+        MlflowClient(tracking_uri=SQLITE_PREFIX + str(db)).search_experiments()  # migrates
+        cache["db"] = db
+    return cache["db"]
