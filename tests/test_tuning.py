@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import bench.tuning.validation as validation_module
 import optimizers
 from bench.cli import main
 from bench.data import load_dataset
+from bench.silence import silenced
 from bench.suites import load_suite
 from bench.tracking import tracking_uri
 from bench.training import train_cell
@@ -522,8 +522,7 @@ def test_a_worker_waits_for_trials_running_elsewhere_and_replaces_dead_ones(
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
     reaper = threading.Thread(target=other.wait)  # a zombie would still look alive
     reaper.start()
-    with warnings.catch_warnings():  # ask() outside optimize() on a heartbeat storage
-        warnings.simplefilter("ignore", UserWarning)
+    with silenced(UserWarning):  # ask() outside optimize() on a heartbeat storage
         elsewhere = load(out, "handover").ask()
     elsewhere.set_user_attr("worker_host", socket.gethostname())
     elsewhere.set_user_attr("worker_pid", other.pid)
