@@ -31,6 +31,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -159,7 +160,9 @@ class Objective:
             trial.study.stop()
             raise SurplusTrial(f"trial {trial.number} is surplus")
 
-    def _on_eval(self, trial: optuna.Trial, run: RunLog, seen: list[dict[str, Any]]) -> Any:
+    def _on_eval(
+        self, trial: optuna.Trial, run: RunLog, seen: list[dict[str, Any]]
+    ) -> Callable[[dict[str, Any]], None]:
         """The evaluation callback: log the point; ``accuracy`` studies report and prune."""
         plan = self.plan
 
