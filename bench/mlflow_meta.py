@@ -202,7 +202,11 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
     """Save ``model`` as the run's MLflow PyTorch model; returns its URI.
 
     The input example (a few samples, on the CPU) gives the model a signature, so the
-    UI and ``mlflow.pytorch.load_model`` know what it takes.
+    UI and ``mlflow.pytorch.load_model`` know what it takes. MLflow 3 stores a model as
+    a *logged model* of an experiment, linked to the run by ``source_run_id``; the run
+    table's *Models* column lists the logged models of the experiment shown. Without an
+    active run MLflow puts it in the default experiment ("0", its artifacts under
+    ``./mlruns`` of the working directory), so the run's experiment is named here.
     """
     import mlflow
     import mlflow.pytorch
@@ -215,7 +219,8 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
     signature = infer_signature(example_np, output)
     # It warns on every pickle-format save; the format is chosen on purpose (see below).
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    with _tracking_uri(tracking_uri), silenced():
+    experiment_id = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    with _tracking_uri(tracking_uri, experiment_id), silenced():
         info = mlflow.pytorch.log_model(
             cpu_model,
             name=MODEL_NAME,
@@ -229,24 +234,31 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
 
 
 @contextlib.contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API pointed at ``uri`` for a block, then exactly as before.
+def _tracking_uri(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """MLflow's fluent API pointed at ``uri`` (and ``experiment_id``) for a block.
 
-    ``mlflow.pytorch.log_model`` has no client argument; ``mlflow.set_tracking_uri``
-    would also rewrite ``MLFLOW_TRACKING_URI`` in this process's environment, which the
-    bench reads to find its store, so both are restored.
+    ``mlflow.pytorch.log_model`` has no client or experiment argument;
+    ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` would change this
+    process's state for good (the former also rewrites ``MLFLOW_TRACKING_URI``, which
+    the bench reads to find its store), so the block sets the variables MLflow reads
+    and restores them afterwards.
     """
     from mlflow.tracking._tracking_service import utils
 
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    saved = {name: os.environ.get(name) for name in names}
     try:
+        if experiment_id is not None:
+            os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)  # it would win over the id
+            os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
         with utils._use_tracking_uri(uri):
             yield
     finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:

@@ -141,6 +141,15 @@ def test_logged_model_reloads_to_the_recorded_accuracy(smoke):
     records = {r.key: r for r in load_records(cells_dir(out, "smoke"))}
     run = next(r for r in runs if r.data.tags["label"] == "bsqh")
     (output,) = run.outputs.model_outputs
+    client = MlflowClient(tracking_uri(out))
+    # Logged in the run's experiment (the run table's Models column lists those), with
+    # its files in the store's artifact folder, not in ./mlruns of the working directory.
+    logged = client.get_logged_model(output.model_id)
+    assert logged.experiment_id == run.info.experiment_id
+    assert logged.source_run_id == run.info.run_id
+    assert Path(logged.artifact_location.removeprefix("file://")).is_relative_to(out.resolve())
+    found = client.search_logged_models([run.info.experiment_id])
+    assert {m.source_run_id for m in found} == {r.info.run_id for r in runs}
     model = load_model(tracking_uri(out), f"models:/{output.model_id}")
     cell = next(c for c in suite.cells() if c.method.label == "bsqh")
     splits = load_dataset(cell.dataset, device="cpu", **cell.data)
