@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bench.data import DataSplits, load_dataset
+from bench.data import DataCache
 from bench.environment import code_version, environment
 from bench.interrupts import InterruptGuard
 from bench.locking import DriverLock
@@ -80,20 +80,6 @@ class SuiteOutcome:
         return 1 if self.failed or self.unsynced else 0
 
 
-class DataCache:
-    """Datasets loaded once per suite run and kept on the training device."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._cache: dict[str, DataSplits] = {}
-
-    def get(self, dataset: str, options: dict[str, Any]) -> DataSplits:
-        key = json.dumps([dataset, options], sort_keys=True)
-        if key not in self._cache:
-            self._cache[key] = load_dataset(dataset, device=self.device, **options)
-        return self._cache[key]
-
-
 def select(cells: list[Cell], only: str | None) -> list[Cell]:
     """Cells whose name (label/model/dataset/seedN) matches the glob ``only``."""
     if not only:
@@ -141,7 +127,7 @@ def run_suite(
             if done is None or done.status not in DONE:
                 data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
         with guard.deferred():
-            outcome.sync = sync_ledger(sink, ledger, suite.name)
+            outcome.sync = sync_ledger(sink, ledger, suite.name, data)
         guard.check()
         if outcome.sync.pushed or outcome.sync.closed:
             print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)

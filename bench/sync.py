@@ -3,8 +3,10 @@
 The runner opens a cell's run before training and closes it from the finished record
 (:func:`close_run`); when MLflow missed any of it, the record says ``mlflow_synced:
 false`` and :func:`sync_ledger` (``bench sync``, and ``bench run`` at its start)
-rebuilds the whole run from the record: the same params and tags, the curve as metrics
-with their steps, the final figures, the artifacts and the end status. It also closes
+rebuilds the whole run from the record: the same params and tags, the dataset inputs
+(the splits are loaded again to digest them, as the runner does), the curve as metrics
+with their steps, the final figures, the artifacts and the end status. The trained
+network is not in the ledger, so a rebuilt run has no model. It also closes
 the runs of this ledger that a dead process left RUNNING (KILLED, with a reason tag),
 which is safe because it runs under the suite's driver lock: no live process of this
 ledger can own a RUNNING run then.
@@ -12,11 +14,13 @@ ledger can own a RUNNING run then.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.mlflow_meta import cell_description, run_name, standard_tags
+from bench.data import DataCache, DatasetUnavailable
+from bench.mlflow_meta import cell_description, dataset_inputs, run_name, standard_tags
 from bench.mlflow_run import (
     CLOSE_REASON_TAG,
     COMPLETE_TAG,
@@ -60,6 +64,22 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
         LEDGER_TAG: str(Path(ledger).resolve()),
     }
     return name, params, tags
+
+
+def record_inputs(record: CellRecord, data: DataCache) -> list[Any]:
+    """The dataset inputs of a record's run, as the runner logs them for a live cell.
+
+    Data that can no longer be loaded (files removed, a dataset this version does not
+    know) costs the inputs only, with a warning: the rest of the run is still rebuilt.
+    """
+    dataset, options = record.config.get("dataset"), record.config.get("data") or {}
+    try:
+        splits = data.get(dataset, options)
+    except (DatasetUnavailable, OSError, ValueError) as error:  # DataFileError is one
+        note = f"run of cell {record.key} rebuilt without dataset inputs: {short_reason(error)}"
+        warnings.warn(note, stacklevel=2)
+        return []
+    return dataset_inputs(dataset, options, splits)
 
 
 def close_run(run: RunLog, record: CellRecord) -> None:
@@ -119,16 +139,19 @@ class SyncOutcome:
         return text
 
 
-def sync_ledger(sink: Sink, ledger: Path, suite: str) -> SyncOutcome:
+def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = None) -> SyncOutcome:
     """Close orphaned runs of this ledger, then push every not-synced record.
 
-    Call only while holding the suite's driver lock. MLflow failures are reported in the
+    ``data``: where the records' datasets are loaded from (the runner passes its own,
+    already loaded; by default a CPU cache, loaded only if a run is rebuilt). Call only
+    while holding the suite's driver lock. MLflow failures are reported in the
     outcome, never raised: the ledger stays as it was and the next sync tries again.
     """
     ledger = Path(ledger)
     records = load_records(ledger)
     outcome = SyncOutcome()
     pending = [r for r in records if not r.mlflow_synced]
+    data = data or DataCache("cpu")
     try:
         tracker = sink.tracker()
         partial = {r.mlflow_run_id for r in pending if r.mlflow_run_id}  # replaced below
@@ -147,6 +170,8 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str) -> SyncOutcome:
             continue
         name, params, tags = run_spec(record, ledger)
         run = sink.start(name, params, {**tags, "pmp.rebuilt_from_ledger": "true"})
+        if inputs := record_inputs(record, data):
+            run.log_inputs(inputs)
         run.log_curve(record.curve)
         close_run(run, record)
         if not run.synced:

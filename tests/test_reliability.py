@@ -172,6 +172,16 @@ def test_store_that_dies_mid_suite_loses_nothing_and_sync_replaces_the_partial_r
     assert "RUNNING" not in runs and len(runs["FINISHED"]) == 3
     assert {r.data.tags["cell_key"] for r in runs["FINISHED"]} == {r.key for r in records.values()}
     assert all("replaced by run" in r.data.tags["pmp.close_reason"] for r in runs["FAILED"])
+    # The rebuilt runs carry the live run's dataset inputs: the same splits, digested again.
+    inputs = {
+        r.data.tags.get("pmp.rebuilt_from_ledger", "live"): sorted(
+            (i.dataset.name, i.dataset.digest, i.dataset.profile, i.tags[0].value)
+            for i in r.inputs.dataset_inputs
+        )
+        for r in runs["FINISHED"]
+    }
+    assert set(inputs) == {"live", "true"} and len(inputs["live"]) == 3
+    assert inputs["true"] == inputs["live"]
 
 
 def test_only_numeric_summary_figures_become_metrics_and_times_become_tags(tmp_path):
@@ -199,13 +209,15 @@ def test_only_numeric_summary_figures_become_metrics_and_times_become_tags(tmp_p
     )
     record.curve, record.mlflow_synced = curve, False
     record.save(ledger)
-    outcome = bench.sync.sync_ledger(Sink.for_output(tmp_path, "pmp-bench/t"), ledger, "t")
+    with pytest.warns(UserWarning, match="without dataset inputs.*unknown dataset 'd'"):
+        outcome = bench.sync.sync_ledger(Sink.for_output(tmp_path, "pmp-bench/t"), ledger, "t")
     assert outcome.pushed == 1 and outcome.unsynced == 0
     (run,) = runs_by_status(tmp_path)["FINISHED"]
     assert run.data.metrics["test_accuracy"] == 0.5
     assert run.data.metrics["iterations"] == 2
     assert not [k for k in run.data.metrics if k.startswith("final_") or k.endswith("_at")]
     assert run.data.tags["completed_at"] == "2023-11-14T22:13:20+00:00"
+    assert not run.inputs.dataset_inputs  # the data cannot be loaded: no inputs, no failure
 
 
 # --------------------------------------------------------------------------- Ctrl-C

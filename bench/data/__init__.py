@@ -10,12 +10,14 @@ One job per module:
   :class:`DataFileError` naming the file);
 - :mod:`~bench.data.locate`: where files are found (local folders, the Debian package,
   a torchvision download) and :class:`DatasetUnavailable` saying how to provide them;
-- :mod:`~bench.data.install`: :func:`ensure_dataset` for ``make data`` (apt included).
+- :mod:`~bench.data.install`: :func:`ensure_dataset` for ``make data`` (apt included);
+- :mod:`~bench.data.cache`: :class:`DataCache`, each dataset loaded once per process.
 
 The datasets folder itself (``datasets/`` by default) holds files only, no code.
 """
 
 from bench.data import loaders as _loaders  # noqa: F401  (registers the datasets)
+from bench.data.cache import DataCache
 from bench.data.formats import DataFileError, read_cifar_batch, read_idx
 from bench.data.install import ensure_dataset
 from bench.data.locate import (
@@ -38,6 +40,7 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_PACKAGE",
     "IDX_FILES",
     "SPLIT_OPTIONS",
+    "DataCache",
     "DataFileError",
     "DataSplits",
     "DatasetUnavailable",
