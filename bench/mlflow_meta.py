@@ -36,6 +36,10 @@ CONTEXT_TAG = "mlflow.data.context"
 SYSTEM_METRICS_INTERVAL_S = 10.0
 #: The artifact name of a cell's trained network.
 MODEL_NAME = "model"
+#: What a run of a suite's experiment is: a cell, or the suite's report (filter on it).
+RUN_KIND_TAG = "run_kind"
+CELL_KIND = "cell"
+REPORT_KIND = "report"
 
 
 def experiment_tags(description: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:

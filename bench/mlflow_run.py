@@ -159,9 +159,11 @@ class RunLog:
         uri = self.sink.tracker().uri if active else ""
         return system_metrics(self.run_id if active else None, uri, enabled=active)
 
-    def log_file(self, path: Path) -> None:
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        """``path`` into the run's artifacts (``artifact_path``: a folder there)."""
         self._call(
-            f"log {Path(path).name}", lambda: self.sink.tracker().log_file(self.run_id, path)
+            f"log {Path(path).name}",
+            lambda: self.sink.tracker().log_file(self.run_id, path, artifact_path),
         )
 
     def log_curve(self, curve: Sequence[dict[str, Any]]) -> None:

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DataCache, DatasetUnavailable
-from bench.mlflow_meta import cell_description, dataset_inputs, run_name, standard_tags
+from bench.mlflow_meta import (
+    CELL_KIND,
+    RUN_KIND_TAG,
+    cell_description,
+    dataset_inputs,
+    run_name,
+    standard_tags,
+)
 from bench.mlflow_run import (
     CLOSE_REASON_TAG,
     COMPLETE_TAG,
@@ -40,7 +47,8 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
     One name per meaning, in params and tags alike: ``label`` is the suite's name of the
     method (``bsqh-mb``), ``method`` the registry name (``bsqh``). The short run name
     (``bsqh-mb/s0``) and the ``seed`` tag show the seed in the run table; the model and
-    dataset are tags and params. Options that are not set (None) are not logged.
+    dataset are tags and params; ``run_kind = cell`` tells it from the suite's report
+    run. Options that are not set (None) are not logged.
     """
     config, env = record.config, record.environment
     name = run_name(config["label"], config["seed"])
@@ -61,6 +69,7 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
         "seed": str(config["seed"]),
         "suite": record.suite,
         "cell_key": record.key,
+        RUN_KIND_TAG: CELL_KIND,
         LEDGER_TAG: str(Path(ledger).resolve()),
     }
     return name, params, tags

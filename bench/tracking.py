@@ -158,8 +158,8 @@ class Tracker:
             path.write_text(json.dumps(content, indent=1, default=str))
             self.client.log_artifact(run_id, str(path))
 
-    def log_file(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
 
     def end(self, run_id: str, status: str) -> None:
         """``status``: FINISHED, FAILED or KILLED."""

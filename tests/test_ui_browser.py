@@ -1,8 +1,9 @@
 """What a researcher sees in MLflow's UI, checked in a real browser (headless Chromium).
 
-Runs the smoke suite into a temporary store, starts ``mlflow server`` on a free local
-port (one worker, as ``make ui`` does), and drives Debian's ``chromium`` with Playwright.
-Screenshots go to ``$PMP_BENCH_SCREENSHOTS`` (default: the test's tmp folder).
+Runs the smoke suite and its report into a temporary store, starts ``mlflow server`` on
+a free local port (one worker, as ``make ui`` does), and drives Debian's ``chromium``
+with Playwright through what the README's walkthrough tells a user to do. Screenshots go
+to ``$PMP_BENCH_SCREENSHOTS`` (default: the test's tmp folder).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def ui(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra)")
+    from bench.cli import main
     from bench.runner import run_suite
     from bench.suites import load_suite
     from bench.tracking import tracking_uri
@@ -53,6 +55,7 @@ def ui(tmp_path_factory):
     out = tmp_path_factory.mktemp("ui")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     run_suite(load_suite("smoke"), out, torch.device("cpu"), progress=False)
+    assert main(["report", "--suite", "smoke", "--out", str(out)]) == 0
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
@@ -76,6 +79,7 @@ def ui(tmp_path_factory):
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(PATIENCE_MS)
             yield page, base, out, shots
             browser.close()
     finally:
@@ -100,45 +104,124 @@ def run_source(client, experiment) -> str:
     return run.data.tags["mlflow.source.name"]
 
 
+def _open_run_table(page, base: str, experiment) -> None:
+    page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs")
+    page.get_by_text("bsqh/s0").first.wait_for()
+    assistant = page.get_by_role("button", name="Close")  # MLflow 3's assistant panel
+    if assistant.count():
+        assistant.first.click()
+
+
+def _row(page, run):
+    """The run table's row of ``run`` (the grid splits it into pinned and scrolled parts)."""
+    return page.locator(f"[role=row][row-id='{run.info.run_id}']")
+
+
+def _cells(client, experiment) -> dict:
+    """The cell runs by run name (``sgd/s0``...)."""
+    runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'cell'")
+    return {run.info.run_name: run for run in runs}
+
+
 def test_run_table_system_metrics_and_training_view(ui) -> None:
     page, base, out, shots = ui
     client, experiment = _experiment(out)
-    page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs")
-    page.get_by_text("bsqh/s0").first.wait_for(timeout=PATIENCE_MS)
-    page.wait_for_timeout(1500)
+    _open_run_table(page, base, experiment)
+    page.get_by_text("model", exact=True).first.wait_for()
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "run-table.png"))
     text = page.inner_text("body")
     # The model-training view of the experiment, with the suite's description.
     assert "Training runs" in text
     assert "Smoke test: scikit-learn digits" in text
     # Run names carry the seed; Dataset (with split contexts) and Source are filled.
-    for label in ("sgd", "adam", "prox-sgd-l0", "bsqh"):
-        assert f"{label}/s0" in text
+    cells = _cells(client, experiment)
+    assert sorted(cells) == ["adam/s0", "bsqh/s0", "prox-sgd-l0/s0", "sgd/s0"]
+    for name, run in cells.items():
+        assert name in text
+        # Models: each finished cell's logged model, linked from its row.
+        assert _row(page, run).get_by_role("link", name="model").count() == 1
     assert "Dataset" in text and "digits (" in text and "Train" in text
     source = run_source(client, experiment)
     # The Source column shows the last path component of mlflow.source.name.
     assert "Source" in text and source.rsplit("/", 1)[-1][:6] in text
+    assert "Models" in text
 
     run = client.search_runs([experiment.experiment_id], "tags.label = 'bsqh'")[0]
     page.goto(
         f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}/system-metrics"
     )
-    page.get_by_text("cpu_utilization_percentage").first.wait_for(timeout=PATIENCE_MS)
+    page.get_by_text("cpu_utilization_percentage").first.wait_for()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "system-metrics.png"))
     assert "No charts in this section" not in page.inner_text("body")
 
 
-@pytest.mark.xfail(
-    reason="the chart view is not reached by URL in MLflow 3.17; to be driven by clicks",
-    run=False,
-)
 def test_test_accuracy_against_device_time_chart(ui) -> None:
-    """The README's steps: chart view, a test_accuracy chart, X-axis set to a metric."""
+    """The README's steps: two runs shown, chart view, test_accuracy's X-axis a metric."""
+    from playwright.sync_api import expect
+
     page, base, out, shots = ui
-    _, experiment = _experiment(out)
-    page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs?compareRunsMode=CHART")
-    page.get_by_text("test_accuracy", exact=True).first.wait_for(timeout=PATIENCE_MS)
-    page.wait_for_timeout(1500)
-    page.screenshot(path=str(shots / "charts.png"))
-    assert "device_time_s" in page.inner_text("body")
+    client, experiment = _experiment(out)
+    cells = _cells(client, experiment)
+    _open_run_table(page, base, experiment)
+    # The chart view: the second of the three view buttons left of the search box.
+    page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
+    # Its run list: the eye in the header -> "Hide all runs", then the eyes of two runs.
+    page.get_by_test_id("experiment-view-runs-visibility-column-header").click()
+    page.get_by_text("Hide all runs", exact=True).click()
+    shown = ("bsqh/s0", "sgd/s0")
+    for name in shown:
+        _row(page, cells[name]).locator("label", has_text="Unhide run").click()
+    page.get_by_placeholder("Search metric charts").fill("test_accuracy")
+    card = page.locator("[data-testid=experiment-view-compare-runs-card-menu]")
+    expect(card).to_have_count(1, timeout=PATIENCE_MS)  # the test_accuracy chart alone
+    card.click()
+    page.get_by_role("menuitem", name="Configure").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("radio", name="Metric").check()
+    metric = dialog.get_by_role("combobox").first  # "Select metric", the X-axis's
+    metric.click()
+    metric.fill("device_time_s")
+    metric.press("Enter")
+    dialog.get_by_role("button", name="Save changes").click()
+    dialog.wait_for(state="hidden")
+    page.get_by_text("device_time_s", exact=True).first.wait_for()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(shots / "chart-test-accuracy-vs-device-time.png"))
+    text = page.inner_text("body")
+    chart = text[text.index("Model metrics") :]
+    assert "device_time_s" in chart and "test_accuracy" in chart  # X and Y of the chart
+    for name in shown:  # the legend lists both runs, the hidden ones not
+        assert f"{name} (test_accuracy)" in chart
+    for hidden in ("adam/s0", "prox-sgd-l0/s0"):
+        assert f"{hidden} (test_accuracy)" not in chart
+    assert page.locator(".js-plotly-plot").count() == 1  # one chart, drawn
+
+
+def test_report_run_shows_the_figures(ui) -> None:
+    """The comparison without clicks: the report run's page shows REPORT.md's figures."""
+    page, base, out, shots = ui
+    client, experiment = _experiment(out)
+    (report,) = client.search_runs([experiment.experiment_id], "tags.run_kind = 'report'")
+    cells = client.search_runs([experiment.experiment_id], "tags.run_kind = 'cell'")
+    assert len(cells) == 4 and report.info.run_name == "report"
+    page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{report.info.run_id}")
+    more = page.get_by_text("Show more", exact=True)
+    more.first.wait_for()
+    more.first.click()
+    # The description's figures, served from the run's artifacts (MLflow drops alt texts).
+    figures = page.locator("img[src*='get-artifact'][src*='figures%2F']")
+    figure = figures.and_(page.locator("img[src*='test_accuracy_curves']"))
+    figure.wait_for()
+    figure.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.images].filter(i => i.src.includes('get-artifact')).every("
+        "i => i.complete && i.naturalWidth > 0)"
+    )
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "report-run.png"))
+    assert figure.is_visible() and figure.evaluate("i => i.naturalWidth") > 400
+    sources = figures.evaluate_all("imgs => imgs.map(i => decodeURIComponent(i.src))")
+    for name in ("performance_profile", "accuracy_vs_sparsity", "train_loss_curves"):
+        assert any(name in src for src in sources), name

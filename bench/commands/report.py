@@ -1,8 +1,10 @@
 """``python -m bench report --suite NAME|PATH [--out DIR]``: tables, figures and REPORT.md.
 
 Reads the ledger of the suite's cells (``<out>/<suite>/cells``) and writes the report next
-to it. Only records of the suite's current cells count: a record left by other code or an
-older version of the suite file is ignored (and the count of ignored ones is printed).
+to it, then copies REPORT.md and its figures into the suite's MLflow experiment as its
+``report`` run (:mod:`bench.report_run`; ``--no-mlflow`` skips that). Only records of
+the suite's current cells count: a record left by other code or an older version of
+the suite file is ignored (and the count of ignored ones is printed).
 """
 
 from __future__ import annotations
@@ -12,16 +14,25 @@ import sys
 
 from bench.commands.args import add_out, add_suite
 from bench.errors import UsageError
+from bench.mlflow_meta import experiment_tags
+from bench.mlflow_run import Sink
 from bench.records import load_records
 from bench.report import write_report
+from bench.report_run import log_report_run
 from bench.runner import cell_key, cells_dir, suite_dir
 from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
+from bench.tracking import EXPERIMENT_PREFIX
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_suite(parser)
     add_out(parser)
+    parser.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="do not copy the report into the suite's MLflow experiment as its report run",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,4 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {missing} of {len(wanted)} cells have no record yet")
     if ignored:
         print(f"note: ignored {ignored} records from other code or suite versions")
+    if not args.no_mlflow:
+        sink = Sink.for_output(
+            args.out,
+            EXPERIMENT_PREFIX + suite.name,
+            experiment_tags(suite.description or suite.name, {"suite": suite.name}),
+        )
+        logged = log_report_run(sink, suite_dir(args.out, suite.name), suite.name)
+        print(f"mlflow: {logged.describe()}" if not logged.error else f"note: {logged.describe()}")
     return 0

@@ -1,9 +1,11 @@
 """``python -m bench sync --suite NAME|PATH [--out DIR]``: make MLflow match the ledger.
 
 Pushes every record marked not synced (rebuilding its run from the ledger) and closes
-the suite's runs that a dead process left RUNNING. ``bench run`` does the same at its
-start. Exit status: 0 when MLflow holds every record, 1 when some are still not synced
-(the message says why), 2 when another process drives the suite.
+the suite's runs that a dead process left RUNNING, as ``bench run`` does at its start;
+then logs the suite's report run again when MLflow lacks the current REPORT.md
+(:mod:`bench.report_run`). Exit status: 0 when MLflow holds every record (and the
+report), 1 when some are still not synced (the message says why), 2 when another
+process drives the suite.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 from bench.commands.args import add_out, add_suite
 from bench.locking import LockHeld
 from bench.mlflow_run import Sink
-from bench.runner import cells_dir, suite_lock
+from bench.report_run import REPORT_FILE, log_report_run
+from bench.runner import cells_dir, suite_dir, suite_lock
 from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.sync import sync_ledger
@@ -33,9 +36,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         with suite_lock(args.out, suite.name):
             outcome = sync_ledger(sink, ledger, suite.name)
+            report = suite_dir(args.out, suite.name)
+            logged = (
+                log_report_run(sink, report, suite.name)
+                if (report / REPORT_FILE).exists()
+                else None
+            )
     except (LockHeld, OutputWriteError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     stream = sys.stderr if outcome.unsynced else sys.stdout
     print(f"sync {suite.name}: {outcome.describe()}", file=stream)
-    return 1 if outcome.unsynced else 0
+    if logged is not None:
+        print(
+            f"sync {suite.name}: {logged.describe()}",
+            file=sys.stderr if logged.error else sys.stdout,
+        )
+    return 1 if outcome.unsynced or (logged is not None and logged.error) else 0

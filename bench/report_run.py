@@ -1,0 +1,151 @@
+"""The suite's report as one MLflow run: a comparison of the methods that needs no clicks.
+
+``bench report`` writes REPORT.md and its figures; this module copies them into the
+suite's experiment as a run named ``report`` (``REPORT.md`` and ``figures/*.png`` as
+artifacts, the figures also shown inline in the run's description), so the UI offers
+the like-with-like comparison without configuring a chart. ``bench sync`` logs it again
+when the store lacks the current report (a new store, a report written while MLflow was
+down).
+
+It is not a cell: its tag ``run_kind = report`` (cells carry ``run_kind = cell``) keeps
+it out of anything that counts or filters cells, and it has no ``suite`` or
+``cell_key`` tag, so the ledger's sync never mistakes it for a cell's run. One report
+run per output folder and suite: a new one replaces (deletes) the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.mlflow_meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
+from bench.mlflow_run import RunLog, Sink, short_reason
+
+RUN_NAME = "report"
+#: The report folder a run copies (two output folders may share a tracking server).
+REPORT_DIR_TAG = "pmp.report_dir"
+#: A hash of the files copied: an equal one means the store has this report already.
+DIGEST_TAG = "pmp.report_digest"
+REPORT_FILE = "REPORT.md"
+FIGURES = "figures"
+
+
+@dataclass
+class ReportRunOutcome:
+    run_id: str | None = None
+    logged: bool = False  # False: the store had this report already, or MLflow failed
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.error:
+            return f"report not in MLflow ({self.error})"
+        verb = "logged" if self.logged else "already in MLflow"
+        return f"report run {self.run_id} {verb}"
+
+
+#: Figures whose name has this go first: test accuracy against time, the headline.
+HEADLINE = "test_accuracy_curves"
+
+
+def report_files(report_dir: Path) -> list[Path]:
+    """REPORT.md and the figures it shows, the headline figures first."""
+    report_dir = Path(report_dir)
+    figures = sorted(
+        (report_dir / FIGURES).glob("*.png"), key=lambda p: (HEADLINE not in p.name, p.name)
+    )
+    return [report_dir / REPORT_FILE, *figures]
+
+
+def report_digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def description(run_id: str, suite: str, figures: list[Path]) -> str:
+    """Markdown for the run page: the figures inline, served by the tracking server.
+
+    ``get-artifact`` is relative to the UI's address, so it works behind any host or
+    port the server is reached at.
+    """
+    lines = [
+        f"Report of suite **{suite}**: the figures of `{REPORT_FILE}` (in *Artifacts*, "
+        "with the tables and claims). Medians over seeds with min–max bands.",
+        "",
+    ]
+    for figure in figures:
+        query = urllib.parse.urlencode({"path": f"{FIGURES}/{figure.name}", "run_uuid": run_id})
+        lines += [f"![{figure.stem}](get-artifact?{query})", ""]
+    return "\n".join(lines)
+
+
+def log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome:
+    """Log the report in ``report_dir`` as the suite's report run, unless already there.
+
+    MLflow failures are returned in the outcome, never raised: the report on disk is
+    complete without MLflow, and ``bench sync`` tries again.
+    """
+    report_dir = Path(report_dir)
+    files = report_files(report_dir)
+    if not files[0].exists():
+        return ReportRunOutcome(error=f"no {REPORT_FILE} in {report_dir}")
+    digest = report_digest(files)
+    mine = str(report_dir.resolve())
+    try:
+        previous = report_runs(sink, mine)
+    except Exception as error:  # the store is unreachable
+        return ReportRunOutcome(error=f"MLflow unreachable: {short_reason(error)}")
+    for run in previous:
+        if run.data.tags.get(DIGEST_TAG) == digest and run.info.status == "FINISHED":
+            return ReportRunOutcome(run_id=run.info.run_id)
+    tags = {
+        **standard_tags(git_commit=None, description=f"Report of suite {suite}"),
+        RUN_KIND_TAG: REPORT_KIND,
+        REPORT_DIR_TAG: mine,
+        DIGEST_TAG: digest,
+    }
+    run = sink.start(RUN_NAME, {}, tags)
+    _copy(run, files, suite)
+    if not run.synced:
+        run.end("FAILED", reason=f"incomplete ({run.error}); logged again by bench sync")
+        return ReportRunOutcome(run_id=run.run_id, error=run.error)
+    run.end("FINISHED")
+    for old in previous:  # replaced: one report run per folder
+        _delete(sink, old.info.run_id)
+    return ReportRunOutcome(run_id=run.run_id, logged=True)
+
+
+def _copy(run: RunLog, files: list[Path], suite: str) -> None:
+    report, *figures = files
+    run.log_file(report)
+    for figure in figures:
+        run.log_file(figure, artifact_path=FIGURES)
+    if run.run_id is not None:
+        run.set_tags({NOTE_TAG: description(run.run_id, suite, figures)})
+
+
+def report_runs(sink: Sink, report_dir: str) -> list[Any]:
+    """The report runs of this experiment made from ``report_dir``, newest first."""
+    tracker = sink.tracker()
+    return [
+        run
+        for run in tracker.client.search_runs(
+            [tracker.experiment_id],
+            filter_string=f"tags.{RUN_KIND_TAG} = '{REPORT_KIND}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+        )
+        if run.data.tags.get(REPORT_DIR_TAG) == report_dir
+    ]
+
+
+def _delete(sink: Sink, run_id: str) -> None:
+    try:
+        sink.tracker().client.delete_run(run_id)
+    except Exception:  # a stale copy left visible is harmless; the next report retries
+        return
