@@ -57,10 +57,13 @@ def _isolated_tracking(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def runs_of(out: Path, suite: str):
+def runs_of(out: Path, suite: str, kind: str = "cell"):
+    """The suite's runs of ``kind`` (``cell``, or ``report``: the report run)."""
     client = MlflowClient(tracking_uri=tracking_uri(out))
     experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+    return client, client.search_runs(
+        [experiment.experiment_id], f"tags.run_kind = '{kind}'", max_results=1000
+    )
 
 
 @pytest.fixture(scope="module")
@@ -409,8 +412,14 @@ def test_report_command_writes_tables_figures_and_report(smoke):
         "mlflow_run_id",
     }
     assert required <= set(runs.columns) and len(runs) == 4
-    _, mlflow_runs = runs_of(out, "smoke")
+    client, mlflow_runs = runs_of(out, "smoke")
     assert set(runs["mlflow_run_id"]) == {r.info.run_id for r in mlflow_runs}
+    # The report run joined the experiment; it counts as no cell.
+    (report_run,) = runs_of(out, "smoke", "report")[1]
+    experiment = report_run.info.experiment_id
+    assert len(client.search_runs([experiment])) == len(mlflow_runs) + 1
+    logged = {a.path for a in client.list_artifacts(report_run.info.run_id, "figures")}
+    assert {f"figures/{p.name}" for p in (folder / "figures").glob("*.png")} == logged
     curves = pd.read_csv(folder / "curves.csv")
     assert len(curves) == 4 * 5 and {"device_time_s", "objective", "eps"} <= set(curves.columns)
     pngs = list((folder / "figures").glob("*.png"))

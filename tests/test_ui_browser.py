@@ -8,8 +8,10 @@ to ``$PMP_BENCH_SCREENSHOTS`` (default: the test's tmp folder).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,11 +85,22 @@ def ui(tmp_path_factory):
             yield page, base, out, shots
             browser.close()
     finally:
-        server.terminate()
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """End the server's whole process group: MLflow 3 spawns job consumers (huey)
+    that outlive a server killed alone."""
+    for sig, patience in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)  # its own group: start_new_session=True
         try:
-            server.wait(timeout=20)
+            server.wait(timeout=patience)
+            break
         except subprocess.TimeoutExpired:
-            server.kill()
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)  # children still alive after the main exit
 
 
 def _experiment(out: Path):
