@@ -58,9 +58,10 @@ bench: install data
 		$(PY) -m bench report --suite $$panel --out $(OUT) || exit 1; \
 	done
 
-# One worker: a single user on a laptop needs no more, and it starts in seconds.
+# One worker: a single user on a laptop needs no more, and it starts in seconds. No job
+# consumers (MLflow 3 starts seven, for GenAI judges; training runs never use them).
 ui: install
-	$(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
 		--host 127.0.0.1 --port $(PORT) --workers 1
 
 tune: install data

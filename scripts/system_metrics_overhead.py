@@ -3,9 +3,11 @@
 Times SGD steps of LeNet-5 on Fashion-MNIST-shaped synthetic batches (128 by default)
 with the bench's system-metrics monitor off and on, in alternating repetitions (off, on,
 off, on, ...) so that drifts of a shared machine hit both alike, and prints the median
-step time of each. The monitor is the runner's own (``bench.mlflow_meta.system_metrics``,
-sampling every ``SYSTEM_METRICS_INTERVAL_S`` seconds unless ``--interval`` says
-otherwise) writing to a throw-away SQLite store.
+step time of each, the median ratio of adjacent (off, on) pairs, and what one sample
+costs (the bound that holds on a busy machine too: sample cost / interval). The monitor is the
+runner's own (``bench.mlflow_meta.system_metrics``, sampling every
+``SYSTEM_METRICS_INTERVAL_S`` seconds unless ``--interval`` says otherwise) writing to a
+throw-away SQLite store.
 
     python scripts/system_metrics_overhead.py [--device cpu|cuda] [--batch 128]
         [--reps 6] [--seconds 12] [--interval S]
@@ -48,6 +50,24 @@ def steps_for(method: object, batches: list, device: torch.device, seconds: floa
     return timer.step_milliseconds()
 
 
+def sample_cost_ms(run_id: str, uri: str, count: int = 10) -> float:
+    """Median wall time of one cycle of the monitor's thread: read the system, check the
+    run, write the metrics to the store (what happens once per sampling interval)."""
+    from mlflow import MlflowClient
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=3600, tracking_uri=uri)
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        monitor.collect_metrics()
+        MlflowClient(uri).get_run(run_id)
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+        times.append((time.perf_counter() - began) * 1000.0)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
@@ -81,6 +101,7 @@ def main() -> int:
                 print(f"rep {rep + 1} {mode:>3}: {medians[mode][-1]:.3f} ms/step "
                       f"({len(times)} steps)", flush=True)  # fmt: skip
         samples = len(client.get_metric_history(run_id, "system/cpu_utilization_percentage"))
+        cost = sample_cost_ms(run_id, uri)
     off, on = statistics.median(medians["off"]), statistics.median(medians["on"])
     print(
         f"\nSGD step, LeNet-5, batch {args.batch}, {device_name(device)}, "
@@ -89,6 +110,13 @@ def main() -> int:
     )
     print(f"  monitor off: {off:.3f} ms/step (median of repetition medians)")
     print(f"  monitor on:  {on:.3f} ms/step ({(on - off) / off:+.1%})")
+    # Adjacent off/on pairs see the same load; their ratio resists a drifting machine.
+    ratios = [b / a for a, b in zip(medians["off"], medians["on"], strict=True)]
+    print(f"  paired on/off ratio: median {statistics.median(ratios):.3f} "
+          f"(range {min(ratios):.3f}-{max(ratios):.3f})")  # fmt: skip
+    # The bound that needs no quiet machine: one sample's cost per sampling interval.
+    print(f"  one sample costs {cost:.2f} ms: at most {cost / (args.interval * 1000):.4%} "
+          f"of the time at one sample per {args.interval:g} s")  # fmt: skip
     spread = {m: (min(v), max(v)) for m, v in medians.items()}
     print("  repetition medians range: " + ", ".join(
         f"{m} {lo:.3f}-{hi:.3f}" for m, (lo, hi) in spread.items()))  # fmt: skip

@@ -64,6 +64,7 @@ def ui(tmp_path_factory):
         [str(mlflow_bin), "server", "--backend-store-uri", tracking_uri(out), "--host",
          "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `make ui`
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
