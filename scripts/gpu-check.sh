@@ -2,7 +2,8 @@
 # GPU check (`make gpu-check`): the CUDA tests of the fast path, the perf harness on the
 # GPU (with kernels per step), then the `gpu-quick` suite and its full-batch panel
 # `gpu-quick-fullbatch`, trained, tracked in MLflow and reported, in about 7 minutes on
-# an H100 or H200. Set GPU_CHECK_SUITES=0 to stop after the perf table.
+# an H100 or H200. Set GPU_CHECK_SUITES=0 to stop after the perf table, and
+# PERF_METHODS=sgd,bsqh-fast (a `bench perf --methods` list) to time fewer methods.
 #
 # Works from a fresh copy of the repository: uses .venv/bin/python when it exists, else
 # python3 (a GPU machine with torch installed system-wide is enough; MLflow, Optuna and
@@ -35,7 +36,10 @@ else
 fi
 
 echo "== bench perf --device cuda --kernels"
-timeout 200 "$PY" -m bench perf --device cuda --kernels --no-progress --json "$REPORT_DIR/perf.json" || {
+perf_methods=()
+[ -n "${PERF_METHODS:-}" ] && perf_methods=(--methods "$PERF_METHODS")
+timeout 200 "$PY" -m bench perf --device cuda --kernels --no-progress "${perf_methods[@]}" \
+    --json "$REPORT_DIR/perf.json" || {
     rc=$?
     echo "gpu-check: bench perf failed (exit $rc)"
     [ "$status" -eq 0 ] && status=$rc
