@@ -79,6 +79,10 @@ class Sink:
             self._tracker = self._opener()
         return self._tracker
 
+    def new_log(self) -> RunLog:
+        """The run object :meth:`start` fills in (a subclass may log differently)."""
+        return RunLog(self)
+
     def start(
         self,
         name: str,
@@ -87,7 +91,7 @@ class Sink:
         parent_run_id: str | None = None,
     ) -> RunLog:
         """A new run (or a not-synced stand-in when MLflow cannot be reached)."""
-        log = RunLog(self)
+        log = self.new_log()
         log.run_id = log._call(
             "start",
             lambda: self.tracker().start(

@@ -21,6 +21,7 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,12 +165,16 @@ def run_cell(
     *,
     progress: bool = True,
     models: bool = True,
+    finish: Callable[[CellRecord, Any, Path], None] | None = None,
 ) -> CellRecord:
     """Train one cell, write its record, then close its MLflow run; returns the record.
 
     The run gets the cell's dataset splits as inputs, system metrics while it trains,
     and (``models``) the trained network of a finished cell as its MLflow model.
+    ``finish(record, run, ledger)`` replaces :func:`record_and_close` where the record
+    is written elsewhere: a Dask worker hands both back to the driver, which writes them.
     """
+    finish = finish or record_and_close
     guard = guard or InterruptGuard()
     record = CellRecord(
         key=key, suite=cell.suite, status="failed", config=cell.config(), environment=env
@@ -199,7 +204,7 @@ def run_cell(
             last = seen[-1] if seen else {}
             record.summary = {k: last[k] for k in SUMMARY_FIELDS if k in last}
             record.wall_time_s = time.perf_counter() - began
-            record_and_close(record, run, ledger)
+            finish(record, run, ledger)
         raise
     except Exception as error:  # the suite goes on; the record keeps the traceback
         record.error = f"{type(error).__name__}: {error}"
@@ -208,7 +213,7 @@ def run_cell(
         _fill(record, result)
     record.wall_time_s = time.perf_counter() - began
     with guard.deferred():
-        record_and_close(record, run, ledger)
+        finish(record, run, ledger)
     return record
 
 

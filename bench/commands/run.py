@@ -18,10 +18,11 @@ import sys
 from collections.abc import Sequence
 
 from bench.commands.args import add_device, add_out, add_suite
+from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.errors import UsageError
 from bench.records import CellRecord, load_records
-from bench.runner import cell_key, cells_dir, run_suite, select
+from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite, select
 from bench.suites import Cell, Suite, load_suite
 from bench.writable import ensure_writable_dir
 
@@ -49,6 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="do not save each finished cell's network as an MLflow model (large sweeps)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_scheduler_option(parser, "the cells")
 
 
 def chosen_cells(suite: Suite, only: str | None) -> list[Cell]:
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_text(suite, cells, load_records(cells_dir(args.out, suite.name))))
         return 0
+    if args.scheduler is not None:
+        return report(args, suite, run_on_cluster(args, suite))
     try:
         device = resolve_device(args.device)
     except ValueError as error:
@@ -78,6 +82,27 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         models=not args.no_models,
     )
+    return report(args, suite, outcome)
+
+
+def run_on_cluster(args: argparse.Namespace, suite: Suite) -> SuiteOutcome:
+    """The cells on the Dask cluster of ``--scheduler`` (the device is chosen per worker)."""
+    from bench.distributed.suite import run_suite_distributed
+
+    ensure_writable_dir(args.out, "output folder", flag="--out")
+    return run_suite_distributed(
+        suite,
+        args.out,
+        args.device,
+        args.scheduler,
+        only=args.only,
+        progress=not args.no_progress,
+        models=not args.no_models,
+    )
+
+
+def report(args: argparse.Namespace, suite: Suite, outcome: SuiteOutcome) -> int:
+    """The closing lines and the exit status of a suite run."""
     print(
         f"suite {suite.name}: {outcome.ran} cells run, {outcome.skipped} already done, "
         f"{outcome.diverged} diverged, {outcome.failed} failed"

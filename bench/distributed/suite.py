@@ -1,0 +1,257 @@
+"""``bench run --scheduler``: the driver that spreads a suite's cells over Dask workers.
+
+Decisions (the README's "Scaling out" section folds these in):
+
+- **One cell, one Dask task** (:func:`bench.distributed.cells.run_cell_task`); on CUDA
+  workers it asks for the resource ``GPU=1``, so two cells never share a GPU.
+- **The driver writes the ledger.** Workers return the record; the driver, the only
+  process that writes ``cells/``, saves it atomically and then completes the MLflow run
+  (:mod:`bench.distributed.recording`). Workers need no access to ``--out``.
+- **One driver per suite and ``--out``**, as in a serial run: the suite's driver lock
+  (:class:`bench.locking.DriverLock`, ``<out>/<suite>/.lock``) is one lock over all the
+  suite's cells; a second driver exits with status 2 naming the first, before it trains
+  anything, so no cell is trained twice.
+- **MLflow.** A tracking server or database URI: workers log live. A SQLite file (the
+  default) or a local folder: workers write nothing, the driver logs each run when its
+  cell comes back (one writer, so SQLite stays safe); for live curves run
+  ``make mlflow-server``.
+- **Faults.** A worker killed mid-cell: Dask runs the cell again on another worker (up to
+  ``distributed.scheduler.allowed-failures`` deaths, default 3, after which the cell is
+  recorded ``failed``) and the dead attempt's run ends KILLED. Ctrl-C: running cells are
+  asked to stop (a Dask event they look at each evaluation point) and are recorded
+  ``killed`` if they come back within :data:`STOP_GRACE_S`; cells not yet started are
+  cancelled, a cluster started here is closed (its workers end), runs left RUNNING are
+  ended KILLED, and a rerun runs what is not finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.distributed.cells import CellOutcome, CellTask, run_cell_task
+from bench.distributed.cluster import Cluster, open_cluster
+from bench.distributed.recording import failed_outcome, record_outcome
+from bench.distributed.spec import SchedulerSpec
+from bench.errors import UsageError
+from bench.interrupts import InterruptGuard
+from bench.mlflow_meta import experiment_tags
+from bench.mlflow_run import Sink, short_reason
+from bench.records import load_record
+from bench.runner import (
+    DONE,
+    DataCache,
+    SuiteOutcome,
+    cell_key,
+    cells_dir,
+    one_line,
+    select,
+    suite_lock,
+)
+from bench.suites import Cell, Suite
+from bench.sync import close_orphans, sync_ledger
+from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+
+#: Seconds an interrupted driver waits for running cells to come back ``killed``.
+STOP_GRACE_S = 15.0
+#: Tracking URI schemes only one process may write (the driver logs their runs).
+LOCAL_STORES = ("sqlite", "file", "")
+
+
+def is_live_store(uri: str) -> bool:
+    """Whether workers may write to this MLflow store themselves (a server or database)."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    return scheme not in LOCAL_STORES
+
+
+def device_problems(cluster: Cluster, device: str) -> dict[str, str]:
+    """Workers on which ``--device`` cannot be used, with the reason."""
+    answers = cluster.client.run(_device_problem, device)
+    return {worker: problem for worker, problem in answers.items() if problem}
+
+
+def _device_problem(device: str) -> str | None:
+    from bench.environment import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def run_suite_distributed(
+    suite: Suite,
+    out_dir: Path,
+    device: str,
+    scheduler: SchedulerSpec,
+    *,
+    only: str | None = None,
+    progress: bool = True,
+    models: bool = True,
+) -> SuiteOutcome:
+    """Run the suite's remaining cells on the cluster of ``scheduler`` (module docstring).
+
+    Raises :class:`bench.distributed.cluster.SchedulerError` when the cluster cannot be
+    started or reached (nothing is trained), :class:`bench.locking.LockHeld` when another
+    process drives this suite, and :class:`KeyboardInterrupt` after Ctrl-C.
+    """
+    out_dir = Path(out_dir)
+    ledger = cells_dir(out_dir, suite.name)
+    cells = select(suite.cells(), only)
+    tags = experiment_tags(suite.description or suite.name, {"suite": suite.name})
+    sink = Sink.for_output(out_dir, EXPERIMENT_PREFIX + suite.name, tags)
+    uri = tracking_uri(out_dir)
+    live = is_live_store(uri)
+    with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
+        outcome = SuiteOutcome(0, 0, 0, 0)
+        existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
+        pending = [c for c, done in zip(cells, existing, strict=True) if not _done(done)]
+        data = DataCache(torch.device("cpu"))  # the driver checks every data file first
+        for cell in pending:
+            data.get(cell.dataset, cell.data)
+        with open_cluster(scheduler) as cluster:
+            problems = device_problems(cluster, device)
+            if problems:
+                worker, problem = next(iter(problems.items()))
+                raise UsageError(f"--device {device} on worker {worker}: {problem}")
+            with guard.deferred():
+                outcome.sync = sync_ledger(sink, ledger, suite.name)
+            guard.check()
+            if outcome.sync.pushed or outcome.sync.closed:
+                print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
+            print(
+                f"suite {suite.name}: {len(pending)} of {len(cells)} cells to run on "
+                f"{scheduler.describe()} ({cluster.workers()} workers"
+                + (", one GPU each" if cluster.gpu else "")
+                + (
+                    ""
+                    if live
+                    else "; MLflow is a local store, so the driver logs each run "
+                    "when its cell ends: `make mlflow-server` for live curves"
+                )
+                + ")",
+                file=sys.stderr,
+            )
+            for cell in cells:
+                done = load_record(ledger / f"{cell_key(cell)}.json")  # as the sync left it
+                if _done(done):
+                    outcome.skipped += 1
+                    outcome.unsynced += not done.mlflow_synced
+            shared = task_fields(suite, ledger, device, uri if live else None, models, cluster)
+            try:
+                _drive(pending, cluster, sink, ledger, outcome, guard, shared, progress)
+            finally:
+                if live:  # runs of attempts that never came back (Ctrl-C, dead workers)
+                    with guard.deferred(), contextlib.suppress(Exception):
+                        close_orphans(sink, suite.name, ledger)
+    return outcome
+
+
+def _done(record: Any) -> bool:
+    return record is not None and record.status in DONE
+
+
+def task_fields(
+    suite: Suite,
+    ledger: Path,
+    device: str,
+    uri: str | None,
+    models: bool,
+    cluster: Cluster,
+) -> dict[str, Any]:
+    """What every cell's :class:`CellTask` shares."""
+    return {
+        "ledger": str(Path(ledger).resolve()),
+        "device": device,
+        "experiment": EXPERIMENT_PREFIX + suite.name,
+        "experiment_tags": experiment_tags(suite.description or suite.name, {"suite": suite.name}),
+        "tracking_uri": uri,
+        "models": models,
+        "threads": cluster.threads,
+        "stop_event": f"pmp-bench-stop-{suite.name}-{uuid.uuid4().hex[:12]}",
+    }
+
+
+def _drive(
+    cells: list[Cell],
+    cluster: Cluster,
+    sink: Sink,
+    ledger: Path,
+    outcome: SuiteOutcome,
+    guard: InterruptGuard,
+    shared: dict[str, Any],
+    progress: bool,
+) -> None:
+    """Submit every cell, record each as it comes back; on Ctrl-C stop the rest."""
+    from distributed import Event, as_completed
+
+    client = cluster.client
+    stop = Event(shared["stop_event"], client=client)
+    futures: dict[Any, tuple[Cell, str]] = {}
+    for cell in cells:
+        key = cell_key(cell)
+        future = client.submit(
+            run_cell_task,
+            CellTask(cell=cell, key=key, **shared),
+            key=f"pmp-cell-{key}-{uuid.uuid4().hex[:8]}",
+            pure=False,
+            resources=cluster.resources(),
+        )
+        futures[future] = (cell, key)
+    bar = tqdm(
+        total=len(cells),
+        desc=f"cells on {cluster.spec.describe()}",
+        unit="cell",
+        disable=not progress,
+    )
+    pending = set(futures)
+    try:
+        for future in as_completed(list(futures)):
+            pending.discard(future)
+            with guard.deferred():
+                _record(future, futures[future], sink, ledger, outcome)
+            bar.update()
+            guard.check()
+    except KeyboardInterrupt:
+        with guard.deferred():  # a second Ctrl-C aborts at once
+            stop.set()  # running cells stop at their next evaluation; queued ones skip
+            with contextlib.suppress(TimeoutError):
+                for future in as_completed(list(pending), timeout=STOP_GRACE_S):
+                    pending.discard(future)
+                    _record(future, futures[future], sink, ledger, outcome)
+            client.cancel(list(pending))
+        raise
+    finally:
+        bar.close()
+
+
+def _record(
+    future: Any,
+    cell_and_key: tuple[Cell, str],
+    sink: Sink,
+    ledger: Path,
+    outcome: SuiteOutcome,
+) -> None:
+    """Write the cell that came back (a cell that never started writes nothing)."""
+    cell, key = cell_and_key
+    if future.cancelled():
+        return
+    try:
+        result: CellOutcome | None = future.result()
+    except Exception as error:  # KilledWorker: every attempt died with its worker
+        result = failed_outcome(cell.config(), key, cell.suite, short_reason(error))
+    if result is None:  # the driver stopped before this cell began
+        return
+    record = record_outcome(result, sink, ledger)
+    outcome.ran += 1
+    outcome.failed += record.status == "failed"
+    outcome.diverged += record.status == "diverged"
+    outcome.unsynced += not record.mlflow_synced
+    tqdm.write(one_line(record) + (f" [{result.worker}]" if result.worker else ""), file=None)
