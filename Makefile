@@ -15,8 +15,11 @@ OUT ?= results
 PORT ?= 5000
 STORE ?= $(OUT)
 STAMP := $(VENV)/.installed
+# `make mlflow-server`: the PostgreSQL database of the run store, and the server's port.
+MLFLOW_DB ?= postgresql://postgres:postgres@127.0.0.1:5432/mlflow
+MLFLOW_PORT ?= 5001
 
-.PHONY: install test test-slow test-all docs lint clean bench data ui tune matched dashboard perf gpu-check
+.PHONY: install test test-slow test-all docs lint clean bench data ui mlflow-server tune matched dashboard perf gpu-check
 
 install: $(STAMP)
 
@@ -63,6 +66,12 @@ bench: install data
 ui: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
 		--host 127.0.0.1 --port $(PORT) --workers 1
+
+# Live tracking for Dask workers: mlflow server on 127.0.0.1 with runs in PostgreSQL and
+# artifacts under OUT; it prints the MLFLOW_TRACKING_URI to export (see README, Scaling out).
+mlflow-server: install
+	$(PY) -m bench.distributed.server --backend $(MLFLOW_DB) \
+		--artifacts $(abspath $(OUT))/mlflow-server-artifacts --port $(MLFLOW_PORT)
 
 tune: install data
 	$(PY) -m bench tune-all --setting quick --out $(OUT)

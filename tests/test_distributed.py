@@ -1,0 +1,355 @@
+"""Suites on Dask (``bench run --scheduler``): results, MLflow runs and every fault.
+
+Every cluster and server these tests start binds to 127.0.0.1 and is stopped by the test.
+A live MLflow server (``mlflow server``) is started once for the module: on PostgreSQL
+when ``PMP_BENCH_TEST_POSTGRES`` names one (``.ci/run`` does), else on a SQLite file
+behind the server, which is one writer and so safe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+from bench.distributed.server import ensure_database, server_command, wait_until_up
+from bench.distributed.spec import SchedulerSpec, SchedulerSpecError, parse_scheduler
+from bench.distributed.suite import is_live_store, run_suite_distributed
+from bench.locking import LockHeld
+from bench.records import load_records
+from bench.runner import cells_dir
+from bench.suites import load_suite
+from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from tests.test_runner import write_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_ENV = "PMP_BENCH_TEST_POSTGRES"
+#: Cells long enough to be killed in the middle: 3 device-seconds of SGD on synthetic data.
+LONG = """
+datasets = ["synthetic"]
+models = ["cnn-tiny"]
+seeds = [0, 1, 2]
+[data]
+val_fraction = 0.2
+[budget]
+epochs = 500
+device_seconds = 3
+[eval]
+every_epochs = 1
+train_eval_size = 128
+"""
+SGD = '[[methods]]\nname = "sgd"\nbatch_size = 32\nhparams = { lr = 0.1 }\n'
+
+
+@pytest.fixture(autouse=True)
+def _default_store(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def runs_of(uri: str, suite: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
+    return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
+
+
+def assert_one_finished_run_per_cell(uri: str, suite: str, keys: set[str]) -> list:
+    """Exactly one FINISHED run per cell key, and nothing left RUNNING."""
+    runs = runs_of(uri, suite)
+    finished = Counter(r.data.tags["cell_key"] for r in runs if r.info.status == "FINISHED")
+    assert finished == Counter(keys)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return runs
+
+
+# --------------------------------------------------------------------------- the flag
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("local:2", SchedulerSpec("local", workers=2)),
+        ("local-cuda", SchedulerSpec("local-cuda")),
+        ("tcp://127.0.0.1:8786", SchedulerSpec("address", address="tcp://127.0.0.1:8786")),
+        (
+            "tcp://node-3.cluster:8786",
+            SchedulerSpec("address", address="tcp://node-3.cluster:8786"),
+        ),
+    ],
+)
+def test_scheduler_specs_parse(text, spec):
+    assert parse_scheduler(text) == spec
+
+
+@pytest.mark.parametrize(
+    "text", ["local:0", "local", "local:-1", "local:two", "gpu", "tcp://host", "tcp://h:0", ""]
+)
+def test_a_bad_scheduler_names_the_value_and_the_allowed_forms(text, capsys):
+    with pytest.raises(SchedulerSpecError, match=r"local:N .*local-cuda.*tcp://HOST:PORT"):
+        parse_scheduler(text)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--suite", "smoke", "--scheduler", text])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument --scheduler: {text!r} is not a scheduler" in error
+
+
+def test_only_a_server_or_database_store_is_written_by_workers():
+    assert not is_live_store("sqlite:////tmp/out/mlflow.db")
+    assert not is_live_store("file:///tmp/mlruns") and not is_live_store("/tmp/mlruns")
+    assert is_live_store("http://127.0.0.1:5001") and is_live_store("postgresql://u@h/db")
+    assert is_live_store("postgresql+psycopg2://u@h/db")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_local_cuda_without_cuda_is_one_line_and_trains_nothing(tmp_path, capsys):
+    code = main(["run", "--suite", "smoke", "--out", str(tmp_path), "--scheduler", "local-cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: --scheduler local-cuda needs a CUDA device")
+    assert not load_records(cells_dir(tmp_path, "smoke"))
+
+
+@pytest.mark.slow
+def test_an_unreachable_scheduler_is_one_line_within_10_s_and_trains_nothing(tmp_path, capsys):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    code = main(["run", "--suite", "smoke", "--out", str(tmp_path), "--scheduler", address])
+    took = time.monotonic() - began
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and took < 10, (code, took)
+    assert len(err) == 1 and err[0].startswith(
+        f"error: cannot reach the Dask scheduler at {address}"
+    )
+    assert not load_records(cells_dir(tmp_path, "smoke"))
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@pytest.mark.slow
+def test_local_2_runs_the_smoke_suite_with_the_default_sqlite_store(tmp_path):
+    suite = load_suite("smoke")
+    outcome = run_suite_distributed(
+        suite, tmp_path, "cpu", parse_scheduler("local:2"), progress=False
+    )
+    assert (outcome.ran, outcome.failed, outcome.exit_code) == (4, 0, 0)
+    records = load_records(cells_dir(tmp_path, "smoke"))
+    assert {r.status for r in records} == {"finished"} and len(records) == 4
+    assert all(r.mlflow_synced and r.summary["device_time_s"] > 0 for r in records)
+    runs = assert_one_finished_run_per_cell(
+        tracking_uri(tmp_path), "smoke", {r.key for r in records}
+    )
+    client = MlflowClient(tracking_uri(tmp_path))
+    for run in runs:  # the driver rebuilt each run: curve, inputs, artifacts, model
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 5
+        assert len(run.inputs.dataset_inputs) == 3 and run.outputs.model_outputs
+        assert {"curve.json", "cell.png"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id)
+        }
+    again = run_suite_distributed(
+        suite, tmp_path, "cpu", parse_scheduler("local:2"), progress=False
+    )
+    assert (again.ran, again.skipped) == (0, 4)
+
+
+@pytest.mark.slow
+def test_two_drivers_at_once_train_no_cell_twice(tmp_path):
+    suite = load_suite(
+        write_suite(tmp_path / "t.toml", LONG.replace("[0, 1, 2]", "[0, 1]"), methods=SGD)
+    )
+    results: dict[int, object] = {}
+
+    def drive(index: int) -> None:
+        try:
+            results[index] = run_suite_distributed(
+                suite, tmp_path, "cpu", parse_scheduler("local:1"), progress=False
+            )
+        except Exception as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=drive, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    refused = [r for r in results.values() if isinstance(r, LockHeld)]
+    done = [r for r in results.values() if not isinstance(r, Exception)]
+    assert len(refused) == 1 and len(done) == 1, results
+    assert "is driven by pid" in str(refused[0])
+    assert done[0].ran == 2
+    records = load_records(cells_dir(tmp_path, "t"))
+    assert len(records) == 2 and {r.status for r in records} == {"finished"}
+    assert_one_finished_run_per_cell(tracking_uri(tmp_path), "t", {r.key for r in records})
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_keeps_finished_cells_and_a_rerun_finishes(tmp_path):
+    path = write_suite(
+        tmp_path / "t.toml", LONG.replace("[0, 1, 2]", "[0, 1, 2, 3, 4]"), methods=SGD
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "bench", "run", "--suite", str(path), "--out", str(tmp_path)]
+    process = subprocess.Popen(
+        [*command, "--scheduler", "local:2", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ledger = cells_dir(tmp_path, "t")
+    deadline = time.monotonic() + 240
+    while not load_records(ledger) and process.poll() is None:
+        assert time.monotonic() < deadline, "no cell finished"
+        time.sleep(0.1)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "the cluster's processes are children of the driver"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, f"worker processes still running: {alive}"
+    kept = load_records(ledger)
+    assert kept and {r.status for r in kept} <= {"finished", "killed"}
+    assert len(kept) < 5
+    finished_before = {r.key for r in kept if r.status == "finished"}
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    records = load_records(ledger)
+    assert len(records) == 5 and {r.status for r in records} == {"finished"}
+    assert finished_before <= {r.key for r in records}
+    assert_one_finished_run_per_cell(tracking_uri(tmp_path), "t", {r.key for r in records})
+
+
+# --------------------------------------------------------------------------- live MLflow
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """An ``mlflow server`` on 127.0.0.1: PostgreSQL-backed when the CI provides one."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        from sqlalchemy.engine import make_url
+
+        backend = make_url(url).set(database=f"pmp_mlflow_{uuid.uuid4().hex[:10]}")
+        backend = backend.render_as_string(hide_password=False)
+        ensure_database(backend)
+    else:
+        backend = f"sqlite:///{folder / 'server.db'}"
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen(
+        server_command(backend, folder / "artifacts", port, workers=1),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until_up(uri, server)
+        yield uri, backend
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_local_2_logs_the_smoke_suite_live_to_an_mlflow_server(
+    tmp_path, monkeypatch, mlflow_server
+):
+    uri, backend = mlflow_server
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"{POSTGRES_ENV} is not set: no PostgreSQL behind the MLflow server")
+    assert backend.startswith("postgresql")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    suite = load_suite("smoke")
+    outcome = run_suite_distributed(
+        suite, tmp_path, "cpu", parse_scheduler("local:2"), progress=False
+    )
+    assert (outcome.ran, outcome.exit_code) == (4, 0)
+    records = load_records(cells_dir(tmp_path, "smoke"))
+    runs = assert_one_finished_run_per_cell(uri, "smoke", {r.key for r in records})
+    client = MlflowClient(uri)
+    for run in runs:  # the worker logged it live: curve, system metrics; its pid is the tag
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 5
+        assert any(k.startswith("system/") for k in run.data.metrics)
+        assert run.data.tags["pmp.driver_pid"] != str(os.getpid())
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_cell_is_retried_and_its_run_ends_killed(
+    tmp_path, monkeypatch, mlflow_server
+):
+    from distributed import Client, LocalCluster
+
+    uri, _ = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    suite = load_suite(write_suite(tmp_path / "t.toml", LONG, name="k", methods=SGD))
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    )
+    client = Client(cluster)
+    killed: list[int] = []
+
+    def kill_a_worker_mid_cell() -> None:
+        pids = set(client.run(os.getpid).values())
+        mlflow = MlflowClient(uri)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            for run in runs_of(uri, "k"):
+                pid = int(run.data.tags.get("pmp.driver_pid", 0))
+                trained = mlflow.get_metric_history(run.info.run_id, "val_accuracy")
+                if run.info.status == "RUNNING" and pid in pids and len(trained) >= 2:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_worker_mid_cell)
+    killer.start()
+    try:
+        spec = SchedulerSpec("address", address=cluster.scheduler_address)
+        outcome = run_suite_distributed(suite, tmp_path, "cpu", spec, progress=False)
+    finally:
+        killer.join()
+        client.close()
+        cluster.close()
+    assert killed, "no cell was seen running"
+    assert (outcome.ran, outcome.failed) == (3, 0)
+    records = load_records(cells_dir(tmp_path, "k"))
+    assert len(records) == 3 and {r.status for r in records} == {"finished"}
+    runs = assert_one_finished_run_per_cell(uri, "k", {r.key for r in records})
+    orphans = [
+        r
+        for r in runs
+        if r.data.tags.get("pmp.driver_pid") == str(killed[0]) and r.info.status != "FINISHED"
+    ]
+    assert len(orphans) == 1 and orphans[0].info.status == "KILLED"
+    assert "the cell was run again" in orphans[0].data.tags["pmp.close_reason"]
+    retried = orphans[0].data.tags["cell_key"]
+    assert retried in {r.key for r in records}
