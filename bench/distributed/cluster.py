@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,17 +47,36 @@ class Cluster:
         return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
 
+@contextlib.contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """Start processes that ignore SIGINT (Python keeps an inherited SIG_IGN).
+
+    A Ctrl-C in a terminal reaches the whole process group, the cluster's processes
+    too; they must not die with a traceback each but stay until the driver, which got
+    the same Ctrl-C, has collected what the running cells return and closes them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _local_cluster(spec: SchedulerSpec) -> Any:
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=spec.workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    with _children_ignore_ctrl_c():
+        return LocalCluster(
+            n_workers=spec.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
 
 
 def _cuda_cluster() -> Any:
@@ -72,13 +93,14 @@ def _cuda_cluster() -> Any:
         raise SchedulerError(
             "--scheduler local-cuda needs dask-cuda: pip install -e '.[cuda]'"
         ) from None
-    return LocalCUDACluster(
-        host="127.0.0.1",
-        threads_per_worker=1,
-        resources={GPU: 1},
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    with _children_ignore_ctrl_c():
+        return LocalCUDACluster(
+            host="127.0.0.1",
+            threads_per_worker=1,
+            resources={GPU: 1},
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
 
 
 def _connect(address: str) -> Any:
