@@ -31,7 +31,7 @@ from bench.locking import LockHeld
 from bench.records import load_records
 from bench.runner import cells_dir
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
 from tests.test_runner import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +141,15 @@ def test_an_unreachable_scheduler_is_one_line_within_10_s_and_trains_nothing(tmp
         f"error: cannot reach the Dask scheduler at {address}"
     )
     assert not load_records(cells_dir(tmp_path, "smoke"))
+    from tests.test_tuning import SETTING
+
+    setting = tmp_path / "tiny-tuned.toml"
+    setting.write_text(SETTING)
+    tune = ["tune", "--setting", str(setting), "--out", str(tmp_path / "t"), "--method", "sgd"]
+    began = time.monotonic()
+    assert main([*tune, "--trials", "2", "--scheduler", address]) == 2
+    assert time.monotonic() - began < 10
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- suites
@@ -352,3 +361,96 @@ def test_a_worker_killed_mid_cell_is_retried_and_its_run_ends_killed(
     assert "the cell was run again" in orphans[0].data.tags["pmp.close_reason"]
     retried = orphans[0].data.tags["cell_key"]
     assert retried in {r.key for r in records}
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+@pytest.mark.slow
+def test_a_study_on_two_dask_workers_ends_with_exactly_n_trials(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from bench.tuning.storage import JOURNAL_NAME, StorageSpec
+    from tests.test_tuning import SETTING
+
+    setting = tmp_path / "tiny-tuned.toml"
+    setting.write_text(SETTING)
+    out = tmp_path / "out"
+    args = ["tune", "--setting", str(setting), "--out", str(out), "--method", "sgd", "--quiet"]
+    assert main([*args, "--study", "dask", "--trials", "5", "--scheduler", "local:2"]) == 0
+    storage = StorageSpec("journal", str(out / JOURNAL_NAME)).open()
+    study = optuna.load_study(study_name="dask", storage=storage)
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert sorted(t.number for t in done) == sorted({t.number for t in done}) and len(done) == 5
+    assert all(t.user_attrs.get("surplus") for t in study.get_trials(states=(TrialState.FAIL,)))
+    pids = {t.user_attrs["worker_pid"] for t in done}
+    assert os.getpid() not in pids  # the trials trained on the cluster's workers
+    # The workers wrote the trial runs into the SQLite MLflow store side by side.
+    client = MlflowClient(tracking_uri(out))
+    experiment = client.get_experiment_by_name("pmp-bench/tuning")
+    runs = client.search_runs([experiment.experiment_id], "tags.kind = 'trial'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 5
+    assert not [t for t in done if t.user_attrs.get("mlflow_synced") is False]
+    # A rerun with a larger N adds the difference, no more.
+    assert main([*args, "--study", "dask", "--trials", "6", "--scheduler", "local:2"]) == 0
+    study = optuna.load_study(study_name="dask", storage=storage)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+
+
+def test_tune_refuses_workers_together_with_a_scheduler(tmp_path, capsys):
+    from tests.test_tuning import SETTING
+
+    setting = tmp_path / "tiny-tuned.toml"
+    setting.write_text(SETTING)
+    code = main(
+        [
+            "tune",
+            "--setting",
+            str(setting),
+            "--out",
+            str(tmp_path),
+            "--method",
+            "sgd",
+            "--trials",
+            "2",
+            "--workers",
+            "2",
+            "--scheduler",
+            "local:2",
+        ]
+    )
+    assert code == 2
+    assert "with --scheduler drop it" in capsys.readouterr().err
+
+
+def _write_runs(uri: str, index: int, runs: int, points: int) -> None:
+    tracker = Tracker(uri, "concurrent")
+    for r in range(runs):
+        run_id = tracker.start(f"w{index}-r{r}", {"worker": index, "run": r}, {"w": str(index)})
+        for step in range(points):
+            tracker.log_metrics(run_id, {"loss": 1.0 / (step + 1)}, step=step, timestamp_ms=0)
+        tracker.log_json(run_id, "curve.json", {"points": points})
+        tracker.end(run_id, "FINISHED")
+
+
+@pytest.mark.slow
+def test_concurrent_writers_on_one_sqlite_mlflow_store_lose_nothing(tmp_path):
+    """Why tuning workers on one machine may share the SQLite store: 3 processes at once."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, "concurrent", lock_path=tmp_path / ".mlflow.lock")  # schema, as the bench does
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_runs, args=(uri, i, 4, 40)) for i in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=240)
+    assert [w.exitcode for w in writers] == [0, 0, 0]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("concurrent")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 12
+    for run in runs:
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 40

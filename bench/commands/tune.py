@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from bench.commands.args import (
     add_out,
 )
 from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_datasets
+from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.models import available_models, build_model
 from bench.suites import DEFAULT_EVAL_EVERY_EPOCHS, DEFAULT_TRAIN_EVAL_SIZE, MODES
@@ -48,7 +50,7 @@ from bench.tuning.plan import OBJECTIVES, StudyPlan
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
 from bench.tuning.spaces import SpaceError, space_for
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
-from bench.tuning.study import tune
+from bench.tuning.study import TuneResult, tune
 from bench.tuning.validation import StudyError
 from bench.writable import PathNotWritable, ensure_writable_dir
 
@@ -127,6 +129,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         help="crashed trials after which a worker gives up (default: max(3, N))",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    add_scheduler_option(parser, "the trials (instead of --workers)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -281,11 +284,12 @@ def make_plan(
     # Studies write their outputs (and the default storage) under --out: prove it is
     # writable before a trial trains.
     out = ensure_writable_dir(Path(args.out).resolve(), "output folder", flag="--out")
+    concurrent = concurrent_workers(args)
     if args.storage:
         storage = parse_storage(args.storage)
     else:
-        storage = default_storage(out, name, args.workers)
-    check_storage(storage, args.workers)
+        storage = default_storage(out, name, concurrent)
+    check_storage(storage, concurrent)
     return StudyPlan(
         study=name,
         storage=storage,
@@ -301,6 +305,39 @@ def make_plan(
         max_failures=args.max_failures,
         quiet=args.quiet,
     )
+
+
+def concurrent_workers(args: argparse.Namespace) -> int:
+    """How many processes may write the study at once (a cluster counts as several)."""
+    if getattr(args, "scheduler", None) is None:
+        return args.workers
+    if args.workers > 1:
+        raise InputError("--workers runs processes here; with --scheduler drop it")
+    return 2  # a journal file or a database: the cluster's workers share the study
+
+
+def run_studies(
+    args: argparse.Namespace, plans: list[StudyPlan], data: DataSplits
+) -> Iterator[tuple[StudyPlan, TuneResult | Exception]]:
+    """Each plan's study, here with ``--workers`` or on the ``--scheduler`` cluster.
+
+    Yields the plan with its result, or with the input error a study raised (a study
+    resumed with another budget), so ``tune-all`` can go on with the next one.
+    """
+    from bench.distributed.trials import cluster_trials
+
+    with cluster_trials(args.scheduler) as cluster:
+        for plan in plans:
+            try:
+                if cluster is None:
+                    result = tune(plan, args.workers, data if args.workers == 1 else None)
+                else:
+                    workers, run_trials = cluster
+                    result = tune(plan, workers, run=run_trials)
+            except INPUT_ERRORS as error:
+                yield plan, error
+                continue
+            yield plan, result
 
 
 def load_checked_data(setting: Setting, targets: list[Target], device: str) -> DataSplits:
@@ -345,7 +382,9 @@ def run(args: argparse.Namespace) -> int:
         )
         data = load_checked_data(setting, [target], args.device)
         plan = replace(plan, num_classes=data.num_classes)
-        result = tune(plan, args.workers, data if args.workers == 1 else None)
+        ((_, result),) = run_studies(args, [plan], data)
+        if isinstance(result, Exception):
+            raise result
     except (InputError, *INPUT_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

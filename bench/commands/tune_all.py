@@ -29,10 +29,10 @@ from bench.commands.tune import (
     add_common_options,
     load_checked_data,
     make_plan,
+    run_studies,
 )
 from bench.tuning.overview import write_overview
 from bench.tuning.settings import load_setting
-from bench.tuning.study import tune
 
 #: Trials per method when --trials is not given, per shipped setting.
 DEFAULT_TRIALS = {"quick": 10}
@@ -97,11 +97,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     summaries, failed = [], []
-    for plan in plans:
-        try:
-            result = tune(plan, args.workers, data if args.workers == 1 else None)
-        except INPUT_ERRORS as error:  # e.g. a study resumed with another budget
-            print(f"error: {error}", file=sys.stderr)
+    for plan, result in run_studies(args, plans, data):
+        if isinstance(result, Exception):  # e.g. a study resumed with another budget
+            print(f"error: {result}", file=sys.stderr)
             failed.append(plan.study)
             continue
         print(result.message, flush=True)

@@ -12,6 +12,7 @@ ends FINISHED when the study holds N finished trials, else FAILED.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,28 @@ class TuneResult:
     message: str
 
 
-def tune(plan: StudyPlan, workers: int = 1, data: DataSplits | None = None) -> TuneResult:
-    """Create or resume the study, run its trials with ``workers`` processes, write outputs."""
+def tune(
+    plan: StudyPlan,
+    workers: int = 1,
+    data: DataSplits | None = None,
+    run: Callable[[StudyPlan], WorkerOutcome] | None = None,
+) -> TuneResult:
+    """Create or resume the study, run its trials with ``workers`` processes, write outputs.
+
+    ``run(plan)`` runs the trials elsewhere instead (a Dask cluster,
+    :mod:`bench.distributed.trials`); ``workers`` is then how many workers it has.
+    """
     Path(plan.out).mkdir(parents=True, exist_ok=True)
     with plan.storage.exclusive():  # SQLite: one tuning process per file
-        return _tune(plan, workers, data)
+        return _tune(plan, workers, data, run)
 
 
-def _tune(plan: StudyPlan, workers: int, data: DataSplits | None) -> TuneResult:
+def _tune(
+    plan: StudyPlan,
+    workers: int,
+    data: DataSplits | None,
+    run: Callable[[StudyPlan], WorkerOutcome] | None = None,
+) -> TuneResult:
     study = open_study(plan, create=True)  # raises StudyError before any training
     dead = fail_dead_trials(study, orphan_after_s=orphan_window(plan.storage))
     before = count_trials(study)
@@ -60,7 +75,7 @@ def _tune(plan: StudyPlan, workers: int, data: DataSplits | None) -> TuneResult:
             + (f"; closed {closed} orphaned MLflow run(s)" if closed else "")
             + ("" if parent.synced else f"; MLflow not synced: {parent.error}")
         )
-        outcome = run_workers(plan, workers, data)
+        outcome = run(plan) if run is not None else run_workers(plan, workers, data)
         result = _conclude(plan, outcome, parent)
         if result.exit_code == 0:
             status = "FINISHED"
