@@ -56,7 +56,7 @@ from bench.runner import (
 )
 from bench.suites import Cell, Suite
 from bench.sync import close_orphans, sync_ledger
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
 
 #: Seconds an interrupted driver waits for running cells to come back ``killed``.
 STOP_GRACE_S = 15.0
@@ -68,6 +68,20 @@ def is_live_store(uri: str) -> bool:
     """Whether workers may write to this MLflow store themselves (a server or database)."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     return scheme not in LOCAL_STORES
+
+
+def suite_sink(suite: Suite, out_dir: Path, uri: str, live: bool) -> Sink:
+    """The driver's MLflow sink; a new experiment on a server keeps its artifacts there.
+
+    Why: a serial run names ``<out>/mlflow-artifacts`` as the artifact folder of a new
+    experiment, which workers on other machines cannot reach; a server given no folder
+    stores what they send under its own ``--artifacts-destination``.
+    """
+    tags = experiment_tags(suite.description or suite.name, {"suite": suite.name})
+    experiment = EXPERIMENT_PREFIX + suite.name
+    if not live:
+        return Sink.for_output(out_dir, experiment, tags)
+    return Sink(lambda: Tracker(uri, experiment, None, experiment_tags=tags))
 
 
 def device_problems(cluster: Cluster, device: str) -> dict[str, str]:
@@ -105,10 +119,9 @@ def run_suite_distributed(
     out_dir = Path(out_dir)
     ledger = cells_dir(out_dir, suite.name)
     cells = select(suite.cells(), only)
-    tags = experiment_tags(suite.description or suite.name, {"suite": suite.name})
-    sink = Sink.for_output(out_dir, EXPERIMENT_PREFIX + suite.name, tags)
     uri = tracking_uri(out_dir)
     live = is_live_store(uri)
+    sink = suite_sink(suite, out_dir, uri, live)
     with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
         existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
