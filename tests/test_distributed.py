@@ -284,6 +284,24 @@ def mlflow_server(tmp_path_factory):
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+        if url:
+            _drop_database(backend)
+
+
+def _drop_database(url: str) -> None:
+    """Leave the CI's PostgreSQL server as the test found it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from bench.tuning.storage import _with_installed_driver
+
+    target = make_url(_with_installed_driver(url))
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
+    finally:
+        admin.dispose()
 
 
 @pytest.mark.slow

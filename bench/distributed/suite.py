@@ -126,10 +126,10 @@ def run_suite_distributed(
         outcome = SuiteOutcome(0, 0, 0, 0)
         existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
         pending = [c for c, done in zip(cells, existing, strict=True) if not _done(done)]
-        data = DataCache(torch.device("cpu"))  # the driver checks every data file first
-        for cell in pending:
-            data.get(cell.dataset, cell.data)
-        with open_cluster(scheduler) as cluster:
+        with open_cluster(scheduler) as cluster:  # an unreachable one fails first, in seconds
+            data = DataCache(torch.device("cpu"))  # every data file is checked before training
+            for cell in pending:
+                data.get(cell.dataset, cell.data)
             problems = device_problems(cluster, device)
             if problems:
                 worker, problem = next(iter(problems.items()))
