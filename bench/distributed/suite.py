@@ -135,7 +135,7 @@ def run_suite_distributed(
                 worker, problem = next(iter(problems.items()))
                 raise UsageError(f"--device {device} on worker {worker}: {problem}")
             with guard.deferred():
-                outcome.sync = sync_ledger(sink, ledger, suite.name)
+                outcome.sync = sync_ledger(sink, ledger, suite.name, data)
             guard.check()
             if outcome.sync.pushed or outcome.sync.closed:
                 print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
