@@ -273,6 +273,8 @@ SUMMARY_FIELDS: tuple[str, ...] = tuple(
 #: Every column of runs.csv computed from the summary, derived figures included.
 RUN_FIELDS: tuple[str, ...] = (*SUMMARY_FIELDS, *(m.name for m in METRICS if m.derive))
 INTEGER_FIELDS: tuple[str, ...] = tuple(m.name for m in METRICS if m.integer)
+#: Curve columns logged as MLflow metrics at each evaluation (``iteration`` is the step).
+MLFLOW_CURVE_FIELDS: tuple[str, ...] = tuple(m.name for m in METRICS if m.curve and m.mlflow)
 TABLE_METRICS: tuple[Metric, ...] = tuple(
     sorted((m for m in METRICS if m.title), key=lambda m: m.column)
 )

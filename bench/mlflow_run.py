@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import mlflow_summary_metrics
+from bench.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_metrics
 from bench.tracking import Tracker
 
 #: Attempts of each MLflow call before the run is marked not synced.
@@ -138,8 +138,9 @@ class RunLog:
         )
 
     def log_point(self, point: dict[str, Any]) -> None:
-        """One evaluation point as metrics at step = its iteration."""
-        self.log_metrics(point, step=int(point["iteration"]))
+        """One evaluation point as metrics at step = its iteration (not itself a metric)."""
+        values = {k: point[k] for k in MLFLOW_CURVE_FIELDS if k in point}
+        self.log_metrics(values, step=int(point["iteration"]))
 
     def log_inputs(self, datasets: Sequence[Any]) -> None:
         """Dataset inputs (MLflow's *Dataset* column): ``mlflow_meta.dataset_inputs``."""
