@@ -482,6 +482,17 @@ def test_quick_setting_matches_the_quick_suite() -> None:
     }
 
 
+def test_a_setting_tunes_at_its_suite_precision(setting_file: Path, tmp_path: Path) -> None:
+    """Trials train at the precision the tuned suite will run at, and a study records it."""
+    tf32_file = tmp_path / "tiny-tf32-tuned.toml"
+    tf32_file.write_text('precision = "tf32"\n' + setting_file.read_text())
+    plain, tf32 = load_setting(setting_file), load_setting(tf32_file)
+    target = plain.targets[0]
+    assert plain.cell(target, {}).precision == "float32"
+    assert tf32.cell(target, {}).precision == "tf32"
+    assert plain.fingerprint(target) != tf32.fingerprint(target)
+
+
 def test_trials_of_dead_workers_are_failed(tmp_path: Path) -> None:
     """A trial left RUNNING by a killed worker on this host is failed, so a rerun replaces it."""
     import socket

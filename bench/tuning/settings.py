@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.numerics import DEFAULT_PRECISION
 from bench.suites import Cell, MethodSpec, SuiteError, load_suite, resolve_toml
 
 #: ``--setting NAME`` resolves to ``bench/suites/<NAME><SETTING_SUFFIX>.toml``.
@@ -59,6 +60,7 @@ class Setting:
     train_eval_size: int
     seed: int = 0
     targets: tuple[Target, ...] = field(default=())
+    precision: str = DEFAULT_PRECISION  # the suite's, so trials train as the tuned suite will
 
     def target(self, method: str, mode: str | None = None) -> Target:
         """The entry for ``method`` (a registry name or a label), disambiguated by mode."""
@@ -103,6 +105,7 @@ class Setting:
             budget=self.budget,
             eval_every_epochs=self.eval_every_epochs,
             train_eval_size=self.train_eval_size,
+            precision=self.precision,
         )
 
     def fingerprint(self, target: Target) -> dict[str, Any]:
@@ -117,6 +120,7 @@ class Setting:
                     "budget": self.budget,
                     "eval_every_epochs": self.eval_every_epochs,
                     "train_eval_size": self.train_eval_size,
+                    "precision": self.precision,
                     "seed": self.seed,
                     "method": target.method,
                     "mode": target.mode,
@@ -183,6 +187,7 @@ def load_setting(name_or_path: str | Path, *, seed: int = 0) -> Setting:
         budget=dict(suite.budget),
         eval_every_epochs=suite.eval_every_epochs,
         train_eval_size=suite.train_eval_size,
+        precision=suite.precision,
         seed=seed,
         targets=tuple(
             Target(m.label, m.name, m.mode, m.batch_size, m.chunk_size, str(m.tuned_from))
