@@ -9,7 +9,6 @@ that a new command cannot forget one, and so that tracebacks stay for real bugs.
 from __future__ import annotations
 
 from bench.data import DataFileError, DatasetUnavailable
-from bench.locking import LockHeld
 from bench.safe_files import OutputWriteError
 from bench.suites import SuiteError
 from bench.writable import PathNotWritable
@@ -27,7 +26,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DataFileError,
     DatasetUnavailable,
     PathNotWritable,
-    LockHeld,
     OutputWriteError,
 )
 

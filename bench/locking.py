@@ -1,15 +1,17 @@
-"""Locks on the output folder: one driver per suite, and no two schema creations at once.
+"""Owner files and short locks: which process trains a cell, and no two schema creations
+at once.
 
 Two kinds, for two jobs:
 
-- :class:`DriverLock` is a file created with ``O_EXCL`` that names its owner (pid, host,
-  start time). It marks a suite's ledger as being driven by one process for as long as
-  that process runs, survives as evidence when the process is killed, and is taken over
-  when its owner on this host is gone. A file that names its owner lets the refusal say
-  who holds it, which an advisory lock cannot.
+- :class:`OwnerLock` is a file created with ``O_EXCL`` that names its owner (pid, host,
+  start time). It marks a piece of work (a cell being trained, see
+  :mod:`bench.claims`) as taken for as long as its process runs, survives as evidence
+  when the process is killed, and is taken over when its owner on this host is gone. A
+  file that names its owner lets a refusal say who holds it, which an advisory lock
+  cannot.
 - :func:`file_lock` is an ``fcntl.flock`` on a small file, held around a short critical
-  section (creating an MLflow or Optuna SQLite schema). The kernel releases it when the
-  process dies, so it can never go stale.
+  section (creating an MLflow or Optuna SQLite schema, taking an owner file over). The
+  kernel releases it when the process dies, so it can never go stale.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from bench.safe_files import describe_write_error
 
 
 class LockHeld(RuntimeError):
-    """Another live process holds the lock (the message names it)."""
+    """Another live process holds the lock (the message names it; ``owner`` is its record)."""
+
+    def __init__(self, message: str, owner: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner or {}
 
 
 @contextlib.contextmanager
@@ -66,19 +72,19 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
-class DriverLock:
-    """``<folder>/.lock``: the one process driving this suite's ledger.
+class OwnerLock:
+    """``path``: the one process that owns a piece of work, named in the file.
 
     ``acquire`` creates the file with ``O_EXCL``. If it exists and its owner is a dead
-    process on this host (or the file is unreadable), the lock is taken over and
-    ``acquire`` returns a message saying so; a live owner, or one on another host (whose
-    liveness cannot be checked), raises :class:`LockHeld` naming it.
+    process on this host (or the file is unreadable), it is taken over and ``acquire``
+    returns a message saying so; a live owner, or one on another host (whose liveness
+    cannot be checked), raises :class:`LockHeld` naming it. ``guard``: the ``flock`` file
+    that serialises take-overs (one per folder of owner files).
     """
 
-    NAME = ".lock"
-
-    def __init__(self, folder: Path, what: str) -> None:
-        self.path = Path(folder) / self.NAME
+    def __init__(self, path: Path, what: str, guard: Path | None = None) -> None:
+        self.path = Path(path)
+        self.guard = Path(guard) if guard else self.path.with_name(self.path.name + ".guard")
         self.what = what
         self.owner = {
             "pid": os.getpid(),
@@ -93,7 +99,7 @@ class DriverLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Two processes that both find a stale lock must not both take it over.
-            with file_lock(self.path.with_name(self.NAME + ".guard")):
+            with file_lock(self.guard):
                 note = None
                 if self.path.exists():
                     note = self._take_over_or_refuse()
@@ -112,9 +118,9 @@ class DriverLock:
         if owner is None:
             reason = "an unreadable lock file"
         elif owner.get("host") != self.owner["host"]:
-            raise LockHeld(self._refusal(owner, "on another host"))
+            raise LockHeld(self._refusal(owner, "on another host"), owner)
         elif isinstance(owner.get("pid"), int) and process_alive(owner["pid"]):
-            raise LockHeld(self._refusal(owner, "still running"))
+            raise LockHeld(self._refusal(owner, "still running"), owner)
         else:
             reason = f"a stale lock of process {owner.get('pid')} (no longer running)"
         self.path.unlink()
@@ -122,7 +128,7 @@ class DriverLock:
 
     def _refusal(self, owner: dict[str, Any], state: str) -> str:
         return (
-            f"{self.what} is driven by pid {owner.get('pid')} on {owner.get('host')} since "
+            f"{self.what} is held by pid {owner.get('pid')} on {owner.get('host')} since "
             f"{owner.get('started')} ({state}); wait for it to finish, or remove {self.path} "
             "if that process is gone"
         )
@@ -137,10 +143,12 @@ class DriverLock:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
-    def __enter__(self) -> DriverLock:
-        note = self.acquire()
-        if note:
-            print(note, file=sys.stderr)
+    def __enter__(self) -> OwnerLock:
+        """Acquire (unless already held, as a claim handed out by ``take`` is)."""
+        if not self.held:
+            note = self.acquire()
+            if note:
+                print(note, file=sys.stderr)
         return self
 
     def __exit__(self, *exc: object) -> None:

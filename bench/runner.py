@@ -6,7 +6,9 @@ ones. The ledger is the source of truth and MLflow a sink: when a cell ends its 
 written (atomically) before anything optional, MLflow failures only mark the record not
 synced, and ``bench sync`` (which also runs at the start of every suite) pushes it later.
 
-One process drives a suite's ledger at a time (:class:`bench.locking.DriverLock`).
+Several drivers may run one suite into one ``--out`` at once: each cell is trained by
+the process holding its claim (:mod:`bench.claims`), and every driver returns once the
+whole suite is recorded.
 Ctrl-C is honoured only between safe points (:class:`bench.interrupts.InterruptGuard`):
 an interrupted cell is recorded ``killed`` with the curve it had so far, a finished one
 is recorded whatever the moment of the Ctrl-C, and the suite stops. Any other error
@@ -29,10 +31,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bench.claims import WAIT_POLL_S, CellClaims
 from bench.data import DataCache
 from bench.environment import code_version, environment
 from bench.interrupts import InterruptGuard
-from bench.locking import DriverLock
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, experiment_tags
 from bench.mlflow_run import Sink
@@ -62,9 +64,9 @@ def cells_dir(out_dir: Path, suite: str) -> Path:
     return suite_dir(out_dir, suite) / "cells"
 
 
-def suite_lock(out_dir: Path, suite: str) -> DriverLock:
-    """The lock that makes one process the driver of a suite's ledger in ``out_dir``."""
-    return DriverLock(suite_dir(out_dir, suite), f"suite {suite!r} in {out_dir}")
+def suite_claims(out_dir: Path, suite: str) -> CellClaims:
+    """The per-cell claims of a suite's ledger in ``out_dir`` (:mod:`bench.claims`)."""
+    return CellClaims(suite_dir(out_dir, suite), suite)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class SuiteOutcome:
     failed: int
     diverged: int
     unsynced: int = 0  # cells recorded in the ledger whose MLflow run is incomplete
+    elsewhere: int = 0  # cells another driver trained while this one ran (claims)
     sync: SyncOutcome | None = None  # what the start-of-run sync did
 
     @property
@@ -102,25 +105,26 @@ def run_suite(
     sink: Sink | None = None,
     models: bool = True,
 ) -> SuiteOutcome:
-    """Run the suite's remaining cells under its driver lock (see the module docstring).
+    """Run the suite's remaining cells, each under its claim (see the module docstring).
 
     ``models``: save each finished cell's network as its run's MLflow model. The data
     of every cell still to run is loaded before the first cell trains, so a missing or
-    damaged data file stops the suite at once with the loader's message.
+    damaged data file stops the suite at once with the loader's message. Cells another
+    live driver has claimed are left to it and waited for at the end.
 
-    Raises :class:`bench.locking.LockHeld` when another process drives this suite,
-    :class:`bench.safe_files.OutputWriteError` when the ledger cannot be written, and
-    :class:`KeyboardInterrupt` after recording the cell that Ctrl-C interrupted.
+    Raises :class:`bench.safe_files.OutputWriteError` when the ledger cannot be written,
+    and :class:`KeyboardInterrupt` after recording the cell that Ctrl-C interrupted.
     """
     out_dir = Path(out_dir)
     ledger = cells_dir(out_dir, suite.name)
+    claims = suite_claims(out_dir, suite.name)
     cells = select(suite.cells(), only)
     sink = sink or Sink.for_output(
         out_dir,
         EXPERIMENT_PREFIX + suite.name,
         experiment_tags(suite.description or suite.name, {"suite": suite.name}),
     )
-    with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
+    with InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
         data = DataCache(device)
         existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
@@ -133,23 +137,48 @@ def run_suite(
         if outcome.sync.pushed or outcome.sync.closed:
             print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
         env = environment(device)
-        bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell", disable=not progress)
-        for cell in bar:
-            key = cell_key(cell)
-            done = load_record(ledger / f"{key}.json")  # as the sync left it
-            if done is not None and done.status in DONE:
-                outcome.skipped += 1
+        bar = tqdm(total=len(cells), desc=f"suite {suite.name}", unit="cell", disable=not progress)
+        todo = [(cell, cell_key(cell)) for cell in cells]
+        done_at_start = {r.key for r in existing if r is not None and r.status in DONE}
+        first_pass = True
+        while todo:
+            waiting = []
+            for cell, key in todo:
+                claim = claims.take(key)
+                if claim is None:  # another live driver trains or records it now
+                    waiting.append((cell, key))
+                    continue
+                with claim:  # read under the claim: no record is half-written now
+                    done = load_record(ledger / f"{key}.json")  # as the sync left it
+                    if done is None or done.status not in DONE:
+                        record = run_cell(
+                            cell, key, sink, data, device, env, ledger, guard,
+                            progress=progress, models=models,
+                        )  # fmt: skip
+                        outcome.ran += 1
+                        outcome.failed += record.status == "failed"
+                        outcome.diverged += record.status == "diverged"
+                        outcome.unsynced += not record.mlflow_synced
+                        tqdm.write(one_line(record), file=None)
+                        bar.update()
+                        guard.check()
+                        continue
+                outcome.skipped += key in done_at_start
+                outcome.elsewhere += key not in done_at_start
                 outcome.unsynced += not done.mlflow_synced
-                continue
-            record = run_cell(
-                cell, key, sink, data, device, env, ledger, guard, progress=progress, models=models
-            )
-            outcome.ran += 1
-            outcome.failed += record.status == "failed"
-            outcome.diverged += record.status == "diverged"
-            outcome.unsynced += not record.mlflow_synced
-            tqdm.write(one_line(record), file=None)
-            guard.check()
+                bar.update()
+            if waiting:
+                if len(waiting) != len(todo) or first_pass:
+                    keys = [key for _, key in waiting]
+                    tqdm.write(
+                        f"waiting for {len(waiting)} cell(s) another driver is training "
+                        f"({claims.describe_holders(keys)}; claims in {claims.folder})",
+                        file=sys.stderr,
+                    )
+                time.sleep(WAIT_POLL_S)
+                guard.check()
+            todo, first_pass = waiting, False
+        bar.close()
     return outcome
 
 

@@ -7,19 +7,24 @@ rebuilds the whole run from the record: the same params and tags, the dataset in
 (the splits are loaded again to digest them, as the runner does), the curve as metrics
 with their steps, the final figures, the artifacts and the end status. The trained
 network is not in the ledger, so a rebuilt run has no model. It also closes
-the runs of this ledger that a dead process left RUNNING (KILLED, with a reason tag),
-which is safe because it runs under the suite's driver lock: no live process of this
-ledger can own a RUNNING run then.
+the runs of this ledger that a dead process left RUNNING (KILLED, with a reason tag).
+Other drivers may be running the same suite meanwhile, so both take the cell's claim
+(:mod:`bench.claims`) before touching its record or run: a cell another live driver is
+training is left alone, and a run is closed only if it is still RUNNING once the claim
+is held (its owner closes its run before it lets the claim go).
 """
 
 from __future__ import annotations
 
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.claims import CellClaims
 from bench.data import DataCache, DatasetUnavailable
+from bench.locking import process_alive
 from bench.mlflow_meta import (
     CELL_KIND,
     RUN_KIND_TAG,
@@ -35,7 +40,7 @@ from bench.mlflow_run import (
     Sink,
     short_reason,
 )
-from bench.records import CellRecord, load_records
+from bench.records import CellRecord, load_record, load_records
 
 LEDGER_TAG = "pmp.ledger"
 SYNC_PENDING = "the process stopped before MLflow had the whole record"
@@ -137,12 +142,15 @@ class SyncOutcome:
     pushed: int = 0  # records whose run was rebuilt (or found complete)
     unsynced: int = 0  # records MLflow still lacks
     closed: int = 0  # orphaned RUNNING runs closed
+    claimed: int = 0  # not-synced records left to the live driver holding their claim
     error: str | None = None  # why MLflow could not be reached at all
 
     def describe(self) -> str:
         text = f"pushed {self.pushed} record(s), closed {self.closed} orphaned run(s)"
         if self.unsynced:
             text += f"; {self.unsynced} record(s) still not synced"
+        if self.claimed:
+            text += f"; {self.claimed} record(s) left to the running driver that claims them"
         if self.error:
             text += f" ({self.error})"
         return text
@@ -152,11 +160,13 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
     """Close orphaned runs of this ledger, then push every not-synced record.
 
     ``data``: where the records' datasets are loaded from (the runner passes its own,
-    already loaded; by default a CPU cache, loaded only if a run is rebuilt). Call only
-    while holding the suite's driver lock. MLflow failures are reported in the
-    outcome, never raised: the ledger stays as it was and the next sync tries again.
+    already loaded; by default a CPU cache, loaded only if a run is rebuilt). Records
+    whose cell another live driver has claimed are left to it. MLflow failures are
+    reported in the outcome, never raised: the ledger stays as it was and the next sync
+    tries again.
     """
     ledger = Path(ledger)
+    claims = CellClaims(ledger.parent, suite)
     records = load_records(ledger)
     outcome = SyncOutcome()
     pending = [r for r in records if not r.mlflow_synced]
@@ -169,39 +179,58 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
         outcome.error = f"MLflow unreachable: {short_reason(error)}"
         outcome.unsynced = len(pending)
         return outcome
-    for record in pending:
-        old = record.mlflow_run_id
-        old_status = tracker.status(old) if old else None
-        if old_status in ("FINISHED", "FAILED", "KILLED") and _complete(tracker, old, record):
-            record.mlflow_synced, record.mlflow_error = True, None
-            record.save(ledger)
-            outcome.pushed += 1
+    for stale in pending:
+        claim = claims.take(stale.key)
+        if claim is None:  # its driver is writing it right now
+            outcome.claimed += 1
             continue
-        name, params, tags = run_spec(record, ledger)
-        run = sink.start(name, params, {**tags, "pmp.rebuilt_from_ledger": "true"})
-        if inputs := record_inputs(record, data):
-            run.log_inputs(inputs)
-        run.log_curve(record.curve)
-        close_run(run, record)
-        if not run.synced:
-            record.mlflow_error = run.error
-            record.save(ledger)
-            outcome.unsynced += 1
-            continue
-        if old_status is not None:
-            stale = RunLog(sink)
-            stale.run_id = old
-            stale.set_tags({"status": "replaced"})
-            reason = f"replaced by run {run.run_id}, rebuilt from the ledger"
-            if old_status == "RUNNING":
-                stale.end("FAILED", reason=reason)
-            else:
-                stale.set_tags({CLOSE_REASON_TAG: reason})
-        record.mlflow_run_id = run.run_id
+        with claim:
+            record = load_record(ledger / f"{stale.key}.json")
+            if record is not None and not record.mlflow_synced:
+                _push(sink, tracker, ledger, record, data, outcome)
+    return outcome
+
+
+def _push(
+    sink: Sink,
+    tracker: Any,
+    ledger: Path,
+    record: CellRecord,
+    data: DataCache,
+    outcome: SyncOutcome,
+) -> None:
+    """Make MLflow hold ``record``: find its run complete, or rebuild the run."""
+    old = record.mlflow_run_id
+    old_status = tracker.status(old) if old else None
+    if old_status in ("FINISHED", "FAILED", "KILLED") and _complete(tracker, old, record):
         record.mlflow_synced, record.mlflow_error = True, None
         record.save(ledger)
         outcome.pushed += 1
-    return outcome
+        return
+    name, params, tags = run_spec(record, ledger)
+    run = sink.start(name, params, {**tags, "pmp.rebuilt_from_ledger": "true"})
+    if inputs := record_inputs(record, data):
+        run.log_inputs(inputs)
+    run.log_curve(record.curve)
+    close_run(run, record)
+    if not run.synced:
+        record.mlflow_error = run.error
+        record.save(ledger)
+        outcome.unsynced += 1
+        return
+    if old_status is not None:
+        stale = RunLog(sink)
+        stale.run_id = old
+        stale.set_tags({"status": "replaced"})
+        reason = f"replaced by run {run.run_id}, rebuilt from the ledger"
+        if old_status == "RUNNING":
+            stale.end("FAILED", reason=reason)
+        else:
+            stale.set_tags({CLOSE_REASON_TAG: reason})
+    record.mlflow_run_id = run.run_id
+    record.mlflow_synced, record.mlflow_error = True, None
+    record.save(ledger)
+    outcome.pushed += 1
 
 
 def _complete(tracker: Any, run_id: str, record: CellRecord) -> bool:
@@ -214,25 +243,55 @@ def _complete(tracker: Any, run_id: str, record: CellRecord) -> bool:
 
 
 def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozenset()) -> int:
-    """End KILLED every RUNNING run of ``suite`` written for this ledger (or untagged).
+    """End KILLED every RUNNING run of ``suite`` written for this ledger (or untagged)
+    whose process is gone.
 
+    A cell's run is closed only under the cell's claim and only if it is still RUNNING
+    then (a live driver holds the claim while its run is open); any other run (a report
+    run) only when the process that opened it is no longer running on this host.
     ``skip``: runs of not-synced records, which the push replaces (and ends FAILED).
     """
     tracker = sink.tracker()
     mine = str(Path(ledger).resolve())
+    claims = CellClaims(Path(ledger).parent, suite)
     closed = 0
     for run in tracker.running_runs({"suite": suite}):
         tags = run.data.tags
         if run.info.run_id in skip or tags.get(LEDGER_TAG, mine) != mine:
             continue  # another output folder sharing this tracking server
-        owner = f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
-        tracker.set_tags(
-            run.info.run_id,
-            {
-                "status": "killed",
-                CLOSE_REASON_TAG: f"left RUNNING by {owner}, which stopped without closing it",
-            },
-        )
-        tracker.end(run.info.run_id, "KILLED")
-        closed += 1
+        key = tags.get("cell_key")
+        if key is None:
+            if _opened_by_live_process(tags):
+                continue
+            _close_orphan(tracker, run.info.run_id, tags)
+            closed += 1
+            continue
+        claim = claims.take(key)
+        if claim is None:  # a live driver trains this cell and will close the run
+            continue
+        with claim:
+            if tracker.status(run.info.run_id) == "RUNNING":
+                _close_orphan(tracker, run.info.run_id, tags)
+                closed += 1
     return closed
+
+
+def _opened_by_live_process(tags: dict[str, str]) -> bool:
+    pid = tags.get("pmp.driver_pid", "")
+    return (
+        tags.get("pmp.driver_host") == socket.gethostname()
+        and pid.isdigit()
+        and process_alive(int(pid))
+    )
+
+
+def _close_orphan(tracker: Any, run_id: str, tags: dict[str, str]) -> None:
+    owner = f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
+    tracker.set_tags(
+        run_id,
+        {
+            "status": "killed",
+            CLOSE_REASON_TAG: f"left RUNNING by {owner}, which stopped without closing it",
+        },
+    )
+    tracker.end(run_id, "KILLED")

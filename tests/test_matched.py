@@ -49,9 +49,25 @@ def test_a_trial_picked_for_several_targets_is_trained_once() -> None:
     picks, per_target = matched.picks_for_study("gmp", "quick-gmp", POINTS, (0.5, 0.55, 0.9, 0.95))
     assert [p.trial for p in picks] == [1, 6]
     assert per_target[0.5] is per_target[0.55]
-    assert per_target[0.95] is None
+    assert per_target[0.95] == matched.NOT_REACHED
     assert per_target[0.5].cell_label == "gmp@matched-0.5+0.55"
     assert "/" not in per_target[0.9].cell_label
+
+
+def test_points_at_chance_accuracy_do_not_match_a_sparsity() -> None:
+    # A network pruned until it guesses "reaches" every sparsity; with ten classes the
+    # floor is 0.1 + 0.1 * 0.9 = 0.19, so trial 7 never serves a target.
+    points = [*POINTS, {"trial": 7, "val_accuracy": 0.104, "sparsity": 1.0, "status": "finished"}]
+    assert matched.pick_at_sparsity(points, 0.95)["trial"] == 7  # without a floor it would
+    picks, per_target = matched.picks_for_study(
+        "emsa", "quick-emsa", points, (0.5, 0.9, 0.95), chance=0.1
+    )
+    assert [p.trial for p in picks] == [1, 6]
+    assert per_target[0.95] == matched.ONLY_AT_CHANCE
+    rows = matched.matched_rows({"emsa": per_target}, {}, bootstrap_median_ci)
+    text = matched.markdown(rows, "quick", [1, 2, 3])
+    line = next(line for line in text.splitlines() if line.startswith("| emsa |"))
+    assert line.rstrip(" |").endswith("only at chance")
 
 
 def test_rows_report_retrained_seeds_and_flag_sparsity_below_target() -> None:

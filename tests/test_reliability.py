@@ -26,8 +26,9 @@ from mlflow.tracking import MlflowClient
 
 import bench.mlflow_run
 import bench.sync
+from bench.claims import CellClaims
 from bench.cli import main
-from bench.locking import DriverLock, LockHeld, file_lock
+from bench.locking import LockHeld, OwnerLock, file_lock
 from bench.mlflow_run import Sink
 from bench.records import CellRecord, LedgerWarning, load_records
 from bench.runner import cell_key, cells_dir, run_suite
@@ -241,7 +242,7 @@ def test_ctrl_c_while_closing_a_cell_still_records_it_then_stops(tmp_path, monke
     runs = runs_by_status(tmp_path)
     assert set(runs) == {"FINISHED"} and runs["FINISHED"][0].info.run_id == record.mlflow_run_id
     assert "press Ctrl-C again" in capsys.readouterr().err
-    assert not (tmp_path / "t" / ".lock").exists()
+    assert not list((tmp_path / "t" / "claims").glob("*.claim"))  # let go on the way out
 
 
 def test_a_second_ctrl_c_aborts_at_once_and_sync_repairs_mlflow(tmp_path, monkeypatch):
@@ -302,11 +303,11 @@ def _wait_for(condition, timeout: float = 120.0) -> None:
 @pytest.mark.slow
 def test_ctrl_c_at_random_moments_never_loses_a_finished_cell(tmp_path):
     path = suite_file(tmp_path, TINY.replace("[0, 1]", "[0, 1, 2]"))
-    lock = tmp_path / "t" / ".lock"
+    claims = tmp_path / "t" / "claims"
     rng = random.Random(20251127)
     for _ in range(3):
         process = _bench("run", "--suite", str(path), "--out", str(tmp_path), "--no-progress")
-        _wait_for(lambda p=process: lock.exists() or p.poll() is not None)
+        _wait_for(lambda p=process: any(claims.glob("*.claim")) or p.poll() is not None)
         time.sleep(rng.uniform(0.0, 2.5))
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
@@ -326,18 +327,19 @@ def test_ctrl_c_at_random_moments_never_loses_a_finished_cell(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_closes_the_orphan_and_takes_over_the_lock(tmp_path, capsys):
+def test_kill_9_then_rerun_closes_the_orphan_and_takes_over_the_claim(tmp_path, capsys):
     path = suite_file(tmp_path)
     process = _bench("run", "--suite", str(path), "--out", str(tmp_path), "--no-progress")
     _wait_for(lambda: "RUNNING" in runs_by_status(tmp_path) or process.poll() is not None)
     process.kill()
     process.communicate(timeout=60)
-    assert (tmp_path / "t" / ".lock").exists()  # left behind by the dead driver
+    (claim,) = (tmp_path / "t" / "claims").glob("*.claim")  # left behind by the dead driver
     orphan = runs_by_status(tmp_path)["RUNNING"][0]
 
     assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "took over a stale lock" in err and "closed 1 orphaned run" in err
+    assert f"took over a stale lock of process {process.pid}" in err and str(claim) in err
+    assert "closed 1 orphaned run" in err
     runs = runs_by_status(tmp_path)
     assert "RUNNING" not in runs
     keys = [r.data.tags["cell_key"] for r in runs["FINISHED"]]
@@ -436,32 +438,72 @@ def test_record_save_errors_name_the_file_and_the_remedy(tmp_path, monkeypatch, 
 # --------------------------------------------------------------------------- concurrency
 
 
-def test_a_second_driver_is_refused_while_the_first_lives(tmp_path, capsys):
-    path = suite_file(tmp_path, ONE_SEED)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        lock = DriverLock(tmp_path / "t", "suite 't'")
-        lock.owner["pid"] = holder.pid
-        lock.acquire()
-        assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert f"pid {holder.pid} on {socket.gethostname()}" in err and "\n" not in err
-        assert not cells_dir(tmp_path, "t").exists()  # nothing trained
-    finally:
+def test_a_cell_claimed_by_a_live_driver_is_left_to_it_and_taken_over_when_it_dies(
+    tmp_path, capsys
+):
+    path = suite_file(tmp_path)  # two cells
+    suite = load_suite(path)
+    first, second = (cell_key(cell) for cell in suite.cells())
+    ledger = cells_dir(tmp_path, "t")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    claims = CellClaims(tmp_path / "t", "t")
+    claim = OwnerLock(claims.path(second), "x", claims.guard)
+    claim.owner["pid"] = holder.pid  # as if that process were training the second cell
+    claim.acquire()
+
+    def kill_the_holder_once_the_first_cell_is_recorded() -> None:
+        deadline = time.monotonic() + 120
+        while not (ledger / f"{first}.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the driver is waiting for the second cell now
+        assert not (ledger / f"{second}.json").exists()  # it did not train a claimed cell
         holder.kill()
         holder.wait()
-    # Its owner is dead now: the lock is taken over with a message.
-    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
-    assert "took over a stale lock" in capsys.readouterr().err
+
+    killer = threading.Thread(target=kill_the_holder_once_the_first_cell_is_recorded)
+    killer.start()
+    try:
+        assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    finally:
+        killer.join(timeout=180)
+        holder.kill()
+    err = capsys.readouterr().err
+    waiting = next(line for line in err.splitlines() if line.startswith("waiting for"))
+    assert f"waiting for 1 cell(s) another driver is training (pid {holder.pid} on" in waiting
+    assert f"took over a stale lock of process {holder.pid}" in err
+    records = load_records(ledger)
+    assert sorted(r.key for r in records) == sorted([first, second])
+    assert {r.status for r in records} == {"finished"}
+    assert not list(claims.folder.glob("*.claim"))
+    assert len(runs_by_status(tmp_path)["FINISHED"]) == 2
+
+
+def test_sync_leaves_a_record_claimed_by_a_live_driver_to_it(tmp_path, monkeypatch, capsys):
+    path = suite_file(tmp_path, ONE_SEED)
+    monkeypatch.setattr(bench.sync, "draw_cell_figure", _self_interrupt(times=2))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 130
+    monkeypatch.undo()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert not record.mlflow_synced and "RUNNING" in runs_by_status(tmp_path)
+    claims = CellClaims(tmp_path / "t", "t")
+    with OwnerLock(claims.path(record.key), "x", claims.guard):  # a live driver: this one
+        assert main(["sync", "--suite", str(path), "--out", str(tmp_path)]) == 1
+        assert "1 record(s) left to the running driver" in capsys.readouterr().err
+        assert "RUNNING" in runs_by_status(tmp_path)  # its run was not closed under it
+        assert not load_records(cells_dir(tmp_path, "t"))[0].mlflow_synced
+    assert main(["sync", "--suite", str(path), "--out", str(tmp_path)]) == 0
+    assert "RUNNING" not in runs_by_status(tmp_path)
+    assert load_records(cells_dir(tmp_path, "t"))[0].mlflow_synced
 
 
 def test_two_lock_holders_in_one_process_conflict(tmp_path):
-    first = DriverLock(tmp_path, "x")
+    first = OwnerLock(tmp_path / "x.claim", "x")
     first.acquire()
     with pytest.raises(LockHeld, match="still running"):
-        DriverLock(tmp_path, "x").acquire()
+        OwnerLock(tmp_path / "x.claim", "x").acquire()
     first.release()
-    assert not (tmp_path / ".lock").exists()
+    assert not (tmp_path / "x.claim").exists()
 
 
 @pytest.mark.slow
@@ -509,3 +551,23 @@ def test_tuning_runs_of_dead_trials_are_closed(tmp_path):
     closed = client.get_run(runs[dead.number])
     assert closed.info.status == "KILLED" and "FAIL" in closed.data.tags["pmp.close_reason"]
     assert client.get_run(runs[alive.number]).info.status == "RUNNING"
+
+
+@pytest.mark.slow
+def test_two_drivers_started_together_share_the_suite_and_train_no_cell_twice(tmp_path):
+    path = suite_file(tmp_path, TINY.replace("[0, 1]", "[0, 1, 2, 3]"))  # four cells
+    drivers = [
+        _bench("run", "--suite", str(path), "--out", str(tmp_path), "--no-progress")
+        for _ in range(2)
+    ]
+    outputs = [driver.communicate(timeout=300) for driver in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outputs
+    trained = [out.count(": finished test_acc=") for out, _ in outputs]
+    assert sum(trained) == 4, outputs  # every cell once, by one of the two
+    records = load_records(cells_dir(tmp_path, "t"))
+    assert len(records) == 4 and {r.status for r in records} == {"finished"}
+    runs = runs_by_status(tmp_path)
+    assert set(runs) == {"FINISHED"}  # no run closed as an orphan under a live driver
+    keys = [r.data.tags["cell_key"] for r in runs["FINISHED"]]
+    assert sorted(keys) == sorted(r.key for r in records)
+    assert not list((tmp_path / "t" / "claims").glob("*.claim"))

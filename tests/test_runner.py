@@ -197,7 +197,7 @@ def test_interrupted_suite_resumes_and_marks_the_run_killed(tmp_path, monkeypatc
     _, runs = runs_of(tmp_path, "t")
     assert {r.info.run_id: r.info.status for r in runs}[killed.mlflow_run_id] == "KILLED"
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
-    assert not (tmp_path / "t" / ".lock").exists()  # released on the way out
+    assert not list((tmp_path / "t" / "claims").glob("*.claim"))  # let go on the way out
 
     monkeypatch.setattr("bench.runner.train_cell", real)
     outcome = run_suite(suite, tmp_path, CPU, progress=False)

@@ -23,7 +23,6 @@ from dataclasses import replace
 import optimizers
 from bench.commands.args import add_device, add_out
 from bench.environment import resolve_device
-from bench.locking import LockHeld
 from bench.records import load_records
 from bench.report import write_report
 from bench.report.significance import bootstrap_median_ci
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     picks: list[matched.MatchedPick] = []
-    per_method: dict[str, dict[float, matched.MatchedPick | None]] = {}
+    per_method: dict[str, dict[float, matched.MatchedPick | str]] = {}
     for target in setting.targets:
         front = study_dir(args.out, target.study) / "pareto.json"
         if not front.is_file():
@@ -104,15 +103,16 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        points, chance = matched.front_points(front)
         found, per_target = matched.picks_for_study(
-            target.label, target.study, matched.front_points(front), args.targets
+            target.label, target.study, points, args.targets, chance
         )
         picks += found
         per_method[target.label] = per_target
         for s, pick in per_target.items():
             what = (
-                "not reached"
-                if pick is None
+                pick
+                if isinstance(pick, str)
                 else (
                     f"trial {pick.trial} (val acc {pick.val_accuracy:.4f}, "
                     f"sparsity {pick.val_sparsity:.3f})"
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = run_suite(
             suite, args.out, resolve_device(args.device), progress=not args.no_progress
         )
-    except (LockHeld, OutputWriteError) as error:
+    except OutputWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     wanted = {cell_key(cell) for cell in suite.cells()}

@@ -1,8 +1,9 @@
 """``run --suite NAME|PATH [--out DIR] [--device ...] [--only PATTERN] [--dry-run]``.
 
 Exit status: 0 when every cell is recorded and synced to MLflow, 1 when a cell failed or
-MLflow lacks a record (``bench sync`` pushes it later), 2 for a user's mistake, when
-another process drives the suite or the ledger cannot be written, 130 after Ctrl-C.
+MLflow lacks a record (``bench sync`` pushes it later), 2 for a user's mistake or when
+the ledger cannot be written, 130 after Ctrl-C. Another driver on the same suite and
+``--out`` is no error: the two share the cells (:mod:`bench.claims`).
 
 ``--dry-run`` trains nothing: it lists the cells the command would run, their keys, which
 the ledger already holds (and so would be skipped) and an estimate of the time the rest
@@ -105,7 +106,8 @@ def report(args: argparse.Namespace, suite: Suite, outcome: SuiteOutcome) -> int
     """The closing lines and the exit status of a suite run."""
     print(
         f"suite {suite.name}: {outcome.ran} cells run, {outcome.skipped} already done, "
-        f"{outcome.diverged} diverged, {outcome.failed} failed"
+        + (f"{outcome.elsewhere} run by another driver, " if outcome.elsewhere else "")
+        + f"{outcome.diverged} diverged, {outcome.failed} failed"
     )
     if outcome.unsynced:
         print(

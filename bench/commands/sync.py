@@ -3,9 +3,11 @@
 Pushes every record marked not synced (rebuilding its run from the ledger) and closes
 the suite's runs that a dead process left RUNNING, as ``bench run`` does at its start;
 then logs the suite's report run again when MLflow lacks the current REPORT.md
-(:mod:`bench.report_run`). Exit status: 0 when MLflow holds every record (and the
-report), 1 when some are still not synced (the message says why), 2 when another
-process drives the suite.
+(:mod:`bench.report_run`). Records of cells that a running driver holds the claim of
+are left to it (:mod:`bench.claims`), and so is the report run while another sync logs
+it. Exit status: 0 when MLflow holds every record (and the report), 1 when some are
+still not synced (the message says why, and names records a running driver still
+holds), 2 when the ledger cannot be written.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import argparse
 import sys
 
 from bench.commands.args import add_out, add_suite
-from bench.locking import LockHeld
 from bench.mlflow_run import Sink
 from bench.report_run import REPORT_FILE, log_report_run
-from bench.runner import cells_dir, suite_dir, suite_lock
+from bench.runner import cells_dir, suite_claims, suite_dir
 from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.sync import sync_ledger
 from bench.tracking import EXPERIMENT_PREFIX
+
+#: The claim that keeps two syncs from logging the same report run twice.
+REPORT_CLAIM = "report"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,23 +37,24 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, studies_dir=args.out / "studies")
     ledger = cells_dir(args.out, suite.name)
     sink = Sink.for_output(args.out, EXPERIMENT_PREFIX + suite.name)
+    report = suite_dir(args.out, suite.name)
+    logged = None
     try:
-        with suite_lock(args.out, suite.name):
-            outcome = sync_ledger(sink, ledger, suite.name)
-            report = suite_dir(args.out, suite.name)
-            logged = (
-                log_report_run(sink, report, suite.name)
-                if (report / REPORT_FILE).exists()
-                else None
-            )
-    except (LockHeld, OutputWriteError) as error:
+        outcome = sync_ledger(sink, ledger, suite.name)
+        if (report / REPORT_FILE).exists():
+            claim = suite_claims(args.out, suite.name).take(REPORT_CLAIM, "the report run")
+            if claim is not None:
+                with claim:
+                    logged = log_report_run(sink, report, suite.name)
+    except OutputWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    stream = sys.stderr if outcome.unsynced else sys.stdout
+    behind = outcome.unsynced + outcome.claimed  # MLflow still lacks these records
+    stream = sys.stderr if behind else sys.stdout
     print(f"sync {suite.name}: {outcome.describe()}", file=stream)
     if logged is not None:
         print(
             f"sync {suite.name}: {logged.describe()}",
             file=sys.stderr if logged.error else sys.stdout,
         )
-    return 1 if outcome.unsynced or (logged is not None and logged.error) else 0
+    return 1 if behind or (logged is not None and logged.error) else 0

@@ -7,10 +7,10 @@ Decisions (the README's "Scaling out" section folds these in):
 - **The driver writes the ledger.** Workers return the record; the driver, the only
   process that writes ``cells/``, saves it atomically and then completes the MLflow run
   (:mod:`bench.distributed.recording`). Workers need no access to ``--out``.
-- **One driver per suite and ``--out``**, as in a serial run: the suite's driver lock
-  (:class:`bench.locking.DriverLock`, ``<out>/<suite>/.lock``) is one lock over all the
-  suite's cells; a second driver exits with status 2 naming the first, before it trains
-  anything, so no cell is trained twice.
+- **Several drivers may share a suite and ``--out``**, as in a serial run: the driver
+  takes a cell's claim (:mod:`bench.claims`) before it submits the cell and lets it go
+  once the record is written, so a second driver (another cluster, another terminal)
+  submits only the cells nobody holds, waits for the rest, and no cell is trained twice.
 - **MLflow.** A tracking server or database URI: workers log live. A SQLite file (the
   default) or a local folder: workers write nothing, the driver logs each run when its
   cell comes back (one writer, so SQLite stays safe); for live curves run
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bench.claims import WAIT_POLL_S, CellClaims
 from bench.distributed.cells import CellOutcome, CellTask, run_cell_task
 from bench.distributed.cluster import Cluster, open_cluster
 from bench.distributed.recording import failed_outcome, record_outcome
@@ -43,7 +45,7 @@ from bench.errors import UsageError
 from bench.interrupts import InterruptGuard
 from bench.mlflow_meta import experiment_tags
 from bench.mlflow_run import Sink, short_reason
-from bench.records import load_record
+from bench.records import CellRecord, load_record
 from bench.runner import (
     DONE,
     DataCache,
@@ -52,7 +54,7 @@ from bench.runner import (
     cells_dir,
     one_line,
     select,
-    suite_lock,
+    suite_claims,
 )
 from bench.suites import Cell, Suite
 from bench.sync import close_orphans, sync_ledger
@@ -113,8 +115,7 @@ def run_suite_distributed(
     """Run the suite's remaining cells on the cluster of ``scheduler`` (module docstring).
 
     Raises :class:`bench.distributed.cluster.SchedulerError` when the cluster cannot be
-    started or reached (nothing is trained), :class:`bench.locking.LockHeld` when another
-    process drives this suite, and :class:`KeyboardInterrupt` after Ctrl-C.
+    started or reached (nothing is trained), and :class:`KeyboardInterrupt` after Ctrl-C.
     """
     out_dir = Path(out_dir)
     ledger = cells_dir(out_dir, suite.name)
@@ -122,7 +123,8 @@ def run_suite_distributed(
     uri = tracking_uri(out_dir)
     live = is_live_store(uri)
     sink = suite_sink(suite, out_dir, uri, live)
-    with suite_lock(out_dir, suite.name), InterruptGuard() as guard:
+    claims = suite_claims(out_dir, suite.name)
+    with InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
         existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
         pending = [c for c, done in zip(cells, existing, strict=True) if not _done(done)]
@@ -159,7 +161,7 @@ def run_suite_distributed(
                     outcome.unsynced += not done.mlflow_synced
             shared = task_fields(suite, ledger, device, uri if live else None, models, cluster)
             try:
-                _drive(pending, cluster, sink, ledger, outcome, guard, shared, progress)
+                _drive(pending, claims, cluster, sink, ledger, outcome, guard, shared, progress)
             finally:
                 if live:  # runs of attempts that never came back (Ctrl-C, dead workers)
                     with guard.deferred(), contextlib.suppress(Exception):
@@ -194,6 +196,7 @@ def task_fields(
 
 def _drive(
     cells: list[Cell],
+    claims: CellClaims,
     cluster: Cluster,
     sink: Sink,
     ledger: Path,
@@ -202,14 +205,96 @@ def _drive(
     shared: dict[str, Any],
     progress: bool,
 ) -> None:
-    """Submit every cell, record each as it comes back; on Ctrl-C stop the rest."""
-    from distributed import Event, as_completed
+    """Submit every cell this driver can claim, record each as it comes back, wait for
+    cells another driver holds (taking over those whose driver died); on Ctrl-C stop."""
+    from distributed import Event, as_completed, wait
 
     client = cluster.client
     stop = Event(shared["stop_event"], client=client)
-    futures: dict[Any, tuple[Cell, str]] = {}
-    for cell in cells:
-        key = cell_key(cell)
+    running: dict[Any, tuple[Cell, str, Any]] = {}  # future -> cell, key, claim
+    waiting = [(cell, cell_key(cell)) for cell in cells]
+    bar = tqdm(
+        total=len(cells),
+        desc=f"cells on {cluster.spec.describe()}",
+        unit="cell",
+        disable=not progress,
+    )
+    announced = 0
+    try:
+        while waiting or running:
+            waiting, elsewhere = _submit_claimed(
+                waiting, claims, client, cluster, shared, running, ledger
+            )
+            for done in elsewhere:  # another driver recorded it meanwhile
+                outcome.elsewhere += 1
+                outcome.unsynced += not done.mlflow_synced
+                bar.update()
+            if waiting and len(waiting) != announced:
+                tqdm.write(
+                    f"waiting for {len(waiting)} cell(s) another driver is training "
+                    f"({claims.describe_holders([k for _, k in waiting])}; "
+                    f"claims in {claims.folder})",
+                    file=sys.stderr,
+                )
+            announced = len(waiting)
+            if not running:
+                time.sleep(WAIT_POLL_S)
+                guard.check()
+                continue
+            with contextlib.suppress(TimeoutError):
+                wait(
+                    list(running),
+                    timeout=WAIT_POLL_S if waiting else None,
+                    return_when="FIRST_COMPLETED",
+                )
+            for future in [f for f in running if f.done()]:
+                cell, key, claim = running.pop(future)
+                with guard.deferred():
+                    try:
+                        _record(future, (cell, key), sink, ledger, outcome)
+                    finally:
+                        claim.release()
+                bar.update()
+                guard.check()
+    except KeyboardInterrupt:
+        with guard.deferred():  # a second Ctrl-C aborts at once
+            stop.set()  # running cells stop at their next evaluation; queued ones skip
+            with contextlib.suppress(TimeoutError):
+                for future in as_completed(list(running), timeout=STOP_GRACE_S):
+                    cell, key, claim = running.pop(future)
+                    _record(future, (cell, key), sink, ledger, outcome)
+                    claim.release()
+            client.cancel(list(running))
+        raise
+    finally:
+        for _, _, claim in running.values():  # so the closing of orphans can take them
+            claim.release()
+        bar.close()
+
+
+def _submit_claimed(
+    cells: list[tuple[Cell, str]],
+    claims: CellClaims,
+    client: Any,
+    cluster: Cluster,
+    shared: dict[str, Any],
+    running: dict[Any, tuple[Cell, str, Any]],
+    ledger: Path,
+) -> tuple[list[tuple[Cell, str]], list[CellRecord]]:
+    """Submit each cell whose claim this driver gets. Returns the cells another driver
+    holds, and the records of those another driver finished (read under the claim, so
+    never half-written)."""
+    held, elsewhere = [], []
+    for cell, key in cells:
+        claim = claims.take(key)
+        if claim is None:
+            held.append((cell, key))
+            continue
+        done = load_record(ledger / f"{key}.json")
+        if _done(done):
+            claim.release()
+            elsewhere.append(done)
+            continue
         future = client.submit(
             run_cell_task,
             CellTask(cell=cell, key=key, **shared),
@@ -217,32 +302,8 @@ def _drive(
             pure=False,
             resources=cluster.resources(),
         )
-        futures[future] = (cell, key)
-    bar = tqdm(
-        total=len(cells),
-        desc=f"cells on {cluster.spec.describe()}",
-        unit="cell",
-        disable=not progress,
-    )
-    pending = set(futures)
-    try:
-        for future in as_completed(list(futures)):
-            pending.discard(future)
-            with guard.deferred():
-                _record(future, futures[future], sink, ledger, outcome)
-            bar.update()
-            guard.check()
-    except KeyboardInterrupt:
-        with guard.deferred():  # a second Ctrl-C aborts at once
-            stop.set()  # running cells stop at their next evaluation; queued ones skip
-            with contextlib.suppress(TimeoutError):
-                for future in as_completed(list(pending), timeout=STOP_GRACE_S):
-                    pending.discard(future)
-                    _record(future, futures[future], sink, ledger, outcome)
-            client.cancel(list(pending))
-        raise
-    finally:
-        bar.close()
+        running[future] = (cell, key, claim)
+    return held, elsewhere
 
 
 def _record(

@@ -8,7 +8,12 @@ test split must not be used for the choice. So, for each method and target spars
 1. **Pick** (validation only): among the study's COMPLETE, non-diverged trials, the one
    with the highest validation accuracy whose sparsity is ≥ s; ties go to the sparser,
    then the earlier trial. That point is always on the Pareto front. No trial reached s:
-   the method has no entry at s ("not reached"), which is itself the answer.
+   the method has no entry at s ("not reached"), which is itself the answer. A point
+   whose validation accuracy is not clearly above chance
+   (:func:`bench.tuning.pareto.useful_accuracy_floor`, the same floor that picks a
+   suite's ``best.json``) does not count: a network pruned until it guesses "reaches"
+   every sparsity and would only spend retraining time to report chance accuracy. Such
+   targets read "only at chance" instead of "not reached".
 2. **Retrain and test**: the picked configuration is trained again with the evaluation
    suite's seeds (fresh seeds, not the tuning seed), and its test accuracy and sparsity
    are reported as medians with bootstrap intervals. A trial picked for several targets
@@ -34,14 +39,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.tuning.pareto import useful_accuracy_floor
+
 MATCHED_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 LABEL_SEPARATOR = "@matched-"
 
 
-def pick_at_sparsity(points: Iterable[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The most accurate (validation) non-diverged point with sparsity ≥ ``target``."""
+def pick_at_sparsity(
+    points: Iterable[dict[str, Any]], target: float, floor: float = 0.0
+) -> dict[str, Any] | None:
+    """The most accurate (validation) non-diverged point with sparsity ≥ ``target`` and
+    validation accuracy above ``floor``."""
     usable = [
-        p for p in points if p.get("status", "finished") != "diverged" and p["sparsity"] >= target
+        p
+        for p in points
+        if p.get("status", "finished") != "diverged"
+        and p["sparsity"] >= target
+        and p["val_accuracy"] > floor
     ]
     if not usable:
         return None
@@ -66,16 +80,28 @@ class MatchedPick:
         return f"{self.label}{LABEL_SEPARATOR}" + "+".join(f"{s:g}" for s in self.targets)
 
 
+#: A target no working point reached: nothing at all reached it, or only chance-level points.
+NOT_REACHED = "not reached"
+ONLY_AT_CHANCE = "only at chance"
+
+
 def picks_for_study(
-    label: str, study: str, points: Sequence[dict[str, Any]], targets: Sequence[float]
-) -> tuple[list[MatchedPick], dict[float, MatchedPick | None]]:
-    """The distinct picks of one study and, per target, the pick serving it (or None)."""
+    label: str,
+    study: str,
+    points: Sequence[dict[str, Any]],
+    targets: Sequence[float],
+    chance: float | None = None,
+) -> tuple[list[MatchedPick], dict[float, MatchedPick | str]]:
+    """The distinct picks of one study and, per target, the pick serving it, or why none
+    does (:data:`NOT_REACHED`, :data:`ONLY_AT_CHANCE`)."""
+    floor = useful_accuracy_floor(chance)
     by_trial: dict[int, MatchedPick] = {}
-    per_target: dict[float, MatchedPick | None] = {}
+    per_target: dict[float, MatchedPick | str] = {}
     for target in targets:
-        point = pick_at_sparsity(points, target)
+        point = pick_at_sparsity(points, target, floor)
         if point is None:
-            per_target[target] = None
+            reached = pick_at_sparsity(points, target) is not None
+            per_target[target] = ONLY_AT_CHANCE if reached else NOT_REACHED
             continue
         pick = by_trial.get(point["trial"])
         if pick is None:
@@ -92,9 +118,11 @@ def picks_for_study(
     return list(by_trial.values()), per_target
 
 
-def front_points(pareto_json: Path) -> list[dict[str, Any]]:
-    """The front a study wrote (``pareto.json``); each point carries its hyperparameters."""
-    return list(json.loads(Path(pareto_json).read_text()).get("front") or [])
+def front_points(pareto_json: Path) -> tuple[list[dict[str, Any]], float | None]:
+    """The front a study wrote (``pareto.json``; each point carries its hyperparameters)
+    and the chance accuracy of its data set (None when the study did not record it)."""
+    data = json.loads(Path(pareto_json).read_text())
+    return list(data.get("front") or []), data.get("chance_accuracy")
 
 
 # --------------------------------------------------------------------------- table
@@ -114,6 +142,7 @@ COLUMNS = (
     "sparsity_ci_low",
     "sparsity_ci_high",
     "below_target",
+    "missing",  # why no trial serves the target: "not reached" or "only at chance"
 )
 
 
@@ -126,7 +155,7 @@ class SeedFigures:
 
 
 def matched_rows(
-    per_method: dict[str, dict[float, MatchedPick | None]],
+    per_method: dict[str, dict[float, MatchedPick | str]],
     results: dict[str, SeedFigures],
     interval: Any,
 ) -> list[dict[str, Any]]:
@@ -136,7 +165,9 @@ def matched_rows(
         for target, pick in per_target.items():
             row: dict[str, Any] = {c: None for c in COLUMNS}
             row.update(method=method, target_sparsity=target)
-            if pick is not None:
+            if isinstance(pick, str):
+                row["missing"] = pick
+            else:
                 seeds = results.get(pick.cell_label, SeedFigures([], []))
                 acc, acc_low, acc_high = interval(seeds.test_accuracy)
                 spa, spa_low, spa_high = interval(seeds.sparsity)
@@ -176,7 +207,9 @@ def markdown(rows: list[dict[str, Any]], setting: str, seeds: Sequence[int]) -> 
         "**validation** accuracy among those with sparsity ≥ s was retrained with seeds "
         f"{', '.join(map(str, seeds))} and evaluated on **test**. Entries: median test "
         "accuracy [95% bootstrap CI] over seeds, then the retrained median sparsity; "
-        "*not reached*: no trial of the study reached s; *(!)*: the retrained sparsity "
+        "*not reached*: no trial of the study reached s; *only at chance*: the trials "
+        "that reached s were not clearly above chance accuracy on validation (pruned until "
+        "they guess), so none was retrained; *(!)*: the retrained sparsity "
         "fell below s. `matched-<setting>.csv` has every figure, including the trial and "
         "its validation accuracy.",
         "",
@@ -188,7 +221,7 @@ def markdown(rows: list[dict[str, Any]], setting: str, seeds: Sequence[int]) -> 
         for target in targets:
             r = cells.get((method, target))
             if r is None or r["trial"] is None:
-                entries.append("not reached")
+                entries.append((r or {}).get("missing") or NOT_REACHED)
                 continue
             if not r["n_seeds"]:
                 entries.append(f"trial {r['trial']}: no finished seed")

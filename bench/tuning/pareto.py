@@ -94,6 +94,11 @@ def staircase(front: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]
     return xs, ys
 
 
+def useful_accuracy_floor(chance: float | None) -> float:
+    """The validation accuracy a sparse point must exceed to count as a working network."""
+    return 0.0 if chance is None else chance + ABOVE_CHANCE_SHARE * (1.0 - chance)
+
+
 def pick(
     points: list[dict[str, Any]], min_sparsity: float, chance: float | None = None
 ) -> tuple[dict[str, Any] | None, str]:
@@ -105,7 +110,7 @@ def pick(
     def key(p: dict[str, Any]) -> tuple[float, float, int]:
         return (-p["val_accuracy"], -p["sparsity"], p["trial"])
 
-    floor = 0.0 if chance is None else chance + ABOVE_CHANCE_SHARE * (1.0 - chance)
+    floor = useful_accuracy_floor(chance)
     sparse = [p for p in usable if p["sparsity"] >= min_sparsity and p["val_accuracy"] > floor]
     if sparse:
         return min(sparse, key=key), (
