@@ -113,3 +113,35 @@ def test_missing_study_is_one_line_error(tmp_path: Path, capsys) -> None:
     code = main(["matched", "--setting", "quick", "--out", str(tmp_path), "--dry-run"])
     assert code == 2
     assert "make tune" in capsys.readouterr().err
+
+
+def test_pairwise_compares_methods_only_at_the_same_target() -> None:
+    # Three methods at s >= 0.5; at 0.9 only two. bSQH is compared with everyone, the
+    # leader with everyone, and nothing across targets.
+    per_method = {
+        "gmp": matched.picks_for_study("gmp", "q-gmp", POINTS, (0.5, 0.9))[1],
+        "bsqh-mb": matched.picks_for_study("bsqh-mb", "q-b", POINTS, (0.5, 0.9))[1],
+        "sgd": {0.5: matched.NOT_REACHED, 0.9: matched.NOT_REACHED},
+        "l0-hc": matched.picks_for_study("l0-hc", "q-l", POINTS, (0.5,))[1],
+    }
+    results = {
+        "gmp@matched-0.5": matched.SeedFigures([0.80, 0.81, 0.82, 0.83], [0.6] * 4),
+        "bsqh-mb@matched-0.5": matched.SeedFigures([0.70, 0.71, 0.72, 0.73], [0.6] * 4),
+        "l0-hc@matched-0.5": matched.SeedFigures([0.75, 0.90, 0.60], [0.6] * 3),
+        "gmp@matched-0.9": matched.SeedFigures([0.60, 0.61, 0.62], [0.85] * 3),  # short
+        "bsqh-mb@matched-0.9": matched.SeedFigures([0.70, 0.71, 0.72], [0.95] * 3),
+    }
+    rows = matched.pairwise_rows(per_method, results)
+    pairs = {(r["target_sparsity"], r["a"], r["b"]): r for r in rows}
+    assert set(pairs) == {
+        (0.5, "gmp", "bsqh-mb"),  # the leader at 0.5 against the others
+        (0.5, "gmp", "l0-hc"),
+        (0.5, "bsqh-mb", "l0-hc"),  # bSQH against the rest
+        (0.9, "bsqh-mb", "gmp"),  # the leader at 0.9 is bSQH
+    }
+    assert pairs[(0.5, "gmp", "bsqh-mb")]["p"] == pytest.approx(2 / 70)  # exact U test
+    assert pairs[(0.5, "gmp", "bsqh-mb")]["verdict"] == "holds"
+    assert pairs[(0.5, "bsqh-mb", "l0-hc")]["verdict"].startswith("no significant")
+    assert pairs[(0.9, "bsqh-mb", "gmp")]["below_target"] == "gmp"
+    text = matched.pairwise_markdown(rows)
+    assert "| 0.9 | bsqh-mb | gmp (!) |" in text

@@ -153,7 +153,11 @@ def run(args: argparse.Namespace) -> int:
     studies.mkdir(parents=True, exist_ok=True)
     stem = studies / f"matched-{setting.name}"
     matched.write_csv(rows, stem.with_suffix(".csv"))
-    text = matched.markdown(rows, setting.name, base.seeds)
+    pairs = matched.pairwise_rows(per_method, results)
+    matched.write_csv(pairs, stem.with_name(stem.name + "-pairwise.csv"), matched.PAIRWISE_COLUMNS)
+    text = (
+        matched.markdown(rows, setting.name, base.seeds) + "\n" + matched.pairwise_markdown(pairs)
+    )
     stem.with_suffix(".md").write_text(text)
     matched.plot(
         rows, stem.with_suffix(".png"), f"Test accuracy at matched sparsity, setting {setting.name}"

@@ -143,7 +143,7 @@ def _seed_values(runs: pd.DataFrame, where: tuple[Any, Any], method: str) -> pd.
     return cells["test_accuracy"]
 
 
-def _verdict(comparison: Comparison) -> str:
+def verdict(comparison: Comparison) -> str:
     """holds / does not hold / no significant difference / too few seeds."""
     if not comparison.enough_seeds:
         return too_few_seeds(min(comparison.n_a, comparison.n_b))
@@ -179,7 +179,7 @@ def most_accurate(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
             _seed_values(runs, where, second["method"]),
         )
         evidence = f"{best['method']} vs runner-up {second['method']}: " + comparison.evidence()
-        claims.append(Claim(statement, _verdict(comparison), evidence))
+        claims.append(Claim(statement, verdict(comparison), evidence))
     return claims
 
 
@@ -206,7 +206,7 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
                     f"{mine['method']} is more accurate than {peer['method']} on "
                     f"{where[0]} × {where[1]}"
                 )
-                claims.append(Claim(statement, _verdict(comparison), comparison.evidence()))
+                claims.append(Claim(statement, verdict(comparison), comparison.evidence()))
     return claims
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.report.claims import verdict
+from bench.report.significance import TEST_NAME, compare
 from bench.tuning.pareto import useful_accuracy_floor
 
 MATCHED_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
@@ -235,11 +238,113 @@ def markdown(rows: list[dict[str, Any]], setting: str, seeds: Sequence[int]) -> 
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_csv(rows: list[dict[str, Any]], path: Path, columns: Sequence[str] = COLUMNS) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------- pairwise
+
+PAIRWISE_COLUMNS = (
+    "target_sparsity",
+    "a",
+    "b",
+    "n_a",
+    "n_b",
+    "median_a",
+    "median_b",
+    "u",
+    "p",
+    "verdict",  # of "a is more accurate than b at this target"
+    "below_target",  # a side whose retrained median sparsity fell short of the target
+)
+#: Methods whose every comparison is listed (the rest are compared with the leader).
+FOCUS_PREFIX = "bsqh"
+
+
+def pairwise_rows(
+    per_method: dict[str, dict[float, MatchedPick | str]],
+    results: dict[str, SeedFigures],
+    focus: str = FOCUS_PREFIX,
+) -> list[dict[str, Any]]:
+    """At each target: the leader (highest median test accuracy) against every other
+    method there, and each ``focus`` method (bSQH) against every other method there.
+
+    Only methods compared at the *same* target: a pick at s ≥ 0.5 against one at 0.95 is
+    a comparison of sparsities, not of methods. Each row is one exact two-sided
+    Mann–Whitney U test on the seeds' test accuracies (the report's test, the same
+    verdicts: at least 3 seeds a side, p ≤ 0.05).
+    """
+    targets = sorted({t for per_target in per_method.values() for t in per_target})
+    rows = []
+    for target in targets:
+        seeds: dict[str, list[float]] = {}
+        sparsity: dict[str, list[float]] = {}
+        for method, per_target in per_method.items():
+            pick = per_target.get(target)
+            figures = results.get(pick.cell_label) if isinstance(pick, MatchedPick) else None
+            if figures is not None and figures.test_accuracy:
+                seeds[method] = figures.test_accuracy
+                sparsity[method] = figures.sparsity
+        if len(seeds) < 2:
+            continue
+        leader = max(sorted(seeds), key=lambda m: statistics.median(seeds[m]))
+        pairs = [(leader, m) for m in sorted(seeds) if m != leader]
+        done = {frozenset(pair) for pair in pairs}
+        for mine in sorted(m for m in seeds if m.startswith(focus)):
+            for other in sorted(seeds):
+                if other != mine and frozenset((mine, other)) not in done:
+                    pairs.append((mine, other))
+                    done.add(frozenset((mine, other)))
+        for a, b in pairs:
+            comparison = compare(a, seeds[a], b, seeds[b])
+            short = [m for m in (a, b) if statistics.median(sparsity[m]) < target]
+            rows.append(
+                {
+                    "target_sparsity": target,
+                    "a": a,
+                    "b": b,
+                    "n_a": comparison.n_a,
+                    "n_b": comparison.n_b,
+                    "median_a": comparison.median_a,
+                    "median_b": comparison.median_b,
+                    "u": comparison.u,
+                    "p": comparison.p,
+                    "verdict": verdict(comparison),
+                    "below_target": " ".join(short),
+                }
+            )
+    return rows
+
+
+def pairwise_markdown(rows: list[dict[str, Any]]) -> str:
+    """The pairwise tests as a Markdown section (appended to the matched table)."""
+    lines = [
+        "## Pairwise at each target",
+        "",
+        "At each target sparsity, the most accurate method (median test accuracy) against "
+        f"every other method that reached it, and each {FOCUS_PREFIX} variant against every "
+        f"other; {TEST_NAME} on the seeds' test accuracies. *verdict* is that of "
+        '"A is more accurate than B" (at least 3 seeds a side, p ≤ 0.05); *(!)* marks a '
+        "method whose retrained median sparsity fell below the target. The methods meet "
+        "the target, not each other's sparsity: compare the sparsities in the table above.",
+        "",
+        "| s ≥ | A | B | median A | median B | U | p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        short = set(r["below_target"].split())
+        a, b = (m + (" (!)" if m in short else "") for m in (r["a"], r["b"]))
+        lines.append(
+            f"| {r['target_sparsity']:g} | {a} | {b} | {_num(r['median_a'])} "
+            f"(n={r['n_a']}) | {_num(r['median_b'])} (n={r['n_b']}) | {_num(r['u'], 'g')} | "
+            f"{_num(r['p'], '.3g')} | {r['verdict']} |"
+        )
+    if not rows:
+        lines.append("| – | – | – | – | – | – | – | no target with two methods |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
