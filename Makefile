@@ -10,6 +10,10 @@ SUITE ?= quick
 PANELS_quick ?= quick-fullbatch
 PANELS_gpu-quick ?= gpu-quick-fullbatch
 DEVICE ?= auto
+# `make bench SCHEDULER=local:2` (or local-cuda, tcp://HOST:PORT): the suites' cells on a
+# Dask cluster (README, Scaling out); empty: one process, as before.
+SCHEDULER ?=
+SCHEDULE := $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 OUT ?= results
 # `make ui`: the port, and the output folder whose mlflow.db the UI shows.
 PORT ?= 5000
@@ -54,10 +58,10 @@ data: install
 	$(PY) -m bench data --dataset fashion-mnist
 
 bench: install data
-	$(PY) -m bench run --suite $(SUITE) --device $(DEVICE) --out $(OUT)
+	$(PY) -m bench run --suite $(SUITE) --device $(DEVICE) --out $(OUT) $(SCHEDULE)
 	$(PY) -m bench report --suite $(SUITE) --out $(OUT)
 	@for panel in $(PANELS_$(SUITE)); do \
-		$(PY) -m bench run --suite $$panel --device $(DEVICE) --out $(OUT) && \
+		$(PY) -m bench run --suite $$panel --device $(DEVICE) --out $(OUT) $(SCHEDULE) && \
 		$(PY) -m bench report --suite $$panel --out $(OUT) || exit 1; \
 	done
 
