@@ -470,3 +470,20 @@ def test_concurrent_writers_on_one_sqlite_mlflow_store_lose_nothing(tmp_path):
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 12
     for run in runs:
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 40
+
+
+@pytest.mark.slow
+def test_started_workers_keep_glibcs_adaptive_malloc_and_others_are_named(capsys):
+    from distributed import LocalCluster
+
+    from bench.distributed.cluster import open_cluster, trimming_workers
+
+    with open_cluster(parse_scheduler("local:1")) as cluster:
+        assert trimming_workers(cluster.client) == {}
+    # A cluster started with Dask's defaults, reached by its address: the driver says so.
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as external:
+        with open_cluster(parse_scheduler(external.scheduler_address)) as cluster:
+            assert set(trimming_workers(cluster.client).values()) == {"65536"}
+    assert "run with MALLOC_TRIM_THRESHOLD_=65536" in capsys.readouterr().err
