@@ -481,9 +481,11 @@ def test_started_workers_keep_glibcs_adaptive_malloc_and_others_are_named(capsys
     with open_cluster(parse_scheduler("local:1")) as cluster:
         assert trimming_workers(cluster.client) == {}
     # A cluster started with Dask's defaults, reached by its address: the driver says so.
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-    ) as external:
-        with open_cluster(parse_scheduler(external.scheduler_address)) as cluster:
-            assert set(trimming_workers(cluster.client).values()) == {"65536"}
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as external,
+        open_cluster(parse_scheduler(external.scheduler_address)) as cluster,
+    ):
+        assert set(trimming_workers(cluster.client).values()) == {"65536"}
     assert "run with MALLOC_TRIM_THRESHOLD_=65536" in capsys.readouterr().err
