@@ -32,6 +32,9 @@ from bench.locking import LockHeld, OwnerLock, read_owner
 WAIT_POLL_S = 1.0
 #: The folder of claims, next to ``cells/``.
 CLAIMS_FOLDER = "claims"
+#: The claim held while a suite's report run is logged (``bench report``, ``bench sync``),
+#: so two processes never log the same report twice.
+REPORT_CLAIM = "report"
 
 
 class CellClaims:

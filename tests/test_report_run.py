@@ -93,3 +93,20 @@ def test_bench_sync_logs_a_report_the_store_lacks(out, capsys):
     assert main(["sync", "--suite", "smoke", "--out", str(out)]) == 0
     _, runs = report_runs(out, "smoke")
     assert [r.info.run_id for r in runs] == [run.info.run_id]
+
+
+def test_a_report_run_another_process_is_logging_is_left_to_it(out, capsys):
+    from bench.claims import REPORT_CLAIM, CellClaims
+    from bench.locking import OwnerLock
+
+    write_report(out / "smoke", "# Report, a version no run holds yet\n")
+    before = [r.info.run_id for r in report_runs(out, "smoke")[1]]
+    claims = CellClaims(out / "smoke", "smoke")
+    with OwnerLock(claims.path(REPORT_CLAIM), "x", claims.guard):  # a live process: this one
+        assert main(["sync", "--suite", "smoke", "--out", str(out)]) == 0
+        assert [r.info.run_id for r in report_runs(out, "smoke")[1]] == before
+        assert "another process is logging the report run" in capsys.readouterr().out
+    assert main(["sync", "--suite", "smoke", "--out", str(out)]) == 0
+    after = [r.info.run_id for r in report_runs(out, "smoke")[1]]
+    assert len(after) == 1 and after != before  # logged once its claim was free
+    assert not claims.path(REPORT_CLAIM).exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.claims import REPORT_CLAIM
 from bench.commands.args import add_out, add_suite
 from bench.mlflow_run import Sink
 from bench.report_run import REPORT_FILE, log_report_run
@@ -23,9 +24,6 @@ from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.sync import sync_ledger
 from bench.tracking import EXPERIMENT_PREFIX
-
-#: The claim that keeps two syncs from logging the same report run twice.
-REPORT_CLAIM = "report"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         outcome = sync_ledger(sink, ledger, suite.name)
         if (report / REPORT_FILE).exists():
             claim = suite_claims(args.out, suite.name).take(REPORT_CLAIM, "the report run")
-            if claim is not None:
+            if claim is None:
+                print(f"sync {suite.name}: another process is logging the report run")
+            else:
                 with claim:
                     logged = log_report_run(sink, report, suite.name)
     except OutputWriteError as error:
