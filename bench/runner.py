@@ -140,6 +140,7 @@ def run_suite(
         bar = tqdm(total=len(cells), desc=f"suite {suite.name}", unit="cell", disable=not progress)
         todo = [(cell, cell_key(cell)) for cell in cells]
         done_at_start = {r.key for r in existing if r is not None and r.status in DONE}
+        at_start = {key: attempt(load_record(ledger / f"{key}.json")) for _, key in todo}
         first_pass = True
         while todo:
             waiting = []
@@ -150,7 +151,7 @@ def run_suite(
                     continue
                 with claim:  # read under the claim: no record is half-written now
                     done = load_record(ledger / f"{key}.json")  # as the sync left it
-                    if done is None or done.status not in DONE:
+                    if not settled(done, at_start[key]):
                         record = run_cell(
                             cell, key, sink, data, device, env, ledger, guard,
                             progress=progress, models=models,
@@ -165,6 +166,7 @@ def run_suite(
                         continue
                 outcome.skipped += key in done_at_start
                 outcome.elsewhere += key not in done_at_start
+                outcome.failed += done.status == "failed"  # another driver's failed attempt
                 outcome.unsynced += not done.mlflow_synced
                 bar.update()
             if waiting:
@@ -180,6 +182,20 @@ def run_suite(
             todo, first_pass = waiting, False
         bar.close()
     return outcome
+
+
+def attempt(record: CellRecord | None) -> tuple[str, float | None] | None:
+    """What identifies one training attempt's record (its status and wall time)."""
+    return None if record is None else (record.status, record.wall_time_s)
+
+
+def settled(record: CellRecord | None, at_start: tuple[str, float | None] | None) -> bool:
+    """Whether a cell needs no training now: it is finished or diverged, or another driver
+    recorded an attempt (failed or killed too) while this one ran. A failed cell is
+    retried by the next run, not by a driver that saw it fail elsewhere moments ago."""
+    if record is None:
+        return False
+    return record.status in DONE or attempt(record) != at_start
 
 
 def run_cell(

@@ -478,6 +478,45 @@ def test_a_cell_claimed_by_a_live_driver_is_left_to_it_and_taken_over_when_it_di
     assert len(runs_by_status(tmp_path)["FINISHED"]) == 2
 
 
+def test_a_cell_another_driver_failed_meanwhile_is_not_retrained_by_this_one(tmp_path, capsys):
+    path = suite_file(tmp_path)  # two cells
+    first, second = (cell_key(cell) for cell in load_suite(path).cells())
+    ledger = cells_dir(tmp_path, "t")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    claims = CellClaims(tmp_path / "t", "t")
+    claim = OwnerLock(claims.path(second), "x", claims.guard)
+    claim.owner["pid"] = holder.pid
+    claim.acquire()
+
+    def fail_the_second_cell_there() -> None:  # what the other driver does meanwhile
+        deadline = time.monotonic() + 120
+        while not (ledger / f"{first}.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        record = CellRecord(key=second, suite="t", status="failed", config={}, error="boom")
+        record.wall_time_s = 1.5
+        record.save(ledger)
+        holder.kill()
+        holder.wait()
+
+    other = threading.Thread(target=fail_the_second_cell_there)
+    other.start()
+    try:
+        code = main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"])
+    finally:
+        other.join(timeout=180)
+        holder.kill()
+    assert code == 1  # the suite has a failed cell
+    assert "1 run by another driver" in capsys.readouterr().out
+    by_key = {r.key: r for r in load_records(ledger)}
+    assert by_key[second].status == "failed" and by_key[second].error == "boom"  # kept
+    assert by_key[first].status == "finished"
+    runs = runs_by_status(tmp_path)
+    assert [r.data.tags["cell_key"] for r in runs["FINISHED"]] == [first]
+    # The next run retries it, as every rerun retries failed cells.
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert {r.status for r in load_records(ledger)} == {"finished"}
+
+
 def test_sync_leaves_a_record_claimed_by_a_live_driver_to_it(tmp_path, monkeypatch, capsys):
     path = suite_file(tmp_path, ONE_SEED)
     monkeypatch.setattr(bench.sync, "draw_cell_figure", _self_interrupt(times=2))

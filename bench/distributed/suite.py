@@ -50,10 +50,12 @@ from bench.runner import (
     DONE,
     DataCache,
     SuiteOutcome,
+    attempt,
     cell_key,
     cells_dir,
     one_line,
     select,
+    settled,
     suite_claims,
 )
 from bench.suites import Cell, Suite
@@ -213,6 +215,7 @@ def _drive(
     stop = Event(shared["stop_event"], client=client)
     running: dict[Any, tuple[Cell, str, Any]] = {}  # future -> cell, key, claim
     waiting = [(cell, cell_key(cell)) for cell in cells]
+    at_start = {key: attempt(load_record(ledger / f"{key}.json")) for _, key in waiting}
     bar = tqdm(
         total=len(cells),
         desc=f"cells on {cluster.spec.describe()}",
@@ -223,10 +226,11 @@ def _drive(
     try:
         while waiting or running:
             waiting, elsewhere = _submit_claimed(
-                waiting, claims, client, cluster, shared, running, ledger
+                waiting, claims, client, cluster, shared, running, ledger, at_start
             )
             for done in elsewhere:  # another driver recorded it meanwhile
                 outcome.elsewhere += 1
+                outcome.failed += done.status == "failed"
                 outcome.unsynced += not done.mlflow_synced
                 bar.update()
             if waiting and len(waiting) != announced:
@@ -280,6 +284,7 @@ def _submit_claimed(
     shared: dict[str, Any],
     running: dict[Any, tuple[Cell, str, Any]],
     ledger: Path,
+    at_start: dict[str, Any],
 ) -> tuple[list[tuple[Cell, str]], list[CellRecord]]:
     """Submit each cell whose claim this driver gets. Returns the cells another driver
     holds, and the records of those another driver finished (read under the claim, so
@@ -291,7 +296,7 @@ def _submit_claimed(
             held.append((cell, key))
             continue
         done = load_record(ledger / f"{key}.json")
-        if _done(done):
+        if settled(done, at_start[key]):
             claim.release()
             elsewhere.append(done)
             continue
