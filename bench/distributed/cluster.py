@@ -74,13 +74,17 @@ def _children_ignore_ctrl_c() -> Iterator[None]:
 #: step with it, about 19 without, which is what two plain processes side by side get.
 #: Training frees and reallocates the same sizes every step, so nothing accumulates.
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#: ``dask.config.set`` contexts restore what they saw on entry, so two that overlap in two
+#: threads (two drivers in one process) could leave the setting changed for good; cluster
+#: starts take turns instead. A nanny reads its settings while the cluster starts.
+_CONFIG_TURN = threading.Lock()
 
 
 def _local_cluster(spec: SchedulerSpec) -> Any:
     import dask
     from distributed import LocalCluster
 
-    with _children_ignore_ctrl_c(), dask.config.set(WORKER_CONFIG):
+    with _CONFIG_TURN, _children_ignore_ctrl_c(), dask.config.set(WORKER_CONFIG):
         return LocalCluster(
             n_workers=spec.workers,
             threads_per_worker=1,
@@ -107,7 +111,7 @@ def _cuda_cluster() -> Any:
         ) from None
     import dask
 
-    with _children_ignore_ctrl_c(), dask.config.set(WORKER_CONFIG):
+    with _CONFIG_TURN, _children_ignore_ctrl_c(), dask.config.set(WORKER_CONFIG):
         return LocalCUDACluster(
             host="127.0.0.1",
             threads_per_worker=1,
