@@ -10,6 +10,9 @@
 # even pytest may be missing: without pytest the CUDA checks run as a plain script).
 # The JSON report goes to $OUT/perf.json when OUT is set, else results/perf.json; the
 # suites' ledger, mlflow.db and reports go to the same folder. The suites need MLflow.
+# GPU_CHECK_SCHEDULER=local-cuda runs the suites on a dask-cuda cluster instead (one
+# worker per GPU; needs the `cuda` extra) and then counts each suite's MLflow runs by
+# status against its ledger: the end-to-end check of `--scheduler local-cuda`.
 # Exit status: non-zero if the CUDA checks or the harness failed (the table still prints).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,16 +53,36 @@ if [ "${GPU_CHECK_SUITES:-1}" != 0 ]; then
         echo "gpu-check: MLflow is not installed, so the gpu-quick suites cannot run (pip install -e .)"
         exit 1
     fi
+    scheduler=()
+    [ -n "${GPU_CHECK_SCHEDULER:-}" ] && scheduler=(--scheduler "$GPU_CHECK_SCHEDULER")
     for suite in gpu-quick gpu-quick-fullbatch; do
-        echo "== bench run --suite $suite --device cuda"
+        echo "== bench run --suite $suite --device cuda ${scheduler[*]}"
         began=$(date +%s)
-        timeout 420 "$PY" -m bench run --suite "$suite" --device cuda --out "$REPORT_DIR" --no-progress &&
+        timeout 420 "$PY" -m bench run --suite "$suite" --device cuda --out "$REPORT_DIR" \
+            --no-progress "${scheduler[@]}" &&
             "$PY" -m bench report --suite "$suite" --out "$REPORT_DIR" || {
             rc=$?
             echo "gpu-check: $suite failed (exit $rc)"
             [ "$status" -eq 0 ] && status=$rc
         }
         echo "gpu-check: $suite took $(( $(date +%s) - began )) s (training, evaluation, MLflow, report)"
+        [ -n "${GPU_CHECK_SCHEDULER:-}" ] && "$PY" - "$REPORT_DIR" "$suite" <<'PYEOF'
+import collections, sys
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+from bench.records import load_records
+from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+out, suite = Path(sys.argv[1]), sys.argv[2]
+records = load_records(out / suite / "cells")
+client = MlflowClient(tracking_uri(out))
+experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
+runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'cell'", max_results=5000)
+finished = collections.Counter(r.data.tags.get("cell_key") for r in runs if r.info.status == "FINISHED")
+statuses = collections.Counter(r.info.status for r in runs)
+once = sum(finished[r.key] == 1 for r in records if r.status == "finished")
+print(f"gpu-check: {suite}: {len(records)} ledger records, MLflow runs {dict(statuses)}, "
+      f"{once} of {sum(r.status == 'finished' for r in records)} finished cells with exactly one FINISHED run")
+PYEOF
     done
 fi
 exit "$status"
