@@ -472,20 +472,63 @@ def test_concurrent_writers_on_one_sqlite_mlflow_store_lose_nothing(tmp_path):
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 40
 
 
+FAULTS_PER_BUFFER = """
+import resource, sys, torch
+from bench.distributed.allocator import keep_freed_buffers
+applied = keep_freed_buffers() if sys.argv[1] == "undo" else False
+torch.empty(1 << 20)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    buffer = torch.ones(128, 6, 28, 28)  # one LeNet-5 activation at batch 128: 2.4 MB
+    del buffer
+print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_dasks_allocator_setting_is_undone_in_the_worker_process():
+    # Under Dask's MALLOC_TRIM_THRESHOLD_ every activation buffer faults its pages in
+    # again (2.4 MB = 600 pages); with the thresholds set, freed buffers are reused.
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+
+    def faults(mode: str) -> tuple[str, float]:
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS_PER_BUFFER, mode],
+            env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        return out[0], float(out[1])
+
+    kept, under_dask = faults("keep")
+    undone, with_thresholds = faults("undo")
+    assert kept == "False" and undone == "True"
+    assert under_dask > 400  # most of the 600 pages, every time
+    assert with_thresholds < under_dask / 3
+
+
 @pytest.mark.slow
-def test_started_workers_keep_glibcs_adaptive_malloc_and_others_are_named(capsys):
-    from distributed import LocalCluster
+def test_a_cell_task_undoes_dasks_allocator_setting_in_its_worker(tmp_path):
+    from bench.distributed import allocator
+    from bench.distributed.cells import CellTask, run_cell_task
+    from bench.distributed.cluster import open_cluster
 
-    from bench.distributed.cluster import open_cluster, trimming_workers
-
+    suite = load_suite(
+        write_suite(tmp_path / "t.toml", LONG.replace("[0, 1, 2]", "[0]"), methods=SGD)
+    )
     with open_cluster(parse_scheduler("local:1")) as cluster:
-        assert trimming_workers(cluster.client) == {}
-    # A cluster started with Dask's defaults, reached by its address: the driver says so.
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-        ) as external,
-        open_cluster(parse_scheduler(external.scheduler_address)) as cluster,
-    ):
-        assert set(trimming_workers(cluster.client).values()) == {"65536"}
-    assert "run with MALLOC_TRIM_THRESHOLD_=65536" in capsys.readouterr().err
+        (before,) = cluster.client.run(allocator.state).values()
+        assert tuple(before) == ("65536", None)  # Dask's setting, not undone yet
+        task = CellTask(
+            cell=suite.cells()[0],
+            key="k",
+            ledger=str(tmp_path),
+            device="cpu",
+            experiment="e",
+            experiment_tags={},
+            tracking_uri=None,
+            models=False,
+            threads=1,
+        )
+        outcome = cluster.client.submit(run_cell_task, task, pure=False).result()
+        assert outcome.record.status == "finished"
+        (after,) = cluster.client.run(allocator.state).values()
+        assert tuple(after) == ("65536", True)

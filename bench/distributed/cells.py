@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from bench.distributed.allocator import keep_freed_buffers
 from bench.environment import environment, resolve_device
 from bench.mlflow_run import RunLog, Sink
 from bench.records import CellRecord
@@ -155,6 +156,7 @@ def run_cell_task(task: CellTask) -> CellOutcome | None:
     sink = WorkerSink(task)
     if sink.stop():
         return None
+    keep_freed_buffers()  # Dask's allocator setting would halve CPU training speed
     if task.threads:
         torch.set_num_threads(task.threads)
     worker = f"{socket.gethostname()}:{os.getpid()}"

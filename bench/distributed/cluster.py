@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,25 +65,10 @@ def _children_ignore_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-#: Dask settings for the clusters this project starts. Dask's nanny gives every worker
-#: ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory back to the OS at once); setting
-#: it also switches off glibc's adaptive mmap threshold, so each activation buffer of a
-#: training step is a fresh ``mmap`` with page faults and its free a ``munmap``. Measured
-#: on the 2-core test machine (quick suite, SGD-family cells, two workers): 32 ms per
-#: step with it, about 19 without, which is what two plain processes side by side get.
-#: Training frees and reallocates the same sizes every step, so nothing accumulates.
-WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-#: ``dask.config.set`` contexts restore what they saw on entry, so two that overlap in two
-#: threads (two drivers in one process) could leave the setting changed for good; cluster
-#: starts take turns instead. A nanny reads its settings while the cluster starts.
-_CONFIG_TURN = threading.Lock()
-
-
 def _local_cluster(spec: SchedulerSpec) -> Any:
-    import dask
     from distributed import LocalCluster
 
-    with _CONFIG_TURN, _children_ignore_ctrl_c(), dask.config.set(WORKER_CONFIG):
+    with _children_ignore_ctrl_c():
         return LocalCluster(
             n_workers=spec.workers,
             threads_per_worker=1,
@@ -109,9 +93,7 @@ def _cuda_cluster() -> Any:
         raise SchedulerError(
             "--scheduler local-cuda needs dask-cuda: pip install -e '.[cuda]'"
         ) from None
-    import dask
-
-    with _CONFIG_TURN, _children_ignore_ctrl_c(), dask.config.set(WORKER_CONFIG):
+    with _children_ignore_ctrl_c():
         return LocalCUDACluster(
             host="127.0.0.1",
             threads_per_worker=1,
@@ -135,16 +117,6 @@ def _connect(address: str) -> Any:
         ) from None
 
 
-def trimming_workers(client: Any) -> dict[str, str]:
-    """Workers whose environment sets ``MALLOC_TRIM_THRESHOLD_`` (see :data:`WORKER_CONFIG`)."""
-    answers = client.run(_malloc_trim_threshold)
-    return {worker: value for worker, value in answers.items() if value is not None}
-
-
-def _malloc_trim_threshold() -> str | None:
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
-
-
 @contextlib.contextmanager
 def open_cluster(spec: SchedulerSpec) -> Iterator[Cluster]:
     """The cluster of ``spec``, connected; a cluster started here is closed on exit."""
@@ -157,15 +129,6 @@ def open_cluster(spec: SchedulerSpec) -> Iterator[Cluster]:
             info = client.scheduler_info(n_workers=-1).get("workers", {})
             gpu = bool(info) and all(GPU in w.get("resources", {}) for w in info.values())
             threads = None
-            if not gpu and (slow := trimming_workers(client)):
-                print(
-                    f"note: {len(slow)} worker(s) of {spec.address} run with "
-                    f"MALLOC_TRIM_THRESHOLD_={next(iter(slow.values()))} (Dask's default), "
-                    "which can halve the speed of CPU training; start them with the Dask "
-                    "setting distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ = "
-                    "null (README, Scaling out)",
-                    file=sys.stderr,
-                )
         else:
             local = stack.enter_context(
                 _cuda_cluster() if spec.kind == "local-cuda" else _local_cluster(spec)
