@@ -251,3 +251,23 @@ def test_performance_profile_with_a_best_time_of_zero() -> None:
     rho = profile(ratios, [1.0, 1e6])
     assert rho.loc[1.0, "a"] == 1.0 and rho.loc[1.0, "b"] == 0.5
     assert rho.loc[1e6, "b"] == 0.5  # never as fast as an instant win
+
+
+def test_matched_picks_are_compared_only_at_a_common_target() -> None:
+    runs = _runs(
+        {
+            "bsqh-mb@matched-0.5": [0.6, 0.61, 0.62, 0.63],
+            "bsqh-mb@matched-0.9+0.95": [0.7, 0.71, 0.72, 0.73],
+            "gmp@matched-0.5+0.8": [0.8, 0.81, 0.82, 0.83],
+            "gmp@matched-0.95": [0.5, 0.51, 0.52, 0.53],
+            "sgd": [0.8, 0.81, 0.82, 0.83],
+        },
+        optimizer={"bsqh-mb@matched-0.5": "bsqh", "bsqh-mb@matched-0.9+0.95": "bsqh"},
+    )
+    pairs = {c.statement.split(" on ")[0] for c in bsqh_against_peers(_table(runs), runs)}
+    assert pairs == {
+        "bsqh-mb@matched-0.5 is more accurate than gmp@matched-0.5+0.8",
+        "bsqh-mb@matched-0.9+0.95 is more accurate than gmp@matched-0.95",
+        "bsqh-mb@matched-0.5 is more accurate than sgd",  # not a matched pick: always
+        "bsqh-mb@matched-0.9+0.95 is more accurate than sgd",
+    }

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import matched_labels
 from bench.report.significance import ALPHA, Comparison, compare, too_few_seeds
 from bench.report.stats import FINISHED, GROUP_COLUMNS
 
@@ -187,7 +188,8 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
     """Per dataset x model: each bSQH variant against every other method, on test accuracy.
 
     The question a reader of the paper asks first; the answer states the test, its
-    p-value, or that there are too few seeds for one.
+    p-value, or that there are too few seeds for one. Picks of ``bench matched`` are
+    compared only when they serve a common target sparsity (:mod:`bench.matched_labels`).
     """
     claims = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
@@ -196,6 +198,8 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
         others = present[~present["optimizer"].astype(str).str.startswith("bsqh")]
         for _, mine in ours.sort_values("method").iterrows():
             for _, peer in others.sort_values("method").iterrows():
+                if not matched_labels.comparable(mine["method"], peer["method"]):
+                    continue  # matched picks for different sparsities
                 comparison = compare(
                     mine["method"],
                     _seed_values(runs, where, mine["method"]),

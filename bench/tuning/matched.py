@@ -40,12 +40,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench import matched_labels
 from bench.report.claims import verdict
 from bench.report.significance import TEST_NAME, compare
 from bench.tuning.pareto import useful_accuracy_floor
 
 MATCHED_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-LABEL_SEPARATOR = "@matched-"
+LABEL_SEPARATOR = matched_labels.SEPARATOR
 
 
 def pick_at_sparsity(
@@ -80,7 +81,7 @@ class MatchedPick:
     @property
     def cell_label(self) -> str:
         """The label of the retrained cells: the method and the targets this point serves."""
-        return f"{self.label}{LABEL_SEPARATOR}" + "+".join(f"{s:g}" for s in self.targets)
+        return matched_labels.label(self.label, self.targets)
 
 
 #: A target no working point reached: nothing at all reached it, or only chance-level points.
