@@ -75,3 +75,10 @@ class CellClaims:
             }
         )
         return ", ".join(owners) or "another driver"
+
+    def waiting_note(self, keys: list[str]) -> str:
+        """The line a driver prints while it waits for cells other drivers hold."""
+        return (
+            f"waiting for {len(keys)} cell(s) another driver is training "
+            f"({self.describe_holders(keys)}; claims in {self.folder})"
+        )

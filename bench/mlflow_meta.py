@@ -21,12 +21,15 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
 from bench.silence import silenced
+
+if TYPE_CHECKING:
+    from bench.suites import Suite
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 #: MLflow 3's value for classic training experiments (its UI opens them in that view).
@@ -49,6 +52,11 @@ def experiment_tags(description: str, tags: Mapping[str, str] | None = None) -> 
         NOTE_TAG: description.strip(),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
+
+
+def suite_experiment_tags(suite: Suite) -> dict[str, str]:
+    """The tags of a suite's experiment: its description (or name) and ``suite``."""
+    return experiment_tags(suite.description or suite.name, {"suite": suite.name})
 
 
 def run_name(label: str, seed: Any) -> str:

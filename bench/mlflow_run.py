@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.locking import process_alive
 from bench.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_metrics
 from bench.tracking import Tracker
 
@@ -58,6 +59,26 @@ def timestamp_tags(summary: Mapping[str, Any]) -> dict[str, str]:
 
 def driver_tags() -> dict[str, str]:
     return {"pmp.driver_host": socket.gethostname(), "pmp.driver_pid": str(os.getpid())}
+
+
+def run_owner(tags: Mapping[str, str]) -> str:
+    """``process P on HOST``: the process that opened a run (its :func:`driver_tags`)."""
+    return f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
+
+
+def owner_gone(tags: Mapping[str, str]) -> bool | None:
+    """Whether the process that opened a run has ended; None when that cannot be checked
+    (another host, or no process id)."""
+    pid = tags.get("pmp.driver_pid", "")
+    if tags.get("pmp.driver_host") != socket.gethostname() or not pid.isdigit():
+        return None
+    return not process_alive(int(pid))
+
+
+def end_killed(tracker: Tracker, run_id: str, reason: str) -> None:
+    """End a run KILLED, saying why (``status`` and :data:`CLOSE_REASON_TAG` tags)."""
+    tracker.set_tags(run_id, {"status": "killed", CLOSE_REASON_TAG: reason})
+    tracker.end(run_id, "KILLED")
 
 
 class Sink:

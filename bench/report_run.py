@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.claims import REPORT_CLAIM, CellClaims
 from bench.mlflow_meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
 from bench.mlflow_run import RunLog, Sink, short_reason
 
@@ -38,8 +39,11 @@ class ReportRunOutcome:
     run_id: str | None = None
     logged: bool = False  # False: the store had this report already, or MLflow failed
     error: str | None = None
+    busy: bool = False  # another process holds the report's claim and logs it now
 
     def describe(self) -> str:
+        if self.busy:
+            return "another process is logging the report run"
         if self.error:
             return f"report not in MLflow ({self.error})"
         verb = "logged" if self.logged else "already in MLflow"
@@ -88,9 +92,19 @@ def log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome
     """Log the report in ``report_dir`` as the suite's report run, unless already there.
 
     MLflow failures are returned in the outcome, never raised: the report on disk is
-    complete without MLflow, and ``bench sync`` tries again.
+    complete without MLflow, and ``bench sync`` tries again. The report's claim
+    (:data:`bench.claims.REPORT_CLAIM`) is held meanwhile, so two processes (``bench
+    report``, ``bench sync``) never log the same report twice.
     """
     report_dir = Path(report_dir)
+    claim = CellClaims(report_dir, suite).take(REPORT_CLAIM, "the report run")
+    if claim is None:
+        return ReportRunOutcome(busy=True)
+    with claim:
+        return _log_report_run(sink, report_dir, suite)
+
+
+def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome:
     files = report_files(report_dir)
     if not files[0].exists():
         return ReportRunOutcome(error=f"no {REPORT_FILE} in {report_dir}")

@@ -36,7 +36,7 @@ from bench.data import DataCache
 from bench.environment import code_version, environment
 from bench.interrupts import InterruptGuard
 from bench.metrics import SUMMARY_FIELDS
-from bench.mlflow_meta import dataset_inputs, experiment_tags
+from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
 from bench.records import CellRecord, load_record
 from bench.suites import Cell, Suite
@@ -83,6 +83,23 @@ class SuiteOutcome:
     def exit_code(self) -> int:
         return 1 if self.failed or self.unsynced else 0
 
+    def count_trained(self, record: CellRecord) -> None:
+        """A cell this driver trained and recorded."""
+        self.ran += 1
+        self.failed += record.status == "failed"
+        self.diverged += record.status == "diverged"
+        self.unsynced += not record.mlflow_synced
+
+    def count_recorded(self, record: CellRecord, before_start: bool) -> None:
+        """A cell this driver did not train: recorded before it started, or by another
+        driver meanwhile (whose failed attempt makes this driver's exit status 1 too)."""
+        if before_start:
+            self.skipped += 1
+        else:
+            self.elsewhere += 1
+            self.failed += record.status == "failed"
+        self.unsynced += not record.mlflow_synced
+
 
 def select(cells: list[Cell], only: str | None) -> list[Cell]:
     """Cells whose name (label/model/dataset/seedN) matches the glob ``only``."""
@@ -122,14 +139,15 @@ def run_suite(
     sink = sink or Sink.for_output(
         out_dir,
         EXPERIMENT_PREFIX + suite.name,
-        experiment_tags(suite.description or suite.name, {"suite": suite.name}),
+        suite_experiment_tags(suite),
     )
     with InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
         data = DataCache(device)
-        existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
-        for cell, done in zip(cells, existing, strict=True):
-            if done is None or done.status not in DONE:
+        todo = [(cell, cell_key(cell)) for cell in cells]
+        existing = {key: load_record(ledger / f"{key}.json") for _, key in todo}
+        for cell, key in todo:
+            if not is_done(existing[key]):
                 data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
         with guard.deferred():
             outcome.sync = sync_ledger(sink, ledger, suite.name, data)
@@ -138,9 +156,6 @@ def run_suite(
             print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
         env = environment(device)
         bar = tqdm(total=len(cells), desc=f"suite {suite.name}", unit="cell", disable=not progress)
-        todo = [(cell, cell_key(cell)) for cell in cells]
-        done_at_start = {r.key for r in existing if r is not None and r.status in DONE}
-        at_start = {key: attempt(load_record(ledger / f"{key}.json")) for _, key in todo}
         first_pass = True
         while todo:
             waiting = []
@@ -151,37 +166,30 @@ def run_suite(
                     continue
                 with claim:  # read under the claim: no record is half-written now
                     done = load_record(ledger / f"{key}.json")  # as the sync left it
-                    if not settled(done, at_start[key]):
+                    if settled(done, attempt(existing[key])):
+                        outcome.count_recorded(done, before_start=is_done(existing[key]))
+                    else:
                         record = run_cell(
                             cell, key, sink, data, device, env, ledger, guard,
                             progress=progress, models=models,
                         )  # fmt: skip
-                        outcome.ran += 1
-                        outcome.failed += record.status == "failed"
-                        outcome.diverged += record.status == "diverged"
-                        outcome.unsynced += not record.mlflow_synced
+                        outcome.count_trained(record)
                         tqdm.write(one_line(record), file=None)
-                        bar.update()
-                        guard.check()
-                        continue
-                outcome.skipped += key in done_at_start
-                outcome.elsewhere += key not in done_at_start
-                outcome.failed += done.status == "failed"  # another driver's failed attempt
-                outcome.unsynced += not done.mlflow_synced
                 bar.update()
+                guard.check()
             if waiting:
                 if len(waiting) != len(todo) or first_pass:
-                    keys = [key for _, key in waiting]
-                    tqdm.write(
-                        f"waiting for {len(waiting)} cell(s) another driver is training "
-                        f"({claims.describe_holders(keys)}; claims in {claims.folder})",
-                        file=sys.stderr,
-                    )
+                    tqdm.write(claims.waiting_note([key for _, key in waiting]), file=sys.stderr)
                 time.sleep(WAIT_POLL_S)
                 guard.check()
             todo, first_pass = waiting, False
         bar.close()
     return outcome
+
+
+def is_done(record: CellRecord | None) -> bool:
+    """Whether a record ends its cell for good (finished or diverged; a rerun keeps it)."""
+    return record is not None and record.status in DONE
 
 
 def attempt(record: CellRecord | None) -> tuple[str, float | None] | None:
@@ -193,9 +201,7 @@ def settled(record: CellRecord | None, at_start: tuple[str, float | None] | None
     """Whether a cell needs no training now: it is finished or diverged, or another driver
     recorded an attempt (failed or killed too) while this one ran. A failed cell is
     retried by the next run, not by a driver that saw it fail elsewhere moments ago."""
-    if record is None:
-        return False
-    return record.status in DONE or attempt(record) != at_start
+    return record is not None and (is_done(record) or attempt(record) != at_start)
 
 
 def run_cell(

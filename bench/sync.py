@@ -16,7 +16,7 @@ is held (its owner closes its run before it lets the claim go).
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,6 @@ from typing import Any
 
 from bench.claims import CellClaims
 from bench.data import DataCache, DatasetUnavailable
-from bench.locking import process_alive
 from bench.mlflow_meta import (
     CELL_KIND,
     RUN_KIND_TAG,
@@ -38,6 +37,9 @@ from bench.mlflow_run import (
     COMPLETE_TAG,
     RunLog,
     Sink,
+    end_killed,
+    owner_gone,
+    run_owner,
     short_reason,
 )
 from bench.records import CellRecord, load_record, load_records
@@ -260,38 +262,15 @@ def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozens
         if run.info.run_id in skip or tags.get(LEDGER_TAG, mine) != mine:
             continue  # another output folder sharing this tracking server
         key = tags.get("cell_key")
-        if key is None:
-            if _opened_by_live_process(tags):
-                continue
-            _close_orphan(tracker, run.info.run_id, tags)
+        claim = claims.take(key) if key else None
+        if key and claim is None:
+            continue  # a live driver trains this cell and will close the run
+        if not key and owner_gone(tags) is False:
+            continue  # the process that opened it still runs
+        with claim or contextlib.nullcontext():
+            if tracker.status(run.info.run_id) != "RUNNING":
+                continue  # closed by its owner meanwhile
+            reason = f"left RUNNING by {run_owner(tags)}, which stopped without closing it"
+            end_killed(tracker, run.info.run_id, reason)
             closed += 1
-            continue
-        claim = claims.take(key)
-        if claim is None:  # a live driver trains this cell and will close the run
-            continue
-        with claim:
-            if tracker.status(run.info.run_id) == "RUNNING":
-                _close_orphan(tracker, run.info.run_id, tags)
-                closed += 1
     return closed
-
-
-def _opened_by_live_process(tags: dict[str, str]) -> bool:
-    pid = tags.get("pmp.driver_pid", "")
-    return (
-        tags.get("pmp.driver_host") == socket.gethostname()
-        and pid.isdigit()
-        and process_alive(int(pid))
-    )
-
-
-def _close_orphan(tracker: Any, run_id: str, tags: dict[str, str]) -> None:
-    owner = f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
-    tracker.set_tags(
-        run_id,
-        {
-            "status": "killed",
-            CLOSE_REASON_TAG: f"left RUNNING by {owner}, which stopped without closing it",
-        },
-    )
-    tracker.end(run_id, "KILLED")

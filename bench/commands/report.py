@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.claims import REPORT_CLAIM
 from bench.commands.args import add_out, add_suite
 from bench.errors import UsageError
-from bench.mlflow_meta import experiment_tags
+from bench.mlflow_meta import suite_experiment_tags
 from bench.mlflow_run import Sink
 from bench.records import load_records
 from bench.report import write_report
 from bench.report_run import log_report_run
-from bench.runner import cell_key, cells_dir, suite_claims, suite_dir
+from bench.runner import cell_key, cells_dir, suite_dir
 from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.tracking import EXPERIMENT_PREFIX
@@ -73,13 +72,8 @@ def run(args: argparse.Namespace) -> int:
         sink = Sink.for_output(
             args.out,
             EXPERIMENT_PREFIX + suite.name,
-            experiment_tags(suite.description or suite.name, {"suite": suite.name}),
+            suite_experiment_tags(suite),
         )
-        claim = suite_claims(args.out, suite.name).take(REPORT_CLAIM, "the report run")
-        if claim is None:
-            print("note: another process is logging this suite's report run to MLflow")
-            return 0
-        with claim:
-            logged = log_report_run(sink, suite_dir(args.out, suite.name), suite.name)
+        logged = log_report_run(sink, suite_dir(args.out, suite.name), suite.name)
         print(f"mlflow: {logged.describe()}" if not logged.error else f"note: {logged.describe()}")
     return 0

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.claims import REPORT_CLAIM
 from bench.commands.args import add_out, add_suite
 from bench.mlflow_run import Sink
 from bench.report_run import REPORT_FILE, log_report_run
-from bench.runner import cells_dir, suite_claims, suite_dir
+from bench.runner import cells_dir, suite_dir
 from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
 from bench.sync import sync_ledger
@@ -40,12 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = sync_ledger(sink, ledger, suite.name)
         if (report / REPORT_FILE).exists():
-            claim = suite_claims(args.out, suite.name).take(REPORT_CLAIM, "the report run")
-            if claim is None:
-                print(f"sync {suite.name}: another process is logging the report run")
-            else:
-                with claim:
-                    logged = log_report_run(sink, report, suite.name)
+            logged = log_report_run(sink, report, suite.name)
     except OutputWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.distributed.cells import CellOutcome
-from bench.mlflow_run import CLOSE_REASON_TAG, RunLog, Sink
+from bench.mlflow_run import RunLog, Sink, end_killed, run_owner
 from bench.records import CellRecord
 from bench.runner import record_and_close
 from bench.sync import LEDGER_TAG, SYNC_PENDING, run_spec
@@ -61,17 +61,12 @@ def close_abandoned_runs(sink: Sink, record: CellRecord, ledger: Path) -> int:
         tags = run.data.tags
         if run.info.run_id == record.mlflow_run_id or tags.get(LEDGER_TAG, mine) != mine:
             continue
-        owner = f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
+        reason = (
+            f"the worker ({run_owner(tags)}) stopped before the cell ended; the cell was run "
+            f"again, see run {record.mlflow_run_id}"
+        )
         try:
-            tracker.set_tags(
-                run.info.run_id,
-                {
-                    "status": "killed",
-                    CLOSE_REASON_TAG: f"the worker ({owner}) stopped before the cell ended; "
-                    f"the cell was run again, see run {record.mlflow_run_id}",
-                },
-            )
-            tracker.end(run.info.run_id, "KILLED")
+            end_killed(tracker, run.info.run_id, reason)
             closed += 1
         except Exception:
             continue

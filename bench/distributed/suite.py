@@ -43,16 +43,16 @@ from bench.distributed.recording import failed_outcome, record_outcome
 from bench.distributed.spec import SchedulerSpec
 from bench.errors import UsageError
 from bench.interrupts import InterruptGuard
-from bench.mlflow_meta import experiment_tags
+from bench.mlflow_meta import suite_experiment_tags
 from bench.mlflow_run import Sink, short_reason
 from bench.records import CellRecord, load_record
 from bench.runner import (
-    DONE,
     DataCache,
     SuiteOutcome,
     attempt,
     cell_key,
     cells_dir,
+    is_done,
     one_line,
     select,
     settled,
@@ -81,7 +81,7 @@ def suite_sink(suite: Suite, out_dir: Path, uri: str, live: bool) -> Sink:
     experiment, which workers on other machines cannot reach; a server given no folder
     stores what they send under its own ``--artifacts-destination``.
     """
-    tags = experiment_tags(suite.description or suite.name, {"suite": suite.name})
+    tags = suite_experiment_tags(suite)
     experiment = EXPERIMENT_PREFIX + suite.name
     if not live:
         return Sink.for_output(out_dir, experiment, tags)
@@ -128,8 +128,11 @@ def run_suite_distributed(
     claims = suite_claims(out_dir, suite.name)
     with InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
-        existing = [load_record(ledger / f"{cell_key(cell)}.json") for cell in cells]
-        pending = [c for c, done in zip(cells, existing, strict=True) if not _done(done)]
+        keys = [cell_key(cell) for cell in cells]
+        existing = {key: load_record(ledger / f"{key}.json") for key in keys}
+        pending = [
+            cell for cell, key in zip(cells, keys, strict=True) if not is_done(existing[key])
+        ]
         with open_cluster(scheduler) as cluster:  # an unreachable one fails first, in seconds
             data = DataCache(torch.device("cpu"))  # every data file is checked before training
             for cell in pending:
@@ -156,23 +159,16 @@ def run_suite_distributed(
                 + ")",
                 file=sys.stderr,
             )
-            for cell in cells:
-                done = load_record(ledger / f"{cell_key(cell)}.json")  # as the sync left it
-                if _done(done):
-                    outcome.skipped += 1
-                    outcome.unsynced += not done.mlflow_synced
             shared = task_fields(suite, ledger, device, uri if live else None, models, cluster)
             try:
-                _drive(pending, claims, cluster, sink, ledger, outcome, guard, shared, progress)
+                _drive(
+                    cells, existing, claims, cluster, sink, ledger, outcome, guard, shared, progress
+                )
             finally:
                 if live:  # runs of attempts that never came back (Ctrl-C, dead workers)
                     with guard.deferred(), contextlib.suppress(Exception):
                         close_orphans(sink, suite.name, ledger)
     return outcome
-
-
-def _done(record: Any) -> bool:
-    return record is not None and record.status in DONE
 
 
 def task_fields(
@@ -188,7 +184,7 @@ def task_fields(
         "ledger": str(Path(ledger).resolve()),
         "device": device,
         "experiment": EXPERIMENT_PREFIX + suite.name,
-        "experiment_tags": experiment_tags(suite.description or suite.name, {"suite": suite.name}),
+        "experiment_tags": suite_experiment_tags(suite),
         "tracking_uri": uri,
         "models": models,
         "threads": cluster.threads,
@@ -198,6 +194,7 @@ def task_fields(
 
 def _drive(
     cells: list[Cell],
+    existing: dict[str, CellRecord | None],
     claims: CellClaims,
     cluster: Cluster,
     sink: Sink,
@@ -207,15 +204,15 @@ def _drive(
     shared: dict[str, Any],
     progress: bool,
 ) -> None:
-    """Submit every cell this driver can claim, record each as it comes back, wait for
-    cells another driver holds (taking over those whose driver died); on Ctrl-C stop."""
+    """Submit every cell this driver can claim and that is not recorded, record each as
+    it comes back, wait for cells another driver holds (taking over those whose driver
+    died); on Ctrl-C stop. ``existing``: the records as they were at the start."""
     from distributed import Event, as_completed, wait
 
     client = cluster.client
     stop = Event(shared["stop_event"], client=client)
     running: dict[Any, tuple[Cell, str, Any]] = {}  # future -> cell, key, claim
     waiting = [(cell, cell_key(cell)) for cell in cells]
-    at_start = {key: attempt(load_record(ledger / f"{key}.json")) for _, key in waiting}
     bar = tqdm(
         total=len(cells),
         desc=f"cells on {cluster.spec.describe()}",
@@ -225,21 +222,14 @@ def _drive(
     announced = 0
     try:
         while waiting or running:
-            waiting, elsewhere = _submit_claimed(
-                waiting, claims, client, cluster, shared, running, ledger, at_start
+            waiting, recorded = _submit_claimed(
+                waiting, existing, claims, client, cluster, shared, running, ledger
             )
-            for done in elsewhere:  # another driver recorded it meanwhile
-                outcome.elsewhere += 1
-                outcome.failed += done.status == "failed"
-                outcome.unsynced += not done.mlflow_synced
+            for key, done in recorded:  # before this driver started, or by another one
+                outcome.count_recorded(done, before_start=is_done(existing[key]))
                 bar.update()
             if waiting and len(waiting) != announced:
-                tqdm.write(
-                    f"waiting for {len(waiting)} cell(s) another driver is training "
-                    f"({claims.describe_holders([k for _, k in waiting])}; "
-                    f"claims in {claims.folder})",
-                    file=sys.stderr,
-                )
+                tqdm.write(claims.waiting_note([k for _, k in waiting]), file=sys.stderr)
             announced = len(waiting)
             if not running:
                 time.sleep(WAIT_POLL_S)
@@ -278,27 +268,27 @@ def _drive(
 
 def _submit_claimed(
     cells: list[tuple[Cell, str]],
+    existing: dict[str, CellRecord | None],
     claims: CellClaims,
     client: Any,
     cluster: Cluster,
     shared: dict[str, Any],
     running: dict[Any, tuple[Cell, str, Any]],
     ledger: Path,
-    at_start: dict[str, Any],
-) -> tuple[list[tuple[Cell, str]], list[CellRecord]]:
-    """Submit each cell whose claim this driver gets. Returns the cells another driver
-    holds, and the records of those another driver finished (read under the claim, so
-    never half-written)."""
-    held, elsewhere = [], []
+) -> tuple[list[tuple[Cell, str]], list[tuple[str, CellRecord]]]:
+    """Submit each cell whose claim this driver gets and that needs training. Returns the
+    cells another driver holds, and the keys and records of those that need none (read
+    under the claim, so never half-written)."""
+    held, recorded = [], []
     for cell, key in cells:
         claim = claims.take(key)
         if claim is None:
             held.append((cell, key))
             continue
         done = load_record(ledger / f"{key}.json")
-        if settled(done, at_start[key]):
+        if settled(done, attempt(existing[key])):
             claim.release()
-            elsewhere.append(done)
+            recorded.append((key, done))
             continue
         future = client.submit(
             run_cell_task,
@@ -308,7 +298,7 @@ def _submit_claimed(
             resources=cluster.resources(),
         )
         running[future] = (cell, key, claim)
-    return held, elsewhere
+    return held, recorded
 
 
 def _record(
@@ -329,8 +319,5 @@ def _record(
     if result is None:  # the driver stopped before this cell began
         return
     record = record_outcome(result, sink, ledger)
-    outcome.ran += 1
-    outcome.failed += record.status == "failed"
-    outcome.diverged += record.status == "diverged"
-    outcome.unsynced += not record.mlflow_synced
+    outcome.count_trained(record)
     tqdm.write(one_line(record) + (f" [{result.worker}]" if result.worker else ""), file=None)

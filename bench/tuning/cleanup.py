@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.locking import process_alive
-from bench.mlflow_run import CLOSE_REASON_TAG, Sink
+from bench.mlflow_run import Sink, end_killed, owner_gone, run_owner
 from bench.silence import silenced
 from bench.tuning.storage import StorageSpec
 
@@ -74,7 +74,6 @@ def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
     parent run when the process that started it, on this host, is gone. MLflow being
     unreachable is not an error here: the runs stay as they are until the next start.
     """
-    host = socket.gethostname()
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     closed = 0
     try:
@@ -91,12 +90,10 @@ def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
                     "stopped without closing this run"
                 )
             else:
-                pid = tags.get("pmp.driver_pid", "")
-                if tags.get("pmp.driver_host") != host or not _dead(int(pid or 0) or None):
+                if owner_gone(tags) is not True:
                     continue
-                reason = f"the bench tune process {pid} on {host} stopped without closing it"
-            tracker.set_tags(run.info.run_id, {"status": "killed", CLOSE_REASON_TAG: reason})
-            tracker.end(run.info.run_id, "KILLED")
+                reason = f"the bench tune {run_owner(tags)} stopped without closing it"
+            end_killed(tracker, run.info.run_id, reason)
             closed += 1
     except Exception:  # MLflow unreachable: try again at the next start
         pass
