@@ -44,6 +44,12 @@ changed from outside); the stage update uses multi-tensor (``_foreach``) kernels
 elementwise tail (distance, R of the candidate, the selection) runs on one flat copy of
 the parameters, a handful of kernels whatever the layer count. The prox itself is
 ``optimizers.regularizers``' operator, unchanged.
+
+``fuse`` (``bsqh-fast``; unset: on for CUDA parameters) compiles that elementwise work,
+the attempt's scalars (:func:`_prelude`), each stage's update (:func:`_stage_update`) and
+the test with its selections (:func:`_decide`), with ``torch.compile``: each becomes one
+kernel per output tensor (``optimizers.fusion``). The compiled and eager paths run the
+same functions and differ only in float rounding.
 """
 
 from __future__ import annotations
@@ -58,11 +64,13 @@ from torch import Tensor, nn
 
 from . import validation
 from .common import ChunkedMethod
+from .fusion import Fusable, default_enabled, scalar
 from .graphs import BatchIdentity, GraphedStep, shape_key
 from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import (
+    Regularizer,
     beta_hparam,
     gamma_hparam,
     is_prunable,
@@ -160,6 +168,110 @@ class _Attempt:
     following: Linearised | None  # the candidate's linearisation (``track``)
 
 
+@dataclass(frozen=True)
+class _Coefficients:
+    """The hyperparameters the elementwise work reads: floats, or tensors when compiled."""
+
+    regularizer: Regularizer
+    eta: float | Tensor
+    zeta: float | Tensor
+    sigma: float | Tensor
+    eps_min: float | Tensor | None
+    eps_max: float | Tensor | None
+
+
+def _flat_alias(t: Tensor) -> Tensor:
+    """``t`` as a flat plain tensor sharing its storage (writes go through to ``t``).
+
+    For compiled code: it treats a Parameter's shape, and a view's base, as fixed and
+    would compile once per layer; a view's ``detach()`` has no base, so one compilation
+    serves every stage. Needs a contiguous ``t``.
+    """
+    return t.detach().view(-1).detach()
+
+
+def _flat_penalty(flat: Tensor, prunable_numel: int, regularizer: Regularizer) -> Tensor:
+    """R of the parameters in a flat copy (prunable tensors first, so R of its head)."""
+    if not prunable_numel:
+        return flat.new_zeros(())
+    return regularizer.penalty(flat[:prunable_numel])
+
+
+# The elementwise work of an attempt, as plain functions of tensors: the eager reference
+# runs them as they are, the fused mode compiles them (``optimizers.fusion``).
+def _prelude(
+    eps: Tensor, loss_k: Tensor, reg_k: Tensor, regularizer: Regularizer, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, tuple[Any, ...]]:
+    """J(u_k), and the attempt's scalars: t = 1/(2 eps) in the parameters' dtype (as
+    ``t * g`` would cast it) and the prox's factors (each a kernel if not computed once)."""
+    t = torch.reciprocal(2.0 * eps)
+    return loss_k + reg_k, t.to(dtype), regularizer.prox_factors(t)
+
+
+def _stage_update(
+    params: list[Tensor],
+    u_k: list[Tensor],
+    g: list[Tensor],
+    penalised: tuple[bool, ...],
+    scale: Tensor,
+    factors: tuple[Any, ...],
+    regularizer: Regularizer,
+) -> None:
+    """``params <- prox_{tR}(u_k + t g)``: the maximiser of a stage's linearised H_eps.
+
+    The prox shrinks the ``penalised`` tensors (the prunable ones) and passes the others.
+    Eagerly, ``u_k + t g`` is one multi-tensor kernel pair per stage and the write-back
+    one copy; the prox is the shared operator.
+    """
+    v = torch._foreach_add(u_k, torch._foreach_mul(g, scale))
+    torch._foreach_copy_(
+        params,
+        [
+            regularizer.prox_with(vi, factors) if p else vi
+            for vi, p in zip(v, penalised, strict=True)
+        ],
+    )
+
+
+def _decide(
+    new_flat: Tensor,
+    old_flat: Tensor,
+    prunable_numel: int,
+    loss_new: Tensor,
+    loss_k: Tensor,
+    objective_k: Tensor,
+    reg_k: Tensor,
+    eps: Tensor,
+    regularizer: Regularizer,
+    eta: float | Tensor,
+    zeta: float | Tensor,
+    sigma: float | Tensor,
+    eps_min: float | Tensor | None,
+    eps_max: float | Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The sufficient-decrease test and its consequences, on the device.
+
+    ``old_flat`` becomes the kept iterate (candidate if accepted, else u_k), ``reg_k`` its
+    R and ``eps`` the updated eps, in place. Returns accept, and the kept iterate's loss
+    and J, tau (0 when rejected) and eps, the figures in float64.
+    """
+    tau = torch.sum(torch.square(new_flat - old_flat))
+    reg_new = _flat_penalty(new_flat, prunable_numel, regularizer)
+    objective_new = loss_new + reg_new
+    accept = objective_new - objective_k <= -eta * tau
+    loss_out = torch.where(accept, loss_new, loss_k).to(torch.float64)
+    objective_out = torch.where(accept, objective_new, objective_k).to(torch.float64)
+    tau_out = torch.where(accept, tau.to(torch.float64), 0.0)
+    torch.where(accept, new_flat, old_flat, out=old_flat)
+    torch.where(accept, reg_new, reg_k, out=reg_k)
+    eps_new = torch.where(accept, eps * zeta, eps * sigma)
+    if eps_min is not None or eps_max is not None:
+        # Both bounds are floats (eager) or both tensors (compiled); typing sees a mix.
+        eps_new = torch.clamp(eps_new, min=eps_min, max=eps_max)  # type: ignore[arg-type]
+    eps.copy_(eps_new)
+    return accept, loss_out, objective_out, tau_out, eps_new
+
+
 @register("bsqh", hparams=BSQHHParams, runtime=("chunk_size", "loss_fn"))
 class BSQH(ChunkedMethod):
     """bSQH optimizer; ``step(x, y)`` performs one iteration on the batch (x, y).
@@ -194,6 +306,8 @@ class BSQH(ChunkedMethod):
             [p for p in stage.parameters() if p.requires_grad] for stage in self.stages
         ]
         self.params = [p for group in self.stage_params for p in group]
+        # Which tensors of each stage the prox shrinks (the prunable ones).
+        self._penalised = [tuple(is_prunable(p) for p in group) for group in self.stage_params]
         self.param_stages = [l for l, group in enumerate(self.stage_params) if group]
         if not self.param_stages:
             raise ValueError("model has no trainable parameters: nothing for bSQH to optimise")
@@ -220,8 +334,40 @@ class BSQH(ChunkedMethod):
 
         device = self.params[0].device
         self._eps = torch.tensor(self._clamp(self.hp.eps), dtype=torch.float64, device=device)
-        self._reg = self._flat_penalty(self._flat_parameters()).clone()
+        self._reg = self._penalty_now().clone()
         self._signature = self._param_signature()
+        self._use_fusion(False)
+
+    def _use_fusion(self, enabled: bool) -> None:
+        """Run the step's elementwise work eagerly or compiled (``optimizers.fusion``).
+
+        Compiled code takes the hyperparameters as device tensors, so that one
+        compilation serves every value; the eager reference keeps Python floats.
+        """
+        hp, device = self.hp, self.params[0].device
+        if enabled:
+            self._coefficients = _Coefficients(
+                self.regularizer.with_tensor_coefficients(device),
+                scalar(hp.eta, device),
+                scalar(hp.zeta, device),
+                scalar(hp.sigma, device),
+                None if hp.eps_min is None else scalar(hp.eps_min, device),
+                None if hp.eps_max is None else scalar(hp.eps_max, device),
+            )
+        else:
+            self._coefficients = _Coefficients(
+                self.regularizer, hp.eta, hp.zeta, hp.sigma, hp.eps_min, hp.eps_max
+            )
+        owner = self.method_name
+        self._prelude = Fusable(_prelude, enabled=enabled, owner=owner)
+        self._stage_update = Fusable(_stage_update, enabled=enabled, owner=owner)
+        self._decide = Fusable(_decide, enabled=enabled, owner=owner)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the elementwise work runs compiled (false after a failed compile)."""
+        parts = (self._prelude, self._stage_update, self._decide)
+        return all(part.compiled for part in parts)
 
     # ---------------------------------------------------------------- public API
     @property
@@ -274,14 +420,19 @@ class BSQH(ChunkedMethod):
 
         Branch-free on tensor values, so it can be captured in a CUDA graph. With
         ``track`` the candidate's forward is recorded and its backward returns the
-        linearisation at the candidate (for ``reuse_adjoints``).
+        linearisation at the candidate (for ``reuse_adjoints``). The elementwise work is
+        :func:`_prelude`, :func:`_stage_update` and :func:`_decide`, run eagerly or
+        compiled (``fuse``).
         """
         with torch.no_grad():
             old_flat = self._flat_parameters()
+            objective_k, scale, factors = self._prelude(
+                self._eps, loss_k, self._reg, self._coefficients.regularizer, old_flat.dtype
+            )
         old = self._views(old_flat, self._slots)
-        objective_k = loss_k + self._reg
-        t = torch.reciprocal(2.0 * self._eps)
-        loss_new, states, chunk_losses = self._sweep(chunks, lins, gradients, old, t, track=track)
+        loss_new, states, chunk_losses = self._sweep(
+            chunks, lins, gradients, old, (scale, factors), track=track
+        )
         following = None
         if track:  # the candidate's backward: the linearisation at u_new
             following = self._combine_linearisations(
@@ -289,21 +440,14 @@ class BSQH(ChunkedMethod):
             )
         with torch.no_grad():
             new_flat = self._flat_parameters()
-            tau = torch.sum(torch.square(new_flat - old_flat))
-            reg_new = self._flat_penalty(new_flat)
-            objective_new = loss_new + reg_new
-            accept = objective_new - objective_k <= -self.hp.eta * tau
-            loss_out = torch.where(accept, loss_new, loss_k).to(torch.float64)
-            objective_out = torch.where(accept, objective_new, objective_k).to(torch.float64)
-            tau_out = torch.where(accept, tau.to(torch.float64), 0.0)
-            # Keep the candidate or go back to u_k, on the device.
-            torch.where(accept, new_flat, old_flat, out=old_flat)
+            c = self._coefficients
+            accept, loss_out, objective_out, tau_out, eps = self._decide(
+                new_flat, old_flat, self._prunable_numel,
+                loss_new, loss_k, objective_k, self._reg, self._eps,
+                c.regularizer, c.eta, c.zeta, c.sigma, c.eps_min, c.eps_max,
+            )  # fmt: skip
+            # Keep the candidate or go back to u_k (``_decide`` selected into old_flat).
             torch._foreach_copy_(self._ordered, self._views(old_flat, self._ordered_slots))
-            torch.where(accept, reg_new, self._reg, out=self._reg)
-            eps = torch.where(accept, self._eps * self.hp.zeta, self._eps * self.hp.sigma)
-            if self.hp.eps_min is not None or self.hp.eps_max is not None:
-                eps = torch.clamp(eps, min=self.hp.eps_min, max=self.hp.eps_max)
-            self._eps.copy_(eps)
         return _Attempt(accept, loss_out, objective_out, tau_out, eps, following)
 
     def _sweep(
@@ -312,7 +456,7 @@ class BSQH(ChunkedMethod):
         lins: Sequence[_Linearisation],
         gradients: Gradients,
         old: Sequence[Tensor],
-        t: Tensor,
+        step: tuple[Tensor, tuple[Any, ...]],
         *,
         track: bool,
     ) -> tuple[Tensor, list[list[Tensor]], list[Tensor]]:
@@ -325,9 +469,6 @@ class BSQH(ChunkedMethod):
         """
         old_by_stage = self._split_by_stage(old)
         sequential = self.hp.sweep == "sequential"
-        # Scalars of the step, once per attempt: ``t`` cast as ``t * g`` would cast it,
-        # and the prox's factors (each a kernel when t lives on the device).
-        step = (t.to(self.params[0].dtype), self.regularizer.prox_factors(t))
         inputs = [xc for xc, _, _ in chunks]
         states: list[list[Tensor]] = [[xc] for xc in inputs] if track else []
         for l, stage in enumerate(self.stages):
@@ -372,24 +513,20 @@ class BSQH(ChunkedMethod):
         gradients: Gradients,
         step: tuple[Tensor, tuple[Any, ...]],
     ) -> None:
-        """Set stage l's parameters to the (approximate) maximiser of its H_eps.
-
-        ``u_k + t g`` is one multi-tensor kernel pair per stage instead of two kernels per
-        tensor, and the write-back one copy; the prox is the shared operator.
-        """
-        params = self.stage_params[l]
+        """Set stage l's parameters to the (approximate) maximiser of its H_eps."""
         scale, factors = step
         for j in range(self.hp.inner_steps):
             reuse = j == 0 and l in gradients  # stage 0's from the adjoint pass
             g = gradients[l] if reuse else self._stage_gradient(l, inputs, lins)
             with torch.no_grad():
-                v = torch._foreach_add(list(u_k), torch._foreach_mul(list(g), scale))
-                torch._foreach_copy_(
-                    params,
-                    [
-                        self.regularizer.prox_param_with(p, vi, factors)
-                        for p, vi in zip(params, v, strict=True)
-                    ],
+                self._stage_update(
+                    [_flat_alias(p) for p in self.stage_params[l]],
+                    [_flat_alias(u) for u in u_k],
+                    [_flat_alias(gi.contiguous()) for gi in g],
+                    self._penalised[l],
+                    scale,
+                    factors,
+                    self._coefficients.regularizer,
                 )
 
     def _passes(self, attempts: int, *, fresh: bool, carried: bool) -> tuple[float, float]:
@@ -519,11 +656,9 @@ class BSQH(ChunkedMethod):
     def _views(flat: Tensor, slots: Sequence[tuple[int, int, torch.Size]]) -> list[Tensor]:
         return [flat[start : start + n].view(shape) for start, n, shape in slots]
 
-    def _flat_penalty(self, flat: Tensor) -> Tensor:
-        """R of the parameters in ``flat``: the shared regularizer on its prunable head."""
-        if not self._prunable_numel:
-            return flat.new_zeros(())
-        return self.regularizer.penalty(flat[: self._prunable_numel])
+    def _penalty_now(self) -> Tensor:
+        """R of the current parameters (eagerly: outside the step, once)."""
+        return _flat_penalty(self._flat_parameters(), self._prunable_numel, self.regularizer)
 
     def _param_signature(self) -> tuple[tuple[int, int], ...]:
         return tuple((p.data_ptr(), p._version) for p in self.params)
@@ -534,7 +669,7 @@ class BSQH(ChunkedMethod):
         if signature == self._signature:
             return False
         with torch.no_grad():
-            self._reg.copy_(self._flat_penalty(self._flat_parameters()))
+            self._reg.copy_(self._penalty_now())
         self._signature = signature
         return True
 
@@ -588,14 +723,15 @@ class _Carry:
 @register(
     "bsqh-fast",
     hparams=FastBSQHHParams,
-    runtime=("chunk_size", "loss_fn", "cuda_graph", "reuse_adjoints"),
+    runtime=("chunk_size", "loss_fn", "cuda_graph", "reuse_adjoints", "fuse"),
 )
 class FastBSQH(GraphedStep, BSQH):
     """bSQH's device-resident mode: one attempt per call, no host read, graphed.
 
     Same iterates as ``bsqh`` with ``max_retries=0`` (to float rounding). ``eps`` reads the
     device value (a host synchronisation); read ``StepStats.eps`` at the evaluation
-    cadence instead. See the module docstring for ``cuda_graph`` and ``reuse_adjoints``.
+    cadence instead. See the module docstring for ``cuda_graph``, ``reuse_adjoints`` and
+    ``fuse`` (unset: on for CUDA parameters, off on the CPU).
     """
 
     def __init__(
@@ -607,7 +743,10 @@ class FastBSQH(GraphedStep, BSQH):
         loss_fn: LossFn = F.cross_entropy,
         cuda_graph: bool = True,
         reuse_adjoints: bool = True,
+        fuse: bool | None = None,
     ) -> None:
+        if fuse is not None and not isinstance(fuse, bool):
+            raise ValueError(f"fuse must be true, false or unset (auto), got {fuse!r}")
         if hp is None:
             hp = FastBSQHHParams()
         elif not isinstance(hp, FastBSQHHParams):  # its rules (max_retries == 0) apply
@@ -617,6 +756,15 @@ class FastBSQH(GraphedStep, BSQH):
         self._carry_valid = False
         self._carries: dict[Hashable, _Carry] = {}
         super().__init__(model, hp, cuda_graph=cuda_graph, chunk_size=chunk_size, loss_fn=loss_fn)
+        contiguous = all(p.is_contiguous() for p in self.params)
+        if fuse and not contiguous:
+            raise ValueError(
+                "fuse=True needs contiguous parameters (the fused update writes through flat "
+                "views); convert the model with .contiguous() or pass fuse=False"
+            )
+        self._use_fusion(
+            default_enabled(self.params[0].device) and contiguous if fuse is None else fuse
+        )
 
     def _sync_with_parameters(self) -> bool:
         changed = super()._sync_with_parameters()

@@ -20,6 +20,7 @@ with two or more dimensions. Biases pass through the prox unchanged (``u = v``).
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -73,8 +74,24 @@ class Regularizer(ABC):
     name: str = ""
 
     def __init__(self, beta: float = 0.0, gamma: float = 0.0) -> None:
-        self.beta = validation.non_negative("beta", beta)
-        self.gamma = validation.non_negative("gamma", gamma)
+        self.beta: float | Tensor = validation.non_negative("beta", beta)
+        self.gamma: float | Tensor = validation.non_negative("gamma", gamma)
+        # Which terms R has decides the code; the values only scale it. Branching on these
+        # flags, never on the values, lets ``with_tensor_coefficients`` hold the values.
+        self.has_beta = beta != 0
+        self.has_gamma = gamma != 0
+
+    def with_tensor_coefficients(self, device: torch.device | str) -> Regularizer:
+        """The same R with ``beta`` and ``gamma`` as 0-dim float64 tensors on ``device``.
+
+        For compiled code (``optimizers.fusion``): a Python float is baked into the
+        compiled kernels as a constant, so every new value (every trial of a study) would
+        compile again; a tensor is an input, and one compilation serves every value.
+        """
+        twin = copy.copy(self)
+        twin.beta = torch.tensor(float(self.beta), dtype=torch.float64, device=device)
+        twin.gamma = torch.tensor(float(self.gamma), dtype=torch.float64, device=device)
+        return twin
 
     #: P(w) is this vector norm of w (0: the nonzero count, 1: the sum of magnitudes).
     sparse_order: float = 0.0
@@ -95,7 +112,10 @@ class Regularizer(ABC):
 
     @abstractmethod
     def prox_with(self, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
-        """``prox_{tR}(v)`` elementwise, given ``prox_factors(t)`` (a new tensor)."""
+        """``prox_{tR}(v)`` elementwise, given ``prox_factors(t)`` (a new tensor).
+
+        Reads beta and gamma only through ``factors`` and ``has_beta``/``has_gamma``.
+        """
 
     def prox(self, v: Tensor, t: TimeStep) -> Tensor:
         """``prox_{tR}(v)`` elementwise (a new tensor)."""
@@ -104,14 +124,16 @@ class Regularizer(ABC):
     def penalty(self, w: Tensor) -> Tensor:
         """R(w) of one prunable tensor, as a 0-dim tensor on w's device."""
         terms = []
-        if self.gamma:
+        if self.has_gamma:
             flat = w.reshape(-1)
             terms.append(torch.dot(flat, flat) * (0.5 * self.gamma))
-        if self.beta:
+        if self.has_beta:
             terms.append(self.sparse_penalty(w) * self.beta)
         if not terms:
             return w.new_zeros(())
-        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        # In w's dtype whatever the coefficients' (tensor coefficients are float64).
+        total = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        return total.to(w.dtype)
 
     def value(self, params: Iterable[Tensor]) -> Tensor:
         """Sum of R over the prunable tensors among ``params``.
@@ -123,10 +145,10 @@ class Regularizer(ABC):
         if not prunable:
             return torch.zeros(())
         terms = []
-        if self.gamma:
+        if self.has_gamma:
             norms = torch.stack(torch._foreach_norm(prunable, 2))
             terms.append(torch.dot(norms, norms) * (0.5 * self.gamma))
-        if self.beta:
+        if self.has_beta:
             sparse = torch.stack(torch._foreach_norm(prunable, self.sparse_order))
             terms.append(sparse.sum() * self.beta)
         if not terms:
@@ -182,8 +204,8 @@ class L0L2(Regularizer):
 
     def prox_with(self, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
         shrink, threshold = factors
-        kept = v / shrink if self.gamma else v  # dividing by exactly 1 would only cost a kernel
-        if not self.beta:
+        kept = v / shrink if self.has_gamma else v  # dividing by exactly 1 would cost a kernel
+        if not self.has_beta:
             return kept
         return torch.where(v * v > threshold, kept, 0.0)
 
@@ -200,7 +222,7 @@ class L1L2(Regularizer):
     def prox_with(self, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
         shrink, cut = factors
         soft = torch.sign(v) * torch.clamp(torch.abs(v) - cut, min=0.0)
-        return soft / shrink if self.gamma else soft
+        return soft / shrink if self.has_gamma else soft
 
 
 def l2(gamma: float) -> Regularizer:

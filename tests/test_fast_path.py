@@ -102,7 +102,7 @@ def test_registry_lists_the_fast_methods_and_their_options():
     names = set(optimizers.available())
     assert {"bsqh-fast", *GRAPHED} <= names
     assert optimizers.hyperparameters("bsqh-fast")["max_retries"] == 0
-    assert {"cuda_graph", "reuse_adjoints"} <= set(optimizers.runtime_options("bsqh-fast"))
+    assert {"cuda_graph", "reuse_adjoints", "fuse"} <= set(optimizers.runtime_options("bsqh-fast"))
     assert "momentum" in optimizers.hyperparameters("sgd-graph")
     assert "cuda_graph" in optimizers.runtime_options("sgd-graph")
 
@@ -138,6 +138,40 @@ def test_full_batch_reuse_equals_the_reference_and_saves_the_forward(sweep, vari
     assert fast_stats[1].backward_passes == ref_stats[1].backward_passes + 1
     assert all(abs(s.forward_passes - (ref_forward - 1)) < 1e-9 for s in fast_stats[2:])
     assert all(s.backward_passes == ref_stats[0].backward_passes for s in fast_stats[2:])
+
+
+# Compiling costs seconds per structure (cached on disk afterwards): few, telling cases.
+FUSED_CASES = [
+    ("minibatch", {}),
+    (
+        "minibatch",
+        {"penalty": "l1", "eps": 0.05, "eps_min": 0.05, "eps_max": 1.0, "sweep": "parallel"},
+    ),
+    ("full", {"inner_steps": 2}),
+]
+
+
+@parametrize("batches, variant", FUSED_CASES, ids=["plain", "l1-clamped-parallel", "full-k2"])
+def test_fused_iterates_equal_the_reference(batches, variant):
+    """The compiled elementwise work (C++ on the CPU, as Triton on CUDA) gives the
+    reference iterates: float64, where only rounding could tell the two apart."""
+    reference, fast = pair(dtype=torch.float64, fast_options={"fuse": True}, **variant)
+    x, y = data(dtype=torch.float64)
+    make = (lambda: minibatches(x, y)) if batches == "minibatch" else (lambda: full_batches(x, y))
+    _, fast_stats = compare(reference, fast, make, steps=20, atol=1e-9)
+    assert fast.fused  # compiled, not fallen back to the eager functions
+    accepted = [s.accepted for s in fast_stats]
+    assert any(accepted) and not all(accepted)
+
+
+def test_fusion_is_off_on_the_cpu_unless_asked_and_refuses_bad_values():
+    assert not pair()[1].fused
+    model = stage_model(3)
+    with pytest.raises(ValueError, match="fuse must be true, false or unset.*'yes'"):
+        optimizers.make("bsqh-fast", model, fuse="yes")
+    model[0][0].weight.data = model[0][0].weight.data.transpose(2, 3).contiguous().transpose(2, 3)
+    with pytest.raises(ValueError, match="fuse=True needs contiguous parameters"):
+        optimizers.make("bsqh-fast", model, fuse=True)
 
 
 def test_the_runs_compared_both_accept_and_reject():
@@ -517,6 +551,25 @@ def test_cuda_kernel_count_sees_inside_replayed_graphs():
     eager, graphed = counts
     assert eager > 20, counts
     assert 0.8 * eager <= graphed <= 1.2 * eager, counts
+
+
+@cuda
+@needs_cuda
+def test_cuda_fused_step_equals_the_eager_one_with_fewer_kernels():
+    """Triton kernels give the eager iterates (float64), and fusing removes kernels."""
+    from bench.kernels import kernels_per_step
+
+    x, y = (t.double() if t.is_floating_point() else t for t in _cuda_data())
+    counts = {}
+    for batches, steps in ((lambda: minibatches(x, y), 20), (lambda: full_batches(x, y), 12)):
+        _, eager = pair("cuda", torch.float64, fast_options={"fuse": False})
+        _, fused = pair("cuda", torch.float64, fast_options={"fuse": True})
+        compare(eager, fused, batches, steps=steps, atol=1e-9)
+        assert fused.fused and fused.uses_cuda_graph
+        for name, method in (("eager", eager), ("fused", fused)):
+            stream = batches()
+            counts[name] = kernels_per_step(lambda m=method, b=stream: m.step(*next(b)))
+        assert counts["fused"] < counts["eager"], counts
 
 
 def _run_cuda_tests_without_pytest() -> int:
