@@ -32,6 +32,7 @@ objective ``J = loss + R``; it does not shrink R.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 
 from . import validation
 from .common import GradientStyleMethod, trainable_parameters
+from .graphs import GraphedStep
 from .hparams import HParams, hparam
 from .passes import LossFn, loss_and_gradients, split_batch
 from .registry import register
@@ -190,6 +192,12 @@ class GMP(GradientStyleMethod):
         return CubicSchedule(hp.initial_sparsity, hp.final_sparsity, begin, end, hp.frequency)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
+        stats = self._step_on_device(x, y, prune=self.schedule.prunes_at(self.steps))
+        self.steps += 1
+        return stats
+
+    def _step_on_device(self, x: Tensor, y: Tensor, *, prune: bool) -> StepStats:
+        """The step's device work; ``prune``: this is a pruning step (host-decided)."""
         chunks = split_batch(x, y, self.chunk_size)
         loss = loss_and_gradients(self.model, self.params, chunks, self.loss_fn)
         objective = self._objective_before(loss)
@@ -202,9 +210,8 @@ class GMP(GradientStyleMethod):
         if self.masks is not None:
             with torch.no_grad():
                 torch._foreach_mul_(self.prunable, self.masks)
-        if self.schedule.prunes_at(self.steps):
+        if prune:
             self.prune(self.schedule.sparsity(self.steps))
-        self.steps += 1
         return self._report(chunks, loss, objective, self._moved())
 
     @torch.no_grad()
@@ -251,3 +258,41 @@ def _mask_smallest(mask: Tensor, score: Tensor, count: int) -> None:
     mask.fill_(1.0)
     if count > 0:
         mask.index_fill_(0, torch.topk(score, count, largest=False, sorted=False).indices, 0.0)
+
+
+PRUNE = "prune"  # a pruning step: topk over a host-computed count, run eagerly
+
+
+@register(
+    "gmp-graph",
+    hparams=GMPHParams,
+    runtime=("chunk_size", "loss_fn", "post_step_loss", "total_steps", "cuda_graph"),
+)
+class GraphedGMP(GraphedStep, GMP):
+    """``gmp`` with its training steps replayed as one CUDA graph; pruning steps eager.
+
+    A pruning step ranks weights with ``topk`` over a count the schedule computes on the
+    host, so it runs eagerly (every ``frequency`` steps inside the window, timed like any
+    step). Every other step is the same device work, captured once. The masks exist from
+    the start (all ones, so multiplying by them changes no value before the first pruning)
+    and are updated in place, so the captured step always applies the current masks.
+    Iterates equal ``gmp``'s exactly.
+    """
+
+    eager_kinds = frozenset({PRUNE})
+
+    def __init__(self, model: nn.Module, hp: GMPHParams | None = None, **runtime: Any) -> None:
+        super().__init__(model, hp, **runtime)
+        self.masks = [torch.ones_like(p) for p in self.prunable]
+
+    def _graph_kind(self, x: Tensor, y: Tensor) -> Hashable:
+        return PRUNE if self.schedule.prunes_at(self.steps) else "train"
+
+    def _graph_kinds(self, x: Tensor, y: Tensor) -> Sequence[Hashable]:
+        return ["train"]
+
+    def _graph_body(self, x: Tensor, y: Tensor, kind: Hashable) -> StepStats:
+        return self._step_on_device(x, y, prune=kind == PRUNE)
+
+    def _graph_after(self, x: Tensor, y: Tensor, kind: Hashable) -> None:
+        self.steps += 1

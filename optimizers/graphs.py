@@ -210,7 +210,8 @@ class GraphedStep:
       as last time"); one graph per kind and batch shape.
     * ``_graph_body(x, y, kind)``: the step's device work; no host reads, no host state.
     * ``_graph_after(x, y, kind)``: host bookkeeping after the step, replayed or eager.
-    * ``_graph_kinds(x, y)``: the kinds ``prepare`` captures.
+    * ``_graph_kinds(x, y)``: the kinds ``prepare`` captures; ``eager_kinds`` are never
+      captured.
     * ``_graph_tensors()``: persistent tensors the body writes besides the parameters and
       the torch optimizer's state (rolled back after warm-up and capture);
       ``_graph_restored()`` runs after a roll-back.
@@ -219,6 +220,8 @@ class GraphedStep:
     method_name: ClassVar[str]
     params: list[Tensor]
     chunk_size: int | None
+    #: Step kinds that always run eagerly (e.g. a step whose shapes depend on the host).
+    eager_kinds: ClassVar[frozenset[Hashable]] = frozenset()
 
     def __init__(
         self, model: nn.Module, hp: Any = None, *, cuda_graph: bool = True, **runtime: Any
@@ -254,7 +257,7 @@ class GraphedStep:
         self._graphs.last_replayed = False
         kind = self._graph_kind(x, y)
         stats: StepStats | None = None
-        if self._graphs.active(x):
+        if self._graphs.active(x) and kind not in self.eager_kinds:
             self._check_pointers()
             captured = self._captured(kind, x, y)
             if captured is not None:

@@ -66,3 +66,36 @@ def _template(cache: dict[str, Path]) -> Path:
         MlflowClient(tracking_uri=SQLITE_PREFIX + str(db)).search_experiments()  # migrates
         cache["db"] = db
     return cache["db"]
+
+
+class _FakeGraph:
+    """Stands in for a CUDA graph on the CPU: replay re-runs the step on the static inputs.
+
+    Real replays re-execute the recorded kernels on the same buffers, reading the current
+    parameters, eps and carried adjoints; re-running the function does the same work, so
+    the cache's plumbing (roll-back, static inputs, kinds, packed outputs) is tested.
+    """
+
+    def __init__(self, fn, static, output):
+        self.fn, self.static, self.output = fn, static, output
+
+    def replay(self):
+        self.output.copy_(self.fn(*self.static)[0])
+
+
+def _fake_capture(fn, static):
+    for _ in range(2):  # warm-up, as the real capture does; the cache rolls it back
+        fn(*static)
+    output, meta = fn(*static)  # a real capture records instead of running
+    return _FakeGraph(fn, static, output), output, meta
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    """Route the graph cache's capture through ``_fake_capture``, on any device."""
+    from optimizers import graphs
+
+    monkeypatch.setattr(graphs.GraphCache, "_capture", staticmethod(_fake_capture))
+    monkeypatch.setattr(
+        graphs.GraphCache, "active", lambda self, x: self.enabled and self.failure is None
+    )

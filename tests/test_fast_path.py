@@ -274,41 +274,6 @@ def test_graphed_baselines_fall_back_to_the_eager_step_on_the_cpu(name):
     assert isinstance(stats.loss, torch.Tensor)
 
 
-class _FakeGraph:
-    """Stands in for a CUDA graph on the CPU: replay re-runs the step on the static inputs.
-
-    Real replays re-execute the recorded kernels on the same buffers, reading the current
-    parameters, eps and carried adjoints; re-running the function does the same work, so
-    the cache's plumbing (roll-back, static inputs, kinds, packed outputs) is tested.
-    """
-
-    def __init__(self, fn, static, output):
-        self.fn, self.static, self.output = fn, static, output
-
-    def replay(self):
-        self.output.copy_(self.fn(*self.static)[0])
-
-
-def _fake_capture(fn, static):
-    for _ in range(2):  # warm-up, as the real capture does; the cache rolls it back
-        fn(*static)
-    output, meta = fn(*static)  # a real capture records instead of running
-    return _FakeGraph(fn, static, output), output, meta
-
-
-if pytest is not None:
-
-    @pytest.fixture
-    def fake_graphs(monkeypatch):
-        """Route the graph cache's capture through ``_fake_capture``, on any device."""
-        from optimizers import graphs
-
-        monkeypatch.setattr(graphs.GraphCache, "_capture", staticmethod(_fake_capture))
-        monkeypatch.setattr(
-            graphs.GraphCache, "active", lambda self, x: self.enabled and self.failure is None
-        )
-
-
 @parametrize("sweep", ["sequential", "parallel"])
 def test_graph_plumbing_gives_the_reference_iterates(fake_graphs, sweep):
     x, y = data()
@@ -496,6 +461,7 @@ def test_cuda_graphed_baselines_equal_their_eager_steps():
         ("prox-sgd-l0", {"lr": 0.3, "beta": 1e-3}),
         ("adam", {"lr": 0.02, "weight_decay": 1e-2}),
         ("prox-adam-l0", {"lr": 0.02, "beta": 1e-3}),
+        ("gmp", {"lr": 0.3, "final_sparsity": 0.5, "begin_step": 1, "end_step": 7, "frequency": 3}),
     ]:
         models = [stage_model(seed=4).cuda() for _ in range(2)]
         eager = optimizers.make(name, models[0], **hparams)

@@ -179,6 +179,33 @@ def test_gmp_follows_the_cubic_schedule_and_masks_persist(scope, inner):
         assert len({round(c / s, 3) for c, s in zip(counts, sizes, strict=True)}) > 1
 
 
+@pytest.mark.parametrize("inner", ["sgd", "adam"])
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_graphed_gmp_gives_gmps_iterates_and_prunes_eagerly(fake_graphs, scope, inner):
+    """``gmp-graph`` replays its training steps (here through the CPU stand-in for a CUDA
+    graph) and runs its pruning steps eagerly: the iterates are gmp's, bit for bit."""
+    x, y = learnable_data(n=64)
+    options = dict(final_sparsity=0.7, begin_step=2, end_step=11, frequency=3)
+    methods = [
+        optimizers.make(name, stage_model(seed=2, channels=6), scope=scope, inner=inner,
+                        lr=0.1, **options)
+        for name in ("gmp", "gmp-graph")
+    ]  # fmt: skip
+    eager, graphed = methods
+    graphed.prepare(x[:32], y[:32])
+    replayed = []
+    for t in range(16):
+        xb, yb = x[(t % 2) * 32 :][:32], y[(t % 2) * 32 :][:32]
+        expected, stats = eager.step(xb, yb), graphed.step(xb, yb)
+        replayed.append(graphed.uses_cuda_graph)
+        assert float(stats.loss) == float(expected.loss) and float(stats.tau) == float(expected.tau)
+        for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+            assert torch.equal(a, b), t
+    pruning = {2, 5, 8, 11}
+    assert replayed == [t not in pruning for t in range(16)]
+    assert all(bool(m.any()) for m in zeros(graphed.model))  # it did prune
+
+
 def test_gmp_zeroes_the_momentum_of_pruned_weights():
     x, y = learnable_data(n=64)
     model = stage_model(seed=2)
