@@ -307,6 +307,11 @@ class GraphedStep:
         )
 
     def _graph_save(self) -> Any:
+        device = self.params[0].device
+        # A step that samples (hard-concrete gates) draws from the generator in the
+        # warm-up too: its state is rolled back with the rest, so the first replayed step
+        # draws what the eager step would have drawn.
+        rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
         with torch.no_grad():
             params = [p.detach().clone() for p in self.params]
             extra = [(t, t.clone()) for t in self._graph_tensors()]
@@ -319,15 +324,21 @@ class GraphedStep:
                 if optimizer is not None
                 else {}
             )
-        return params, extra, state
+        return params, extra, state, rng
 
     def _graph_restore(self, saved: Any) -> None:
-        """Put parameters and state back; optimizer state created by the warm-up is zeroed.
+        """Put parameters, state and the random generator back; optimizer state created
+        by the warm-up is zeroed.
 
         Zero buffers and a zero step count are what a fresh torch optimizer starts from
         (SGD's first momentum step ``0 * m + g`` equals its ``clone(g)``).
         """
-        params, extra, state = saved
+        params, extra, state, rng = saved
+        device = self.params[0].device
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(rng, device)
+        else:
+            torch.set_rng_state(rng)
         with torch.no_grad():
             torch._foreach_copy_(self.params, params)
             for tensor, value in extra:

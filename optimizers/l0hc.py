@@ -42,6 +42,7 @@ from torch.func import functional_call
 
 from . import validation
 from .common import GradientStyleMethod, trainable_named_parameters
+from .graphs import graphed_variant
 from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
 from .registry import register
@@ -112,6 +113,9 @@ class L0HardConcrete(GradientStyleMethod):
         initial = math.log(1.0 - hp.droprate_init) - math.log(hp.droprate_init)
         self.log_alpha = [torch.full_like(p, initial).requires_grad_(True) for p in self.gated]
         self.trained = [*self.theta, *self.log_alpha, *self.others]
+        # Everything a step writes besides the optimizer's state (what a graphed step
+        # rolls back after its warm-up).
+        self.params = [*self.trained, *self.gated]
         self.optimizer = torch.optim.Adam(self.trained, lr=hp.lr)
         # tau measures the move of the weights the model evaluates with (theta * z_hat).
         self.visible: list[Tensor] = [*self.gated, *self.others]
@@ -199,3 +203,8 @@ def _uniform_open(like: Tensor) -> Tensor:
     """U(0, 1) noise shaped like ``like``, kept off the endpoints where the logit is infinite."""
     tiny = torch.finfo(like.dtype).eps
     return torch.rand_like(like).clamp_(tiny, 1.0 - tiny)
+
+
+# The whole step as one CUDA graph (the gates' noise is drawn inside it, from the device's
+# generator, which graphs support): registered as ``l0-hc-graph``.
+graphed_variant(L0HardConcrete)

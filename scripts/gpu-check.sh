@@ -43,7 +43,7 @@ fi
 echo "== bench perf --device cuda --kernels"
 perf_methods=()
 [ -n "${PERF_METHODS:-}" ] && perf_methods=(--methods "$PERF_METHODS")
-timeout 200 "$PY" -m bench perf --device cuda --kernels --no-progress "${perf_methods[@]}" \
+timeout 300 "$PY" -m bench perf --device cuda --kernels --no-progress "${perf_methods[@]}" \
     --json "$REPORT_DIR/perf.json" || {
     rc=$?
     echo "gpu-check: bench perf failed (exit $rc)"

@@ -479,6 +479,32 @@ def test_cuda_graphed_baselines_equal_their_eager_steps():
 
 @cuda
 @needs_cuda
+def test_cuda_graphed_peers_equal_their_eager_steps():
+    """l0-hc-graph draws its gates' noise inside the graph (the warm-up's draws are rolled
+    back) and emsa-graph captures a double backward: both give the eager iterates."""
+    x, y = _cuda_data()
+    for name, hparams in [
+        ("l0-hc", {"lr": 0.03, "lam": 1e-3}),
+        ("emsa", {"inner_lr": 0.5, "inner_steps": 2, "rho": 0.1, "beta": 1e-4}),
+    ]:
+        methods = []
+        for variant in (name, f"{name}-graph"):
+            method = optimizers.make(variant, stage_model(seed=4).cuda(), **hparams)
+            torch.manual_seed(11)
+            if variant.endswith("-graph"):
+                method.prepare(x[:32], y[:32])
+            for _ in range(3):
+                for xb, yb in zip(x.split(32), y.split(32), strict=True):
+                    method.step(xb, yb)
+            methods.append(method)
+        eager, graphed = methods
+        assert graphed.uses_cuda_graph and graphed._graphs.failure is None, name
+        for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-5), (name, float((a - b).abs().max()))
+
+
+@cuda
+@needs_cuda
 def test_cuda_steps_never_synchronise_the_host():
     x, y = _cuda_data()
     methods = [
