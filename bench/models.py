@@ -212,7 +212,9 @@ class _AvgPool2x2Function(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         n, c, h2, w2 = grad.shape
-        spread = (grad * 0.25)[:, :, :, None, :, None].expand(n, c, h2, 2, w2, 2)
+        # Scaling the broadcast view writes a contiguous (n, c, h2, 2, w2, 2) result, so
+        # the reshape is a view: one kernel (scaling first, then copying, was two).
+        spread = grad[:, :, :, None, :, None].expand(n, c, h2, 2, w2, 2) * 0.25
         spread = spread.reshape(n, c, 2 * h2, 2 * w2)
         h, w = ctx.input_size
         if (h, w) != (2 * h2, 2 * w2):  # odd sizes: the dropped row/column gets no gradient

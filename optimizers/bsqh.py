@@ -334,6 +334,8 @@ class BSQH(ChunkedMethod):
 
         device = self.params[0].device
         self._eps = torch.tensor(self._clamp(self.hp.eps), dtype=torch.float64, device=device)
+        dtype = self.params[0].dtype
+        self._minus_one = torch.full((), -1.0, dtype=dtype, device=device)  # adjoint seed
         self._reg = self._penalty_now().clone()
         self._signature = self._param_signature()
         self._use_fusion(False)
@@ -585,9 +587,10 @@ class BSQH(ChunkedMethod):
         keep_states = self.hp.sweep == "parallel" and self.hp.inner_steps > 1
         grad_params = [p for l in gradient_stages for p in self.stage_params[l]]
         targets = [states[l + 1] for l in adjoint_stages]
-        # Differentiating -loss yields p = -dLoss/dx and g = -dLoss/du directly: one
-        # negation of a scalar instead of one per tensor (exact: negation commutes).
-        grads = torch.autograd.grad(-loss, targets + grad_params)
+        # Seeding the backward with -1 yields p = -dLoss/dx and g = -dLoss/du directly,
+        # without a negation per tensor, nor one of the loss and its backward (exact:
+        # negation commutes with every step of the chain).
+        grads = torch.autograd.grad(loss, targets + grad_params, grad_outputs=self._minus_one)
         adjoints = {l: g.detach() for l, g in zip(adjoint_stages, grads, strict=False)}
         chunk_grads = list(grads[len(targets) :])
         kept = {l: states[l].detach() for l in self.param_stages} if keep_states else {}
