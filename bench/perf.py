@@ -68,7 +68,11 @@ DEFAULTS = {
     "cuda": {"batch_sizes": [128, 1024, FULL], "steps": 50, "warmup": 5, "chunk_size": None},
 }
 #: Extra rows on CUDA that show what each fast-path feature buys.
-CUDA_VARIANTS = ("bsqh-fast:cuda_graph=false", "bsqh-fast:fuse=false")
+CUDA_VARIANTS = (
+    "bsqh-fast:cuda_graph=false",
+    "bsqh-fast:fuse=false",
+    "prox-sgd-l0-graph:fuse=false",
+)
 FULL_VARIANTS = ("bsqh-fast:reuse_adjoints=false",)
 #: Options set for timing wherever the method accepts them (see the module docstring).
 TIMING_OPTIONS: dict[str, Any] = {

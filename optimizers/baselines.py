@@ -10,6 +10,12 @@ not shrink R (Adam's own ``weight_decay`` is a separate knob).
 ``StepStats.loss`` is the loss after the step, as for bSQH. Timed benchmarks pass False:
 the stats then report the loss of the iterate before the step, which the step computes
 anyway, and ``after_step`` is False.
+
+``fuse`` (unset: on for CUDA parameters) compiles the proximal methods' prox into one
+kernel per prunable tensor (``optimizers.fusion``), as ``bsqh-fast`` compiles its own
+elementwise work: both then apply the same operator at the same kernel cost. Eagerly the
+prox is a few kernels per tensor and one multi-tensor write-back
+(``optimizers.regularizers.prox_into``).
 """
 
 from __future__ import annotations
@@ -24,14 +30,22 @@ from torch import Tensor, nn
 
 from . import validation
 from .common import GradientStyleMethod, trainable_parameters
+from .fusion import Fusable, flat_alias, resolve, scalar
 from .graphs import graphed_variant
 from .hparams import HParams, hparam
 from .passes import LossFn, loss_and_gradients, split_batch
 from .registry import register
-from .regularizers import Regularizer, beta_hparam, gamma_hparam, make_regularizer
+from .regularizers import (
+    Regularizer,
+    beta_hparam,
+    gamma_hparam,
+    is_prunable,
+    make_regularizer,
+    prox_into,
+)
 from .stats import StepStats
 
-RUNTIME = ("chunk_size", "loss_fn", "post_step_loss")
+RUNTIME = ("chunk_size", "loss_fn", "post_step_loss", "fuse")
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class GradientMethod(GradientStyleMethod):
         chunk_size: int | None = None,
         loss_fn: LossFn = F.cross_entropy,
         post_step_loss: bool = True,
+        fuse: bool | None = None,
     ) -> None:
         self.hp = hp = hp if hp is not None else self.default_hparams()
         self.model = validation.torch_module(model)
@@ -100,16 +115,30 @@ class GradientMethod(GradientStyleMethod):
         self.params: list[Tensor] = trainable_parameters(model)
         self.optimizer = self._make_optimizer(self.params)
         self._track(self.params)
+        # The prox touches the prunable tensors only (the others would pass unchanged).
+        self._prox_targets = [p for p in self.params if is_prunable(p)]
+        fused = resolve(fuse, self.params) and self.prox_penalty is not None
+        self._prox = Fusable(_prox_step, enabled=fused, owner=self.method_name)
+        self._prox_args: tuple[Regularizer, float | Tensor] = (
+            (self.regularizer.with_tensor_coefficients(self.params[0].device),
+             scalar(self.lr, self.params[0].device))
+            if fused
+            else (self.regularizer, self.lr)
+        )  # fmt: skip
+
+    @property
+    def fused(self) -> bool:
+        """Whether the prox runs compiled (``fuse``; false after a failed compile)."""
+        return self._prox.compiled
 
     def _make_optimizer(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         raise NotImplementedError
 
     @torch.no_grad()
     def _apply_prox(self) -> None:
-        if self.prox_penalty is None:
+        if self.prox_penalty is None or not self._prox_targets:
             return
-        for p in self.params:
-            p.copy_(self.regularizer.prox_param(p, p, self.lr))
+        self._prox([flat_alias(p) for p in self._prox_targets], *self._prox_args)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         chunks = split_batch(x, y, self.chunk_size)
@@ -119,6 +148,11 @@ class GradientMethod(GradientStyleMethod):
         self.optimizer.step()
         self._apply_prox()
         return self._report(chunks, loss, objective, self._moved())
+
+
+def _prox_step(params: list[Tensor], regularizer: Regularizer, lr: float | Tensor) -> None:
+    """``w <- prox_{lr R}(w)`` on the prunable tensors, in place (compiled when fused)."""
+    prox_into(params, params, [True] * len(params), regularizer.prox_factors(lr), regularizer)
 
 
 @register("sgd", hparams=SGDHParams, runtime=RUNTIME)

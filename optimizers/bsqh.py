@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from . import validation
 from .common import ChunkedMethod
-from .fusion import Fusable, default_enabled, scalar
+from .fusion import Fusable, flat_alias, resolve, scalar
 from .graphs import BatchIdentity, GraphedStep, shape_key
 from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
@@ -76,6 +76,7 @@ from .regularizers import (
     is_prunable,
     make_regularizer,
     penalty_hparam,
+    prox_into,
 )
 from .stats import StepStats
 
@@ -180,16 +181,6 @@ class _Coefficients:
     eps_max: float | Tensor | None
 
 
-def _flat_alias(t: Tensor) -> Tensor:
-    """``t`` as a flat plain tensor sharing its storage (writes go through to ``t``).
-
-    For compiled code: it treats a Parameter's shape, and a view's base, as fixed and
-    would compile once per layer; a view's ``detach()`` has no base, so one compilation
-    serves every stage. Needs a contiguous ``t``.
-    """
-    return t.detach().view(-1).detach()
-
-
 def _flat_penalty(flat: Tensor, prunable_numel: int, regularizer: Regularizer) -> Tensor:
     """R of the parameters in a flat copy (prunable tensors first, so R of its head)."""
     if not prunable_numel:
@@ -221,16 +212,10 @@ def _stage_update(
 
     The prox shrinks the ``penalised`` tensors (the prunable ones) and passes the others.
     Eagerly, ``u_k + t g`` is one multi-tensor kernel pair per stage and the write-back
-    one copy; the prox is the shared operator.
+    one copy (:func:`optimizers.regularizers.prox_into`, shared with the baselines).
     """
     v = torch._foreach_add(u_k, torch._foreach_mul(g, scale))
-    torch._foreach_copy_(
-        params,
-        [
-            regularizer.prox_with(vi, factors) if p else vi
-            for vi, p in zip(v, penalised, strict=True)
-        ],
-    )
+    prox_into(params, v, penalised, factors, regularizer)
 
 
 def _decide(
@@ -522,9 +507,9 @@ class BSQH(ChunkedMethod):
             g = gradients[l] if reuse else self._stage_gradient(l, inputs, lins)
             with torch.no_grad():
                 self._stage_update(
-                    [_flat_alias(p) for p in self.stage_params[l]],
-                    [_flat_alias(u) for u in u_k],
-                    [_flat_alias(gi.contiguous()) for gi in g],
+                    [flat_alias(p) for p in self.stage_params[l]],
+                    [flat_alias(u) for u in u_k],
+                    [flat_alias(gi.contiguous()) for gi in g],
                     self._penalised[l],
                     scale,
                     factors,
@@ -748,8 +733,6 @@ class FastBSQH(GraphedStep, BSQH):
         reuse_adjoints: bool = True,
         fuse: bool | None = None,
     ) -> None:
-        if fuse is not None and not isinstance(fuse, bool):
-            raise ValueError(f"fuse must be true, false or unset (auto), got {fuse!r}")
         if hp is None:
             hp = FastBSQHHParams()
         elif not isinstance(hp, FastBSQHHParams):  # its rules (max_retries == 0) apply
@@ -759,15 +742,7 @@ class FastBSQH(GraphedStep, BSQH):
         self._carry_valid = False
         self._carries: dict[Hashable, _Carry] = {}
         super().__init__(model, hp, cuda_graph=cuda_graph, chunk_size=chunk_size, loss_fn=loss_fn)
-        contiguous = all(p.is_contiguous() for p in self.params)
-        if fuse and not contiguous:
-            raise ValueError(
-                "fuse=True needs contiguous parameters (the fused update writes through flat "
-                "views); convert the model with .contiguous() or pass fuse=False"
-            )
-        self._use_fusion(
-            default_enabled(self.params[0].device) and contiguous if fuse is None else fuse
-        )
+        self._use_fusion(resolve(fuse, self.params))
 
     def _sync_with_parameters(self) -> bool:
         changed = super()._sync_with_parameters()

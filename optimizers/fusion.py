@@ -25,7 +25,7 @@ no C++ compiler on a CPU), a warning says why and the eager function runs from t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -77,10 +77,33 @@ class Fusable(Generic[R]):
             return self.fn(*args)
 
 
-def default_enabled(device: torch.device) -> bool:
-    """Fuse by default on CUDA only: there the kernel count is the step time.
+def resolve(fuse: object, params: Sequence[Tensor]) -> bool:
+    """The ``fuse`` runtime option of a method: true, false, or unset (None) for the default.
 
-    On the CPU an elementwise kernel over a few thousand weights costs about what its
-    dispatch does, so fusing saves little and would cost every CPU cell a compilation.
+    Unset fuses on CUDA only: there the kernel count is the step time. On the CPU an
+    elementwise kernel over a few thousand weights costs about what its dispatch does, so
+    fusing saves little and would cost every CPU cell a compilation. Fused code writes
+    through flat views (:func:`flat_alias`), so it needs contiguous parameters: unset
+    then means off, and ``fuse=True`` is refused.
     """
-    return device.type == "cuda"
+    if fuse is not None and not isinstance(fuse, bool):
+        raise ValueError(f"fuse must be true, false or unset (auto), got {fuse!r}")
+    contiguous = all(p.is_contiguous() for p in params)
+    if fuse and not contiguous:
+        raise ValueError(
+            "fuse=True needs contiguous parameters (the fused update writes through flat "
+            "views); convert the model with .contiguous() or pass fuse=False"
+        )
+    if fuse is None:
+        return bool(params) and params[0].device.type == "cuda" and contiguous
+    return fuse
+
+
+def flat_alias(t: Tensor) -> Tensor:
+    """``t`` as a flat plain tensor sharing its storage (writes go through to ``t``).
+
+    For compiled code: it treats a Parameter's shape, and a view's base, as fixed and
+    would compile once per layer; a view's ``detach()`` has no base, so one compilation
+    serves every layer. Needs a contiguous ``t``.
+    """
+    return t.detach().view(-1).detach()

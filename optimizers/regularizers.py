@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -165,6 +165,28 @@ class Regularizer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(beta={self.beta}, gamma={self.gamma})"
+
+
+def prox_into(
+    targets: list[Tensor],
+    values: Sequence[Tensor],
+    penalised: Sequence[bool],
+    factors: tuple[TimeStep, ...],
+    regularizer: Regularizer,
+) -> None:
+    """``targets <- prox_{tR}(values)`` for the ``penalised`` tensors, ``values`` for the others.
+
+    One multi-tensor write-back; ``targets`` may be ``values`` (an in-place prox). bSQH's
+    stage update and the proximal baselines both write through it, eagerly or compiled
+    (``optimizers.fusion``).
+    """
+    torch._foreach_copy_(
+        targets,
+        [
+            regularizer.prox_with(v, factors) if p else v
+            for v, p in zip(values, penalised, strict=True)
+        ],
+    )
 
 
 _REGULARIZERS: dict[str, type[Regularizer]] = {}

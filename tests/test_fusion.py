@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+import optimizers
 from optimizers.bsqh import _prelude
 from optimizers.fusion import Fusable
-from optimizers.regularizers import make_regularizer
+from optimizers.regularizers import make_regularizer, sparsity
+from tests.helpers import learnable_data, stage_model
 
 VALUES = [(1e-3, 1e-4), (2e-2, 3e-3), (0.0, 5e-2)]
 
@@ -66,3 +68,36 @@ def test_disabled_fusion_calls_the_function_itself():
     fn = Fusable(_needs_the_host, enabled=False, owner="test")
     assert not fn.compiled
     assert torch.equal(fn(torch.ones(2)), torch.full((2,), 2.0))
+
+
+@pytest.mark.parametrize(
+    ("name", "lr"), [("prox-sgd-l0", 0.3), ("prox-sgd-l1", 0.3), ("prox-adam-l0-graph", 0.02)]
+)
+def test_fused_prox_of_the_baselines_gives_the_eager_iterates(name, lr):
+    """The baselines' prox compiled (C++ here, Triton on CUDA) moves the weights exactly as
+    the eager prox does: float64, where only rounding could differ, and it prunes."""
+    x, y = learnable_data(dtype=torch.float64)
+    methods = [
+        optimizers.make(
+            name, stage_model(5, dtype=torch.float64), lr=lr, beta=2e-3, gamma=1e-3, fuse=fuse
+        )
+        for fuse in (False, True)
+    ]
+    for method in methods:
+        for xb, yb in zip(x.split(32), y.split(32), strict=True):
+            method.step(xb, yb)
+    eager, fused = methods
+    assert fused.fused and not eager.fused
+    for a, b in zip(eager.model.parameters(), fused.model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert sparsity(fused.model) > 0
+
+
+def test_fuse_is_refused_when_it_cannot_hold():
+    with pytest.raises(ValueError, match=r"fuse must be true, false or unset.*'on'"):
+        optimizers.make("prox-sgd-l0", stage_model(5), fuse="on")
+    model = stage_model(5)
+    model[0][0].weight.data = model[0][0].weight.data.transpose(2, 3).contiguous().transpose(2, 3)
+    with pytest.raises(ValueError, match="fuse=True needs contiguous parameters"):
+        optimizers.make("prox-sgd-l0", model, fuse=True)
+    assert not optimizers.make("prox-sgd-l0", model).fused  # unset: off, not refused
