@@ -34,3 +34,18 @@ def learnable_data(
     w = torch.randn(36, 3, generator=g, dtype=dtype)
     y = (x.flatten(1) @ w).argmax(dim=1)
     return x, y
+
+
+def cpu_compiler_missing() -> str | None:
+    """Why ``torch.compile`` cannot build CPU kernels here, or None when it can.
+
+    The fused-kernel tests compile with it; ``.ci/run`` installs ``g++`` and the Python
+    headers, and a machine without a C++ compiler skips those tests with this reason.
+    """
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as error:  # any failure to find one: say which
+        return f"torch.compile's CPU backend has no C++ compiler here ({error})"
+    return None

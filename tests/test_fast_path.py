@@ -15,7 +15,7 @@ import torch
 
 import optimizers
 from optimizers import FastBSQHHParams
-from tests.helpers import learnable_data, stage_model
+from tests.helpers import cpu_compiler_missing, learnable_data, stage_model
 
 try:
     import pytest
@@ -26,6 +26,9 @@ if pytest is not None:
     parametrize = pytest.mark.parametrize
     cuda = pytest.mark.cuda
     needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    needs_cpu_compiler = pytest.mark.skipif(
+        cpu_compiler_missing() is not None, reason=str(cpu_compiler_missing())
+    )
 else:
 
     def parametrize(*_args, **_kwargs):
@@ -35,6 +38,7 @@ else:
         return test
 
     needs_cuda = cuda
+    needs_cpu_compiler = cuda
 
 GRAPHED = [
     "sgd-graph",
@@ -151,6 +155,7 @@ FUSED_CASES = [
 ]
 
 
+@needs_cpu_compiler
 @parametrize("batches, variant", FUSED_CASES, ids=["plain", "l1-clamped-parallel", "full-k2"])
 def test_fused_iterates_equal_the_reference(batches, variant):
     """The compiled elementwise work (C++ on the CPU, as Triton on CUDA) gives the

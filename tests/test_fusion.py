@@ -11,9 +11,12 @@ import optimizers
 from optimizers.bsqh import _prelude
 from optimizers.fusion import Fusable
 from optimizers.regularizers import make_regularizer, sparsity
-from tests.helpers import learnable_data, stage_model
+from tests.helpers import cpu_compiler_missing, learnable_data, stage_model
 
 VALUES = [(1e-3, 1e-4), (2e-2, 3e-3), (0.0, 5e-2)]
+needs_cpu_compiler = pytest.mark.skipif(
+    cpu_compiler_missing() is not None, reason=str(cpu_compiler_missing())
+)
 
 
 @pytest.mark.parametrize("penalty", ["l0", "l1"])
@@ -32,6 +35,7 @@ def test_tensor_coefficients_give_the_float_regularizers_values(penalty, beta, g
     assert tensors.penalty(v.float()).dtype == torch.float32  # in w's dtype, always
 
 
+@needs_cpu_compiler
 def test_one_compilation_serves_every_hyperparameter_value():
     """A study's trials change beta and gamma: as tensors they must not recompile."""
     prelude = Fusable(_prelude, enabled=True, owner="test")
@@ -70,6 +74,7 @@ def test_disabled_fusion_calls_the_function_itself():
     assert torch.equal(fn(torch.ones(2)), torch.full((2,), 2.0))
 
 
+@needs_cpu_compiler
 @pytest.mark.parametrize(
     ("name", "lr"), [("prox-sgd-l0", 0.3), ("prox-sgd-l1", 0.3), ("prox-adam-l0-graph", 0.02)]
 )
