@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from . import validation
 from .common import GradientStyleMethod, trainable_parameters
-from .fusion import Fusable, flat_alias, resolve, scalar
+from .fusion import Fusable, flat_alias, hyperparameters, resolve
 from .graphs import graphed_variant
 from .hparams import HParams, hparam
 from .passes import LossFn, loss_and_gradients, split_batch
@@ -119,12 +119,7 @@ class GradientMethod(GradientStyleMethod):
         self._prox_targets = [p for p in self.params if is_prunable(p)]
         fused = resolve(fuse, self.params) and self.prox_penalty is not None
         self._prox = Fusable(_prox_step, enabled=fused, owner=self.method_name)
-        self._prox_args: tuple[Regularizer, float | Tensor] = (
-            (self.regularizer.with_tensor_coefficients(self.params[0].device),
-             scalar(self.lr, self.params[0].device))
-            if fused
-            else (self.regularizer, self.lr)
-        )  # fmt: skip
+        self._prox_args = hyperparameters(fused, self.params[0].device, self.regularizer, self.lr)
 
     @property
     def fused(self) -> bool:
@@ -138,7 +133,9 @@ class GradientMethod(GradientStyleMethod):
     def _apply_prox(self) -> None:
         if self.prox_penalty is None or not self._prox_targets:
             return
-        self._prox([flat_alias(p) for p in self._prox_targets], *self._prox_args)
+        regularizer, (lr,) = self._prox_args
+        assert lr is not None
+        self._prox([flat_alias(p) for p in self._prox_targets], regularizer, lr)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats:
         chunks = split_batch(x, y, self.chunk_size)

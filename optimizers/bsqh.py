@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from . import validation
 from .common import ChunkedMethod
-from .fusion import Fusable, flat_alias, resolve, scalar
+from .fusion import Fusable, flat_alias, hyperparameters, resolve
 from .graphs import BatchIdentity, GraphedStep, shape_key
 from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
@@ -272,6 +272,8 @@ class BSQH(ChunkedMethod):
     method_name: ClassVar[str]
     #: Hyperparameters under which the method learns the tests' tiny problem.
     test_hparams: ClassVar[dict[str, Any]] = {"eps": 0.5, "beta": 1e-4, "gamma": 1e-4}
+    #: The ``fuse`` option (``bsqh-fast``'s; the reference always runs eagerly).
+    _fuse: bool | None = False
 
     def __init__(
         self,
@@ -323,28 +325,18 @@ class BSQH(ChunkedMethod):
         self._minus_one = torch.full((), -1.0, dtype=dtype, device=device)  # adjoint seed
         self._reg = self._penalty_now().clone()
         self._signature = self._param_signature()
-        self._use_fusion(False)
+        self._use_fusion(resolve(self._fuse, self.params))
 
     def _use_fusion(self, enabled: bool) -> None:
-        """Run the step's elementwise work eagerly or compiled (``optimizers.fusion``).
-
-        Compiled code takes the hyperparameters as device tensors, so that one
-        compilation serves every value; the eager reference keeps Python floats.
-        """
-        hp, device = self.hp, self.params[0].device
-        if enabled:
-            self._coefficients = _Coefficients(
-                self.regularizer.with_tensor_coefficients(device),
-                scalar(hp.eta, device),
-                scalar(hp.zeta, device),
-                scalar(hp.sigma, device),
-                None if hp.eps_min is None else scalar(hp.eps_min, device),
-                None if hp.eps_max is None else scalar(hp.eps_max, device),
-            )
-        else:
-            self._coefficients = _Coefficients(
-                self.regularizer, hp.eta, hp.zeta, hp.sigma, hp.eps_min, hp.eps_max
-            )
+        """Run the step's elementwise work eagerly or compiled (``optimizers.fusion``)."""
+        hp = self.hp
+        regularizer, values = hyperparameters(
+            enabled, self.params[0].device, self.regularizer,
+            hp.eta, hp.zeta, hp.sigma, hp.eps_min, hp.eps_max,
+        )  # fmt: skip
+        eta, zeta, sigma, eps_min, eps_max = values
+        assert eta is not None and zeta is not None and sigma is not None
+        self._coefficients = _Coefficients(regularizer, eta, zeta, sigma, eps_min, eps_max)
         owner = self.method_name
         self._prelude = Fusable(_prelude, enabled=enabled, owner=owner)
         self._stage_update = Fusable(_stage_update, enabled=enabled, owner=owner)
@@ -741,8 +733,8 @@ class FastBSQH(GraphedStep, BSQH):
         self._last: BatchIdentity | None = None
         self._carry_valid = False
         self._carries: dict[Hashable, _Carry] = {}
+        self._fuse = fuse  # read by BSQH.__init__
         super().__init__(model, hp, cuda_graph=cuda_graph, chunk_size=chunk_size, loss_fn=loss_fn)
-        self._use_fusion(resolve(fuse, self.params))
 
     def _sync_with_parameters(self) -> bool:
         changed = super()._sync_with_parameters()

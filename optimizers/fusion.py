@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # regularizers uses scalar(): import the type only
+    from .regularizers import Regularizer
 
 R = TypeVar("R")
 
@@ -37,6 +40,22 @@ R = TypeVar("R")
 def scalar(value: float, device: torch.device | str) -> Tensor:
     """A hyperparameter as a 0-dim float64 tensor: an input of compiled code, not a constant."""
     return torch.tensor(float(value), dtype=torch.float64, device=device)
+
+
+def hyperparameters(
+    fused: bool, device: torch.device, regularizer: Regularizer, *values: float | None
+) -> tuple[Regularizer, list[float | Tensor | None]]:
+    """The regularizer and hyperparameter values a (possibly compiled) step reads.
+
+    Compiled: tensors (``Regularizer.with_tensor_coefficients``, :func:`scalar`), so one
+    compilation serves every value; eager: as they are. None stays None (an unset bound).
+    """
+    if not fused:
+        return regularizer, list(values)
+    tensors: list[float | Tensor | None] = [
+        None if v is None else scalar(v, device) for v in values
+    ]
+    return regularizer.with_tensor_coefficients(device), tensors
 
 
 class Fusable(Generic[R]):

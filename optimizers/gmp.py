@@ -130,9 +130,10 @@ def pruned_count(sparsity: float, size: int) -> int:
     return min(size, int(sparsity * size + 0.5))
 
 
-@register(
-    "gmp", hparams=GMPHParams, runtime=("chunk_size", "loss_fn", "post_step_loss", "total_steps")
-)
+RUNTIME = ("chunk_size", "loss_fn", "post_step_loss", "total_steps")
+
+
+@register("gmp", hparams=GMPHParams, runtime=RUNTIME)
 class GMP(GradientStyleMethod):
     """Gradual magnitude pruning on top of SGD-momentum or Adam; see the module docstring."""
 
@@ -263,11 +264,7 @@ def _mask_smallest(mask: Tensor, score: Tensor, count: int) -> None:
 PRUNE = "prune"  # a pruning step: topk over a host-computed count, run eagerly
 
 
-@register(
-    "gmp-graph",
-    hparams=GMPHParams,
-    runtime=("chunk_size", "loss_fn", "post_step_loss", "total_steps", "cuda_graph"),
-)
+@register("gmp-graph", hparams=GMPHParams, runtime=(*RUNTIME, "cuda_graph"))
 class GraphedGMP(GraphedStep, GMP):
     """``gmp`` with its training steps replayed as one CUDA graph; pruning steps eager.
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from . import validation
+from .fusion import scalar
 from .hparams import hparam
 
 TimeStep = float | Tensor
@@ -89,8 +90,8 @@ class Regularizer(ABC):
         compile again; a tensor is an input, and one compilation serves every value.
         """
         twin = copy.copy(self)
-        twin.beta = torch.tensor(float(self.beta), dtype=torch.float64, device=device)
-        twin.gamma = torch.tensor(float(self.gamma), dtype=torch.float64, device=device)
+        twin.beta = scalar(float(self.beta), device)
+        twin.gamma = scalar(float(self.gamma), device)
         return twin
 
     #: P(w) is this vector norm of w (0: the nonzero count, 1: the sum of magnitudes).
