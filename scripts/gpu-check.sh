@@ -3,7 +3,9 @@
 # GPU (with kernels per step), the fused-kernel count per function, then the `gpu-quick` suite and its full-batch panel
 # `gpu-quick-fullbatch`, trained, tracked in MLflow and reported, in about 7 minutes on
 # an H100 or H200. Set GPU_CHECK_SUITES=0 to stop after the perf table, and
-# PERF_METHODS=sgd,bsqh-fast (a `bench perf --methods` list) to time fewer methods.
+# PERF_METHODS=sgd,bsqh-fast (a `bench perf --methods` list) to time fewer methods;
+# GPU_CHECK_PERF=0 skips the CUDA tests, the perf table and the fused-kernel count (the
+# suites alone, e.g. a second call on a machine that has run the first part).
 #
 # Works from a fresh copy of the repository: uses .venv/bin/python when it exists, else
 # python3 (a GPU machine with torch installed system-wide is enough; MLflow, Optuna and
@@ -30,28 +32,30 @@ print(f"gpu-check: {torch.cuda.get_device_name()}, torch {torch.__version__}, py
 PYEOF
 
 status=0
-echo "== CUDA tests (tests/test_fast_path.py tests/test_cuda_training.py -m cuda)"
-if "$PY" -c "import pytest" 2>/dev/null; then
-    # The limit leaves room for the first compilation of bsqh-fast's fused kernels
-    # (Triton; tens of seconds on a machine whose compile cache is empty).
-    timeout 300 "$PY" -m pytest -m cuda -p no:cacheprovider tests/test_fast_path.py tests/test_cuda_training.py || status=$?
-else
-    echo "pytest is not installed: running the test_cuda_* checks as a script"
-    timeout 280 "$PY" -m tests.test_fast_path || status=$?
+if [ "${GPU_CHECK_PERF:-1}" != 0 ]; then
+    echo "== CUDA tests (tests/test_fast_path.py tests/test_cuda_training.py -m cuda)"
+    if "$PY" -c "import pytest" 2>/dev/null; then
+        # The limit leaves room for the first compilation of bsqh-fast's fused kernels
+        # (Triton; tens of seconds on a machine whose compile cache is empty).
+        timeout 300 "$PY" -m pytest -m cuda -p no:cacheprovider tests/test_fast_path.py tests/test_cuda_training.py || status=$?
+    else
+        echo "pytest is not installed: running the test_cuda_* checks as a script"
+        timeout 280 "$PY" -m tests.test_fast_path || status=$?
+    fi
+
+    echo "== bench perf --device cuda --kernels"
+    perf_methods=()
+    [ -n "${PERF_METHODS:-}" ] && perf_methods=(--methods "$PERF_METHODS")
+    timeout 300 "$PY" -m bench perf --device cuda --kernels --no-progress "${perf_methods[@]}" \
+        --json "$REPORT_DIR/perf.json" || {
+        rc=$?
+        echo "gpu-check: bench perf failed (exit $rc)"
+        [ "$status" -eq 0 ] && status=$rc
+    }
+
+    echo "== scripts/fusion_kernels.py --device cuda (operators fused away, per function)"
+    timeout 120 "$PY" scripts/fusion_kernels.py --device cuda || echo "gpu-check: fusion_kernels failed"
 fi
-
-echo "== bench perf --device cuda --kernels"
-perf_methods=()
-[ -n "${PERF_METHODS:-}" ] && perf_methods=(--methods "$PERF_METHODS")
-timeout 300 "$PY" -m bench perf --device cuda --kernels --no-progress "${perf_methods[@]}" \
-    --json "$REPORT_DIR/perf.json" || {
-    rc=$?
-    echo "gpu-check: bench perf failed (exit $rc)"
-    [ "$status" -eq 0 ] && status=$rc
-}
-
-echo "== scripts/fusion_kernels.py --device cuda (operators fused away, per function)"
-timeout 120 "$PY" scripts/fusion_kernels.py --device cuda || echo "gpu-check: fusion_kernels failed"
 
 if [ "${GPU_CHECK_SUITES:-1}" != 0 ]; then
     if ! "$PY" -c "import mlflow" 2>/dev/null; then
