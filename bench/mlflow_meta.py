@@ -39,10 +39,15 @@ CONTEXT_TAG = "mlflow.data.context"
 SYSTEM_METRICS_INTERVAL_S = 10.0
 #: The artifact name of a cell's trained network.
 MODEL_NAME = "model"
-#: What a run of a suite's experiment is: a cell, or the suite's report (filter on it).
+#: What a run is (filter on it): in a suite's experiment a cell or the suite's report, in
+#: the tuning experiment a study invocation's parent run or one of its trials.
 RUN_KIND_TAG = "run_kind"
 CELL_KIND = "cell"
 REPORT_KIND = "report"
+STUDY_KIND = "study"
+TRIAL_KIND = "trial"
+#: The tag tuning runs carried before they used ``run_kind`` (read, never written).
+LEGACY_KIND_TAG = "kind"
 
 
 def experiment_tags(description: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -406,7 +406,7 @@ def test_a_study_on_two_dask_workers_ends_with_exactly_n_trials(tmp_path):
     # The workers wrote the trial runs into the SQLite MLflow store side by side.
     client = MlflowClient(tracking_uri(out))
     experiment = client.get_experiment_by_name("pmp-bench/tuning")
-    runs = client.search_runs([experiment.experiment_id], "tags.kind = 'trial'")
+    runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'trial'")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 5
     assert not [t for t in done if t.user_attrs.get("mlflow_synced") is False]
     # A rerun with a larger N adds the difference, no more.

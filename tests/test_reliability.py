@@ -577,18 +577,22 @@ def test_a_second_tuning_process_on_one_sqlite_file_is_refused(tmp_path):
 
 
 def test_tuning_runs_of_dead_trials_are_closed(tmp_path):
+    """Trial runs tagged ``run_kind = trial``, and those of stores written before that tag
+    existed (``kind = trial``), are closed once their trial is dead, and only then."""
     study = optuna.create_study(study_name="s")
-    dead, alive = study.ask(), study.ask()
-    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    dead, legacy_dead, alive = study.ask(), study.ask(), study.ask()
+    for trial in (dead, legacy_dead):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
     sink = Sink.for_output(tmp_path, "pmp-bench/tuning")
     runs = {}
-    for trial in (dead, alive):
-        tags = {"study": "s", "kind": "trial", "optuna.trial_number": str(trial.number)}
+    for trial, tag in ((dead, "run_kind"), (legacy_dead, "kind"), (alive, "run_kind")):
+        tags = {"study": "s", tag: "trial", "optuna.trial_number": str(trial.number)}
         runs[trial.number] = sink.start(f"s#{trial.number}", {}, tags).run_id
-    assert close_orphaned_runs(sink, study, "s") == 1
+    assert close_orphaned_runs(sink, study, "s") == 2
     client = sink.tracker().client
-    closed = client.get_run(runs[dead.number])
-    assert closed.info.status == "KILLED" and "FAIL" in closed.data.tags["pmp.close_reason"]
+    for trial in (dead, legacy_dead):
+        closed = client.get_run(runs[trial.number])
+        assert closed.info.status == "KILLED" and "FAIL" in closed.data.tags["pmp.close_reason"]
     assert client.get_run(runs[alive.number]).info.status == "RUNNING"
 
 

@@ -121,10 +121,10 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     client = MlflowClient(tracking_uri(out))
     experiment = client.get_experiment_by_name("pmp-bench/tuning")
     runs = client.search_runs([experiment.experiment_id], "tags.study = 'tiny-bsqh'")
-    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "study"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(children) == 3
+    assert len(children) == 3 and {c.data.tags["run_kind"] for c in children} == {"trial"}
     assert {c.data.tags["optuna.trial_number"] for c in children} == {"0", "1", "2"}
     child = children[0]
     assert "hparams.eps" in child.data.params

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.locking import process_alive
+from bench.mlflow_meta import LEGACY_KIND_TAG, RUN_KIND_TAG, TRIAL_KIND
 from bench.mlflow_run import Sink, end_killed, owner_gone, run_owner
 from bench.silence import silenced
 from bench.tuning.storage import StorageSpec
@@ -80,7 +81,7 @@ def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
         tracker = sink.tracker()
         for run in tracker.running_runs({"study": name}):
             tags = run.data.tags
-            if tags.get("kind") == "trial":
+            if TRIAL_KIND in (tags.get(RUN_KIND_TAG), tags.get(LEGACY_KIND_TAG)):
                 number = int(tags.get("optuna.trial_number", -1))
                 state = states.get(number)
                 if state == TrialState.RUNNING:

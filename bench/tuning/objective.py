@@ -39,6 +39,7 @@ import torch
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
+from bench.mlflow_meta import RUN_KIND_TAG, TRIAL_KIND
 from bench.mlflow_run import RunLog, Sink, is_number
 from bench.training import train_cell
 from bench.tuning.plan import EXPERIMENT, StudyPlan, live_below
@@ -237,7 +238,7 @@ class Objective:
                 "method": plan.target.label,
                 "optimizer": plan.target.method,
                 "objective": plan.objective,
-                "kind": "trial",
+                RUN_KIND_TAG: TRIAL_KIND,
             },
             parent_run_id=plan.parent_run_id,
         )

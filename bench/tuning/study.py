@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DataSplits
+from bench.mlflow_meta import RUN_KIND_TAG, STUDY_KIND
 from bench.mlflow_run import RunLog, Sink
 from bench.tuning.cleanup import close_orphaned_runs, fail_dead_trials, orphan_window
 from bench.tuning.plan import EXPERIMENT, StudyPlan, count_trials, study_dir
@@ -105,7 +106,7 @@ def _start_parent_run(sink: Sink, plan: StudyPlan, workers: int) -> RunLog:
         },
         tags={
             "study": plan.study,
-            "kind": "study",
+            RUN_KIND_TAG: STUDY_KIND,
             "method": plan.target.label,
             "optimizer": plan.target.method,
             "objective": plan.objective,
