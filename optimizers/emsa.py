@@ -49,7 +49,7 @@ from .graphs import graphed_variant
 from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
 from .registry import register
-from .regularizers import is_prunable, make_regularizer
+from .regularizers import is_prunable, make_regularizer, prox_into
 from .stats import StepStats
 
 
@@ -103,6 +103,7 @@ class EMSA(GradientStyleMethod):
         if not self.param_stages:
             raise ValueError("model has no trainable parameters: nothing for E-MSA to optimise")
         self.params = [p for l in self.param_stages for p in self.stage_params[l]]
+        self._penalised = [is_prunable(p) for p in self.params]  # the prox's targets
         self._track(self.params)
 
     # ---------------------------------------------------------------- public API
@@ -211,9 +212,9 @@ class EMSA(GradientStyleMethod):
 
     @torch.no_grad()
     def _prox_ascent(self, direction: Sequence[Tensor]) -> None:
-        step = self.hp.inner_lr
-        for p, g in zip(self.params, direction, strict=True):
-            p.copy_(self.l0.prox_param_with(p, p + step * g, self._prox_factors))
+        # The shared write-back of bSQH's stage update and the proximal baselines.
+        v = torch._foreach_add(self.params, torch._foreach_mul(list(direction), self.hp.inner_lr))
+        prox_into(self.params, v, self._penalised, self._prox_factors, self.l0)
 
 
 # The whole step as one CUDA graph (double backward included): ``emsa-graph``.

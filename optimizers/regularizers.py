@@ -158,11 +158,7 @@ class Regularizer(ABC):
 
     def prox_param(self, param: Tensor, v: Tensor, t: TimeStep) -> Tensor:
         """The prox for ``param``'s slot: penalised only if ``param`` is prunable."""
-        return self.prox_param_with(param, v, self.prox_factors(t))
-
-    def prox_param_with(self, param: Tensor, v: Tensor, factors: tuple[TimeStep, ...]) -> Tensor:
-        """``prox_param`` with the step's ``prox_factors`` computed once by the caller."""
-        return self.prox_with(v, factors) if is_prunable(param) else v
+        return self.prox(v, t) if is_prunable(param) else v
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(beta={self.beta}, gamma={self.gamma})"
