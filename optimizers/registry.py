@@ -9,6 +9,7 @@ flat call while the registry, suites, search spaces and logs read the dataclass 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -26,6 +27,14 @@ class Method(Protocol):
     hp: HParams  # the hyperparameters it was built with (frozen)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything beyond the model's parameters that the next step depends on."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` (load the model's parameters first)."""
+        ...
 
     def objective(self, x: Tensor, y: Tensor) -> Tensor:
         """J = mean loss + R at the current parameters, without building a graph."""
@@ -51,8 +60,11 @@ def register(
 ) -> Callable[[T], T]:
     """Class decorator: make the class available to ``make(name, ...)``.
 
-    The class is built as ``cls(model, hparams_instance, **runtime)``. One dataclass may
-    serve several names (a method and its graphed variant); its label is the first name.
+    The class is built as ``cls(model, hparams_instance, **runtime)``, or, like a
+    ``torch.optim`` optimizer, as ``cls(model, lr=0.1, **runtime)``: the registry wraps the
+    constructor so that hyperparameter keywords build the (validated) dataclass. One
+    dataclass may serve several names (a method and its graphed variant); its label is the
+    first name.
     """
 
     def add(cls: T) -> T:
@@ -63,8 +75,11 @@ def register(
             raise ValueError(f"{name!r}: {clash} cannot be both hyperparameter and runtime option")
         if not vars(hparams).get("method"):
             hparams.method = name
-        _METHODS[name] = Entry(name, cls, hparams, tuple(runtime))
+        found = Entry(name, cls, hparams, tuple(runtime))
+        _METHODS[name] = found
         setattr(cls, "method_name", name)  # noqa: B010  (any class, whatever it declares)
+        init = vars(cls).get("__init__") or getattr(cls, "__init__")  # noqa: B009
+        setattr(cls, "__init__", _keyword_constructor(init, found))  # noqa: B010
         return cls
 
     return add
@@ -119,6 +134,31 @@ def make(name: str, model: nn.Module, **kwargs: Any) -> Method:
     values = {k: v for k, v in kwargs.items() if k not in found.runtime}
     method: Method = found.cls(model, _hparams(found, values), **runtime)
     return method
+
+
+def _keyword_constructor(init: Callable[..., None], found: Entry) -> Callable[..., None]:
+    """``init`` that also takes the hyperparameters as keywords (torch.optim's style).
+
+    Keywords that name a hyperparameter build ``found.hparams``; the runtime options pass
+    through. Giving both a dataclass and hyperparameter keywords is ambiguous, so it is an
+    error naming both; unknown keywords are named with the allowed ones.
+    """
+
+    @functools.wraps(init)
+    def __init__(self: Any, model: nn.Module, hp: HParams | None = None, **kwargs: Any) -> None:
+        values = {k: v for k, v in kwargs.items() if k not in found.runtime}
+        if values:
+            if hp is not None and set(values) <= set(found.hparams.names()):
+                raise ValueError(
+                    f"{found.name}: give the hyperparameters either as a "
+                    f"{type(hp).__name__} or as keywords, not both "
+                    f"(got {type(hp).__name__} and {', '.join(sorted(values))})"
+                )
+            hp = _hparams(found, values)
+        runtime = {k: v for k, v in kwargs.items() if k in found.runtime}
+        init(self, model, hp, **runtime)
+
+    return __init__
 
 
 def _hparams(found: Entry, values: dict[str, Any]) -> HParams:
