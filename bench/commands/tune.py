@@ -21,7 +21,6 @@ naming the flag), a study resumed with another objective, space or budget.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -42,7 +41,13 @@ from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.models import available_models, build_model
-from bench.suites import DEFAULT_EVAL_EVERY_EPOCHS, DEFAULT_TRAIN_EVAL_SIZE, MODES
+from bench.suites import (
+    DEFAULT_EVAL_EVERY_EPOCHS,
+    DEFAULT_TRAIN_EVAL_SIZE,
+    MODES,
+    SAFE_NAME_RULE,
+    is_safe_name,
+)
 from bench.training import iterations_per_epoch
 from bench.tuning.objective import load_tuning_data
 from bench.tuning.pareto import DEFAULT_MIN_SPARSITY
@@ -64,7 +69,6 @@ INPUT_ERRORS = (
     DataFileError,
     PathNotWritable,
 )
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Flags that describe the setting; refused together with --setting.
 _SETTING_FLAGS = (
     "model",
@@ -203,11 +207,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def check_study_name(name: str) -> str:
-    if not _STUDY_NAME.fullmatch(name):
-        raise InputError(
-            f"study name {name!r} must start with a letter or digit and contain only letters, "
-            "digits, '.', '_' and '-' (it names a folder)"
-        )
+    if not is_safe_name(name):
+        raise InputError(f"study name {name!r}: {SAFE_NAME_RULE}")
     return name
 
 
