@@ -281,7 +281,7 @@ def _mask_smallest(mask: Tensor, score: Tensor, count: int) -> None:
 PRUNE = "prune"  # a pruning step: topk over a host-computed count, run eagerly
 
 
-@register("gmp-graph", hparams=GMPHParams, runtime=(*RUNTIME, "cuda_graph"))
+@register("gmp-graph", hparams=GMPHParams, runtime=(*RUNTIME, "cuda_graph"), same_as="gmp")
 class GraphedGMP(GraphedStep, GMP):
     """``gmp`` with its training steps replayed as one CUDA graph; pruning steps eager.
 

@@ -369,19 +369,30 @@ class GraphedStep:
         self._graph_restored()
 
 
-def graphed_variant(base: type[Any], name: str | None = None) -> type[Any]:
+def graphed_variant(
+    base: type[Any], name: str | None = None, hooks: tuple[type[Any], ...] = ()
+) -> type[Any]:
     """Register ``name`` (default ``<base name>-graph``): ``base`` with its step graphed.
 
-    The variant takes the base's hyperparameters and runtime options plus ``cuda_graph``.
+    The variant takes the base's hyperparameters, pinned values and runtime options plus
+    ``cuda_graph``; it is an execution variant of ``base`` (``same_as``). ``hooks`` are
+    mixins placed before :class:`GraphedStep` that override its hooks (for example a
+    step kind that must always run eagerly).
     """
     found = entry(base.method_name)
     name = name or f"{found.name}-graph"
     cls = type(
         f"{base.__name__}Graph",
-        (GraphedStep, base),
+        (*hooks, GraphedStep, base),
         {
             "__module__": base.__module__,
             "__doc__": f"``{found.name}`` with its whole step captured as a CUDA graph.",
         },
     )
-    return register(name, hparams=found.hparams, runtime=(*found.runtime, "cuda_graph"))(cls)
+    return register(
+        name,
+        hparams=found.hparams,
+        runtime=(*found.runtime, "cuda_graph"),
+        same_as=found.name,
+        pinned=dict(found.pinned),
+    )(cls)

@@ -53,7 +53,13 @@ from bench.tuning.objective import load_tuning_data
 from bench.tuning.pareto import DEFAULT_MIN_SPARSITY
 from bench.tuning.plan import OBJECTIVES, StudyPlan
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
-from bench.tuning.spaces import SpaceError, space_for
+from bench.tuning.spaces import (
+    MIN_TRIALS,
+    TRIALS_PER_DIMENSION,
+    SpaceError,
+    space_for,
+    trials_for,
+)
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
 from bench.tuning.study import TuneResult, tune
 from bench.tuning.validation import StudyError
@@ -143,8 +149,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trials",
         type=POSITIVE_INT,
-        required=True,
-        help="N: run until the study holds N finished (complete or pruned) trials",
+        default=None,
+        help="N: run until the study holds N finished (complete or pruned) trials "
+        f"(default: {TRIALS_PER_DIMENSION} per searched parameter, at least {MIN_TRIALS})",
     )
     parser.add_argument(
         "--study",
@@ -378,8 +385,9 @@ def resolve_method(args: argparse.Namespace) -> tuple[Setting, Target]:
 def run(args: argparse.Namespace) -> int:
     try:
         setting, target = resolve_method(args)
+        trials = args.trials or trials_for(space_for(target.method, target.mode))
         plan = make_plan(
-            args, setting, target, trials=args.trials, study=args.study, overrides=args.space
+            args, setting, target, trials=trials, study=args.study, overrides=args.space
         )
         data = load_checked_data(setting, [target], args.device)
         plan = replace(plan, num_classes=data.num_classes)

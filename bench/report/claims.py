@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+import optimizers
 from bench import matched_labels
 from bench.report.significance import ALPHA, Comparison, compare, too_few_seeds
 from bench.report.stats import FINISHED, GROUP_COLUMNS
@@ -61,6 +62,12 @@ def _accepted_steps(row: pd.Series) -> int:
     return int(_number(row.get("iterations")) or 0)
 
 
+def is_bsqh(optimizer: str) -> bool:
+    """Whether a registry name runs bSQH itself (``bsqh``, ``bsqh-fast``), never an ablation
+    such as ``bsqh-parallel`` (``optimizers.algorithm`` decides, not a name prefix)."""
+    return optimizers.algorithm(optimizer) == "bsqh"
+
+
 def monotone_descent(runs: pd.DataFrame) -> Claim:
     """Full-batch acceptance must never let the objective rise (the paper's descent property).
 
@@ -69,7 +76,7 @@ def monotone_descent(runs: pd.DataFrame) -> Claim:
     checked, and counting its zero increases would make the claim hold by default.
     """
     statement = "Full-batch bSQH never increased its objective on an accepted step"
-    bsqh = runs["optimizer"].astype(str).str.startswith("bsqh")
+    bsqh = runs["optimizer"].astype(str).map(is_bsqh).astype(bool)
     fullbatch = runs[(runs["mode"] == "fullbatch") & bsqh]
     fullbatch = fullbatch[fullbatch["status"].isin(("finished", "diverged"))]
     if fullbatch.empty:
@@ -194,8 +201,8 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
     claims = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
         present = group[group["n_finished"] > 0]
-        ours = present[present["optimizer"].astype(str).str.startswith("bsqh")]
-        others = present[~present["optimizer"].astype(str).str.startswith("bsqh")]
+        mask = present["optimizer"].astype(str).map(is_bsqh).astype(bool)
+        ours, others = present[mask], present[~mask]
         for _, mine in ours.sort_values("method").iterrows():
             for _, peer in others.sort_values("method").iterrows():
                 if not matched_labels.comparable(mine["method"], peer["method"]):
