@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.safe_files import atomic_write_text, describe_write_error, is_temporary
 
-STATUSES = ("finished", "diverged", "failed", "killed")
+STATUSES = ("finished", "diverged", "capped", "failed", "killed")
 QUARANTINE = "quarantine"
 
 

@@ -44,8 +44,7 @@ seeds = [0, 1, 2]
 [data]
 val_fraction = 0.2
 [budget]
-epochs = 500
-device_seconds = 3
+steps = 1500
 [eval]
 every_epochs = 1
 train_eval_size = 128

@@ -123,7 +123,7 @@ def make_record(
             "mode": MODE[method],
             "batch_size": None if MODE[method] == "fullbatch" else 64,
             "chunk_size": None,
-            "budget": {"epochs": 4, "device_seconds": None},
+            "budget": {"epochs": 4},
         },
         summary=summary,
         curve=curve,
