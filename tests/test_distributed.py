@@ -36,7 +36,7 @@ from tests.test_runner import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "PMP_BENCH_TEST_POSTGRES"
-#: Cells long enough to be killed in the middle: 3 device-seconds of SGD on synthetic data.
+#: Cells long enough to be killed in the middle: 1,500 SGD steps on synthetic data (a few s).
 LONG = """
 datasets = ["synthetic"]
 models = ["cnn-tiny"]

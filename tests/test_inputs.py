@@ -337,8 +337,8 @@ def test_eval_defaults_are_shared_by_suites_and_tune(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        ([*TUNE, "--trials", "1", "--budget-seconds", "inf"], "--budget-seconds"),
-        ([*TUNE, "--trials", "1", "--budget-seconds", "nan"], "--budget-seconds"),
+        ([*TUNE, "--trials", "1", "--safety-cap-seconds", "inf"], "--safety-cap-seconds"),
+        ([*TUNE, "--trials", "1", "--safety-cap-seconds", "nan"], "--safety-cap-seconds"),
         ([*TUNE, "--trials", "1", "--budget-epochs", "-1"], "--budget-epochs"),
         ([*TUNE, *ONE, "--eval-every", "inf"], "--eval-every"),
         (

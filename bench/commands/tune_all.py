@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import replace
 
+from bench.budget import Budget
 from bench.commands.args import POSITIVE_INT
 from bench.commands.tune import (
     INPUT_ERRORS,
@@ -60,12 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _budget_caption(setting_budget: dict[str, float], trials: int) -> str:
-    parts = []
-    if "epochs" in setting_budget:
-        parts.append(f"{setting_budget['epochs']:g} epochs")
-    if "device_seconds" in setting_budget:
-        parts.append(f"{setting_budget['device_seconds']:g} device-s")
-    return f"{trials} trials per method, each {' or '.join(parts)} (whichever first)"
+    return f"{trials} trials per method, each {Budget.from_config(setting_budget).describe()}"
 
 
 def run(args: argparse.Namespace) -> int:
