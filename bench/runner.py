@@ -42,7 +42,8 @@ from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledg
 from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import TrainingResult, train_cell
 
-#: Statuses a rerun keeps; failed and killed cells run again.
+#: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
+#: its clock safety net, which a quieter machine may not).
 DONE = ("finished", "diverged")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
@@ -283,8 +284,8 @@ def _fill(record: CellRecord, result: TrainingResult) -> None:
     record.summary = result.summary
     record.curve = result.curve
     record.layer_sparsity = result.layer_sparsity
-    if result.status == "diverged":
-        record.error = result.summary.get("diverged_reason")
+    if result.status in ("diverged", "capped"):
+        record.error = result.summary.get(f"{result.status}_reason")
 
 
 def one_line(record: CellRecord) -> str:

@@ -123,7 +123,7 @@ def make_record(
             "mode": MODE[method],
             "batch_size": None if MODE[method] == "fullbatch" else 64,
             "chunk_size": None,
-            "budget": {"epochs": 4, "device_seconds": None},
+            "budget": {"epochs": 4},
         },
         summary=summary,
         curve=curve,
@@ -286,7 +286,7 @@ def test_report_tables_show_medians_of_finished_cells(report) -> None:
     assert "Synthetic suite." in text
     setup = section(text, "## Setup")
     assert "Test CPU (cpu)" in setup and "2.4.0" in setup and "abc123" in setup
-    assert "finished 11, diverged 1, failed 1, killed 0" in setup
+    assert "finished 11, diverged 1, capped 0, failed 1, killed 0" in setup
 
     digits = section(text, "### digits × lenet")
     for method in ("bsqh-full", "sgd-mini", "adam-mini"):
@@ -416,7 +416,7 @@ def test_claim_fails_when_an_accepted_step_raised_the_objective(
 
 def test_unfinished_cells_are_listed(report) -> None:
     paths, _ = report
-    listed = section(paths.report_md.read_text(), "## Diverged, failed and killed cells")
+    listed = section(paths.report_md.read_text(), "## Diverged, capped, failed and killed cells")
     diverged = table_row(listed, "digits-lenet-adam-mini-s3")
     assert "diverged" in diverged
     assert "objective became nan at iteration 20" in diverged

@@ -25,7 +25,7 @@ import pandas as pd
 from bench.metrics import METRICS, RUN_FIELDS
 
 FINISHED = "finished"
-NOT_FINISHED = ("diverged", "failed", "killed")
+NOT_FINISHED = ("diverged", "capped", "failed", "killed")
 GROUP_COLUMNS = ("dataset", "model")
 #: Grid points per method when curves of different seeds are put on one time axis.
 GRID_POINTS = 200
