@@ -3,6 +3,7 @@ joint time-to-target and performance profiles, each against hand-computed cases.
 
 from __future__ import annotations
 
+import itertools
 import math
 from itertools import combinations, pairwise
 
@@ -19,10 +20,20 @@ from bench.report.profiles import (
     target_times,
 )
 from bench.report.significance import (
+    Interval,
     bootstrap_median_ci,
     compare,
+    failure_accuracy,
+    holm,
     mann_whitney_u,
+    median_interval,
+    order_statistic_level,
+    paired_compare,
+    scored_accuracy,
+    smallest_holm_p,
     smallest_p,
+    smallest_paired_p,
+    verdict_possible,
 )
 
 
@@ -271,3 +282,169 @@ def test_matched_picks_are_compared_only_at_a_common_target() -> None:
         "bsqh-mb@matched-0.5 is more accurate than sgd",  # not a matched pick: always
         "bsqh-mb@matched-0.9+0.95 is more accurate than sgd",
     }
+
+
+# --------------------------------------------------------------- paired statistics API
+
+
+def test_median_interval_levels_by_hand() -> None:
+    # Four values: only the range is possible, level 1 - 2 / 2^4 = 0.875.
+    assert median_interval([0.9, 0.7, 0.8, 0.85]) == Interval(0.7, 0.9, 0.875)
+    # Three values: 1 - 2 / 8 = 0.75; one value: a point with level 0.
+    assert median_interval([3, 1, 2]).level == pytest.approx(0.75)
+    assert median_interval([5.0]) == Interval(5.0, 5.0, 0.0)
+    # Ten values: k = 2 gives 1 - 2 (1 + 10) / 1024 = 0.9785 >= 0.95; k = 3 gives
+    # 1 - 2 (1 + 10 + 45) / 1024 = 0.8906 < 0.95, so (x_(2), x_(9)).
+    interval = median_interval(range(10, 0, -1))
+    assert (interval.low, interval.high) == (2.0, 9.0)
+    assert interval.level == pytest.approx(1 - 2 * 11 / 1024)
+    assert median_interval(range(10), level=0.85) == Interval(2.0, 7.0, 1 - 2 * 56 / 1024)
+    assert order_statistic_level(6, 1) == pytest.approx(1 - 2 / 64)
+    assert interval.label(".2f") == "[2.00, 9.00] (97.9 %)"
+
+
+def test_median_interval_rejects_failures_and_bad_levels() -> None:
+    with pytest.raises(ValueError, match=r"nan.*position 1"):
+        median_interval([0.5, float("nan"), 0.7])
+    with pytest.raises(ValueError, match="not finite"):
+        median_interval([None, 0.7])
+    with pytest.raises(ValueError, match="at least one value"):
+        median_interval([])
+    with pytest.raises(ValueError, match="level must lie"):
+        median_interval([1, 2], level=1.0)
+
+
+@pytest.mark.parametrize("n", [4, 7, 12])
+def test_printed_level_matches_simulated_coverage(n: int) -> None:
+    """The level printed beside an interval is its coverage of the true median, for
+    skewed and symmetric continuous distributions alike."""
+    rng = np.random.default_rng(20 + n)
+    samples = 1500
+    distributions = {  # name: (draws, true median)
+        "normal": (rng.normal(0.8, 0.05, (samples, n)), 0.8),
+        "exponential": (rng.exponential(1.0, (samples, n)), math.log(2)),
+        "beta(2,5)": (rng.beta(2, 5, (samples, n)), float(stats_beta_median(2, 5))),
+    }
+    for name, (draws, true_median) in distributions.items():
+        intervals = [median_interval(row) for row in draws]
+        level = intervals[0].level
+        assert all(i.level == level for i in intervals)
+        covered = np.mean([i.low <= true_median <= i.high for i in intervals])
+        error = math.sqrt(level * (1 - level) / samples)
+        assert abs(covered - level) <= 4 * error + 1e-9, (name, covered, level)
+
+
+def stats_beta_median(a: float, b: float) -> float:
+    return float(pytest.importorskip("scipy.stats").beta(a, b).median())
+
+
+def _brute_force_signed_rank_p(d: np.ndarray) -> float:
+    """Enumerate every sign pattern of the Pratt midranks: the definition of the p."""
+    magnitudes = np.abs(d)
+    ranks = np.array([np.mean(np.flatnonzero(np.sort(magnitudes) == m) + 1) for m in magnitudes])
+    signs = np.sign(d)
+    observed = float((ranks * signs).sum())
+    nonzero = np.flatnonzero(signs != 0)
+    extreme = 0
+    for flips in itertools.product((-1, 1), repeat=len(nonzero)):
+        statistic = float((ranks[nonzero] * np.array(flips)).sum())
+        extreme += abs(statistic) >= abs(observed) - 1e-9
+    return extreme / 2 ** len(nonzero)
+
+
+def test_paired_p_matches_scipy_exact_without_ties() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(5)
+    for n in (4, 6, 10, 15):
+        a = rng.normal(0.8, 0.02, n)
+        b = a - rng.normal(0.01, 0.02, n)
+        result = paired_compare(a, b)
+        ref = stats.wilcoxon(a, b, method="exact")
+        assert result.p_value == pytest.approx(ref.pvalue)
+        assert result.n == n and result.smallest_p == pytest.approx(2 / 2**n)
+
+
+def test_paired_p_with_ties_and_zeros_matches_brute_force() -> None:
+    a = np.array([0.80, 0.75, 0.10, 0.90, 0.85, 0.70, 0.60, 0.88])
+    b = np.array([0.78, 0.77, 0.10, 0.86, 0.83, 0.68, 0.10, 0.90])
+    d = a - b  # one zero (both failed at chance), tied magnitudes 0.02
+    result = paired_compare(a, b)
+    assert result.p_value == pytest.approx(_brute_force_signed_rank_p(np.round(d, 12)))
+    assert (result.wins, result.losses, result.ties) == (5, 2, 1)
+    assert result.median_difference == pytest.approx(float(np.median(d)))
+    assert result.interval == median_interval(np.round(d, 12))
+
+
+def test_paired_effect_size_by_hand_and_orientation() -> None:
+    a, b = [0.9, 0.8, 0.85, 0.7], [0.8, 0.75, 0.84, 0.6]
+    result = paired_compare(a, b)
+    # A better on every seed: r = +1 and p is the smallest possible, 2 / 16.
+    assert result.effect_size == 1.0 and result.p_value == pytest.approx(0.125)
+    assert result.favours_a and result.effect_name == "rank-biserial r"
+    # d = 0.1, 0.05, 0.01, 0.1: ranks 3.5, 2, 1, 3.5; lowering A's third seed below B's
+    # makes R+ = 9, R- = 1, r = (9 - 1) / 10 = 0.8.
+    assert paired_compare([0.9, 0.8, 0.83, 0.7], b).effect_size == pytest.approx(0.8)
+    # Lower is better (a loss, a time): the same numbers now favour B.
+    flipped = paired_compare(a, b, higher_is_better=False)
+    assert flipped.effect_size == -1.0 and not flipped.favours_a
+    assert flipped.p_value == result.p_value and flipped.median_difference > 0
+    # Identical methods: nothing to see, p = 1.
+    same = paired_compare([0.5, 0.6], [0.5, 0.6])
+    assert same.p_value == 1.0 and same.effect_size == 0.0 and same.ties == 2
+    assert "p = 0.125, rank-biserial r = +1.00" in result.evidence()
+    assert "(87.5 %)" in result.evidence()
+
+
+def test_paired_compare_rejects_misaligned_or_failed_values() -> None:
+    with pytest.raises(ValueError, match="aligned by seed, got 3 and 2"):
+        paired_compare([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match=r"paired_compare: b.*not finite"):
+        paired_compare([1, 2], [1, float("inf")])
+    with pytest.raises(ValueError, match="at least one pair"):
+        paired_compare([], [])
+
+
+def test_holm_by_hand() -> None:
+    # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06
+    # (the running maximum keeps the order of the raw p-values).
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []
+    assert holm([0.2]) == [0.2]
+    with pytest.raises(ValueError, match="p-values in"):
+        holm([0.1, float("nan")])
+
+
+def test_holm_against_statsmodels_style_reference() -> None:
+    rng = np.random.default_rng(9)
+    for m in (2, 5, 12):
+        p = rng.uniform(0, 0.2, m)
+        adjusted = np.array(holm(p))
+        order = np.argsort(p)
+        expected = np.maximum.accumulate(np.minimum(1, (m - np.arange(m)) * p[order]))
+        assert adjusted[order] == pytest.approx(expected)
+        assert np.all(adjusted >= p)
+
+
+def test_attainable_family_verdicts() -> None:
+    assert smallest_paired_p(4) == pytest.approx(0.125)
+    assert smallest_holm_p(4, 1) == pytest.approx(0.125)
+    assert not verdict_possible(4, 1)  # four seeds: never, even alone
+    assert smallest_holm_p(10, 4) == pytest.approx(4 * 2 / 1024)
+    assert verdict_possible(10, 4)
+    assert smallest_holm_p(6, 2) == pytest.approx(0.0625)
+    assert not verdict_possible(6, 2) and verdict_possible(6, 2, alpha=0.1)
+    assert smallest_holm_p(3, 20) == 1.0
+    with pytest.raises(ValueError, match="n_tests"):
+        smallest_holm_p(10, 0)
+
+
+def test_failed_cells_score_chance_accuracy() -> None:
+    assert failure_accuracy(10) == pytest.approx(0.1)
+    assert scored_accuracy(0.83, "finished", 10) == 0.83
+    for status in ("diverged", "capped", "failed", "killed"):
+        assert scored_accuracy(0.83, status, 10) == pytest.approx(0.1)
+    assert scored_accuracy(float("nan"), "finished", 10) == pytest.approx(0.1)
+    assert scored_accuracy(None, "finished", 4) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="num_classes"):
+        failure_accuracy(1)
