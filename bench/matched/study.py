@@ -21,7 +21,6 @@ values at 3 epochs are not those at 9. Everything lands under
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from bench import matched_labels
 from bench.data import DataSplits, load_dataset
 from bench.matched import calibration
 from bench.records import CellRecord, load_records
+from bench.report import significance
 from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite
 from bench.suites import Cell, MethodSpec, Suite
 from bench.training import train_cell
@@ -87,7 +87,7 @@ def at_budget(suite: Suite, epochs: float) -> Suite:
     return replace(
         suite,
         name=f"matched-{suite.name}-e{epochs:g}",
-        budget={"epochs": float(epochs), "device_seconds": None},
+        budget={"epochs": float(epochs)},
     )
 
 
@@ -249,29 +249,26 @@ class SeedFigures:
     test_accuracy: dict[int, float]
     sparsity: dict[int, float]
     nonzeros: dict[int, float]
-    diverged: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()  # seeds scored as failures (not finished)
 
 
-def seed_figures(records: Sequence[CellRecord], chance: float) -> dict[str, SeedFigures]:
-    """Per label, the seeds' test figures. A diverged cell counts as a failure, not a gap:
-    chance accuracy and its last sparsity (DESIGN §4)."""
+def seed_figures(records: Sequence[CellRecord], num_classes: int) -> dict[str, SeedFigures]:
+    """Per label, the seeds' test figures. A cell that did not finish (diverged, capped,
+    failed) counts as a failure at chance accuracy, never dropped (DESIGN §4); its
+    sparsity and nonzeros are its last recorded ones."""
     out: dict[str, SeedFigures] = {}
     for record in records:
-        if record.status not in ("finished", "diverged"):
-            continue
         label = record.config["label"]
         seed = int(record.config["seed"])
         figures = out.setdefault(label, SeedFigures({}, {}, {}))
         summary = record.summary
-        diverged = record.status == "diverged"
-        accuracy = summary.get("test_accuracy")
-        figures.test_accuracy[seed] = (
-            chance if diverged or accuracy is None or not math.isfinite(accuracy) else accuracy
+        figures.test_accuracy[seed] = significance.scored_accuracy(
+            summary.get("test_accuracy"), record.status, num_classes
         )
         figures.sparsity[seed] = float(summary.get("sparsity") or 0.0)
         figures.nonzeros[seed] = float(summary.get("nonzeros") or 0.0)
-        if diverged:
-            out[label] = replace(figures, diverged=(*figures.diverged, seed))
+        if record.status != "finished":
+            out[label] = replace(figures, failed=(*figures.failed, seed))
     return out
 
 
@@ -308,4 +305,4 @@ def run_budget(
     outcome = run_suite(retrain, folder, device, progress=progress, models=False)
     wanted = {cell_key(cell) for cell in retrain.cells()}
     records = [r for r in load_records(cells_dir(folder, retrain.name)) if r.key in wanted]
-    return retrain, calibrated, seed_figures(records, 1.0 / data.num_classes), outcome, data
+    return retrain, calibrated, seed_figures(records, data.num_classes), outcome, data

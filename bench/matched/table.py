@@ -44,7 +44,7 @@ MATCHED_COLUMNS = (
     "calibrated",
     "val_sparsity",
     "n_seeds",
-    "n_diverged",
+    "n_failed",
     "test_accuracy",
     "test_accuracy_low",
     "test_accuracy_high",
@@ -85,7 +85,7 @@ def _interval(values: Sequence[float]) -> tuple[float, float, float, float]:
     if not values:
         return math.nan, math.nan, math.nan, math.nan
     found = significance.median_interval(list(values))
-    return float(found.median), float(found.low), float(found.high), float(found.level)
+    return _median(values), found.low, found.high, found.level
 
 
 def matched_rows(
@@ -120,7 +120,7 @@ def matched_rows(
             nnz = _interval([seeds.nonzeros[s] for s in order])
             row.update(
                 n_seeds=len(order),
-                n_diverged=len(seeds.diverged),
+                n_failed=len(seeds.failed),
                 test_accuracy=acc[0],
                 test_accuracy_low=acc[1],
                 test_accuracy_high=acc[2],
@@ -169,6 +169,7 @@ def paired_rows(
         adjusted = significance.holm([c.p_value for *_, c in family])
         n_min = min(c.n for *_, c in family)
         floor = significance.smallest_holm_p(n_min, len(family))
+        possible = significance.verdict_possible(n_min, len(family))
         for (method, a, b, comparison), p_holm in zip(family, adjusted, strict=True):
             low, high, level = _difference_interval(comparison)
             rows.append(
@@ -189,7 +190,7 @@ def paired_rows(
                     "effect_size": comparison.effect_size,
                     "effect_name": comparison.effect_name,
                     "smallest_holm_p": floor,
-                    "verdict": verdict(comparison.median_difference, p_holm, floor, reference),
+                    "verdict": verdict(comparison.median_difference, p_holm, possible, reference),
                 }
             )
     return rows
@@ -206,9 +207,9 @@ def _difference_interval(comparison: Any) -> tuple[float, float, float]:
     return float(interval.low), float(interval.high), float(interval.level)
 
 
-def verdict(difference: float, p_holm: float, floor: float, reference: str) -> str:
+def verdict(difference: float, p_holm: float, possible: bool, reference: str) -> str:
     """The claim a row supports at family-wise α (Holm)."""
-    if floor > ALPHA:
+    if not possible:
         return "too few seeds for this family"
     if p_holm > ALPHA or difference == 0:
         return "no difference shown"
@@ -255,8 +256,8 @@ def matched_markdown(rows: Sequence[dict[str, Any]], epochs: float, tolerance: f
                 f"{_num(r['test_accuracy_high'])}] @ {_num(r['sparsity'])}, "
                 f"{_num(r['nonzeros'], '.0f')} nz"
             )
-            if r["n_diverged"]:
-                text += f", {r['n_diverged']} diverged"
+            if r["n_failed"]:
+                text += f", {r['n_failed']} failed"
             entries.append(text + ("" if r["within_tolerance"] else " (!)"))
         lines.append(f"| {method} | " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
