@@ -81,9 +81,9 @@ tune: install data
 	$(PY) -m bench tune-all --setting quick --out $(OUT)
 
 # Accuracy at sparsity matched by construction (README, Matched sparsity); the budgets'
-# studies can run side by side (`make matched EPOCHS=2` and `EPOCHS=6`), a last
+# studies can run side by side (`make matched EPOCHS=2` and `EPOCHS=4`), a last
 # `make matched` then reads both back and writes the joint tables.
-EPOCHS ?= 2,6
+EPOCHS ?= 2,4
 matched: install
 	$(PY) -m bench matched --suite matched-digits --epochs $(EPOCHS) --out $(OUT)
 

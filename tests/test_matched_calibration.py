@@ -175,3 +175,24 @@ def test_real_calibration_on_digits(tmp_path: Path) -> None:
     assert entry.reached, trace
     assert abs(entry.val_sparsity - 0.5) <= 0.02
     assert trace["result"]["value"] == entry.value
+
+
+def test_steep_curved_response_is_not_crept_up_on() -> None:
+    """Proximal L1's measured shape: 0.50 at 0.0322, 0.88 at 0.0384, 1.0 from 0.053."""
+
+    def steep(value: float) -> CalibrationRun:
+        x = (math.log(value) - math.log(0.0322)) / (math.log(0.0384) - math.log(0.0322))
+        return CalibrationRun(
+            value, min(1.0, max(0.0, 0.5 + 0.38 * x**0.5 if x > 0 else 0.5 * math.exp(x)))
+        )
+
+    decision, runs = drive(steep, 0.8, 0.0322, max_runs=8)
+    assert decision.reached, [(r.value, r.sparsity) for r in runs]
+
+
+def test_a_new_starting_value_or_cap_keeps_the_runs(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    trace = Trace.open(path, {"target": 0.9, "initial": 1e-3, "max_runs": 8})
+    trace.add(CalibrationRun(1e-3, 0.5))
+    again = Trace.open(path, {"target": 0.9, "initial": 2e-3, "max_runs": 10})
+    assert again.runs == [CalibrationRun(1e-3, 0.5)]

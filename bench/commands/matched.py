@@ -39,7 +39,7 @@ from bench.safe_files import OutputWriteError, atomic_write_text
 from bench.suites import SuiteError, load_suite
 
 TARGETS = (0.5, 0.8, 0.9, 0.95)
-BUDGETS = (2.0, 6.0)
+BUDGETS = (2.0, 4.0)
 REFERENCE = "bsqh"
 
 
@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--epochs",
         type=number_list(POSITIVE_NUMBER),
         default=BUDGETS,
-        help="epoch budgets, one study each (default: 2,6)",
+        help="epoch budgets, one study each (default: 2,4)",
     )
     parser.add_argument(
         "--tolerance",
