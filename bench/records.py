@@ -145,8 +145,13 @@ def check_fields(data: dict[str, Any]) -> None:
         if name in data and not valid(data[name]):
             raise ValueError(f"field {name!r} must be {kind}, got {data[name]!r:.80}")
     for name, value in data.get("summary", {}).items():
-        if name in SUMMARY_FIELDS and not (value is None or _is_number(value)):
-            raise ValueError(f"summary figure {name!r} must be a number or null, got {value!r:.80}")
+        # A figure is a number, or a flag (true/false, e.g. ``interference``), or null.
+        if name in SUMMARY_FIELDS and not (
+            value is None or isinstance(value, bool) or _is_number(value)
+        ):
+            raise ValueError(
+                f"summary figure {name!r} must be a number, true/false or null, got {value!r:.80}"
+            )
         if name in SUMMARY_TEXT and not _is_optional_text(value):
             raise ValueError(f"summary entry {name!r} must be text, got {value!r:.80}")
 

@@ -156,7 +156,7 @@ def edit(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
         (lambda d: d.update(summary="oops"), "field 'summary' must be an object"),
         (
             lambda d: d["summary"].update(test_accuracy="high"),
-            "summary figure 'test_accuracy' must be a number or null",
+            "summary figure 'test_accuracy' must be a number, true/false or null",
         ),
         (lambda d: d.update(wall_time_s="long"), "field 'wall_time_s' must be a finite number"),
         (lambda d: d.update(curve={"a": 1}), "field 'curve' must be a list of objects"),
