@@ -618,6 +618,14 @@ class BSQH(ChunkedMethod):
         assert total is not None
         return total
 
+    # ---------------------------------------------------------------- checkpoints
+    def _state_tensors(self) -> dict[str, Tensor | None]:
+        return {"eps": self._eps, "reg": self._reg}
+
+    def _state_loaded(self) -> None:
+        # R(u_k) came with the state: the loaded parameters are no outside change.
+        self._signature = self._param_signature()
+
     # ---------------------------------------------------------------- bookkeeping
     def _clamp(self, eps: float) -> float:
         if self.hp.eps_min is not None:
@@ -768,6 +776,13 @@ class FastBSQH(GraphedStep, BSQH):
         self._carries: dict[Hashable, _Carry] = {}
         self._fuse = fuse  # read by BSQH.__init__
         super().__init__(model, hp, cuda_graph=cuda_graph, chunk_size=chunk_size, loss_fn=loss_fn)
+
+    def _state_loaded(self) -> None:
+        super()._state_loaded()
+        # The carried linearisation is not part of the state: the first step after a
+        # load recomputes it (a fresh step, as on any new batch).
+        self._carry_valid = False
+        self._last = None
 
     def _sync_with_parameters(self) -> bool:
         changed = super()._sync_with_parameters()

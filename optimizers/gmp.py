@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .checkpoint import indexed
 from .common import GradientStyleMethod, trainable_parameters
 from .graphs import GraphedStep
 from .hparams import HParams, hparam
@@ -214,6 +215,22 @@ class GMP(GradientStyleMethod):
         if prune:
             self.prune(self.schedule.sparsity(self.steps))
         return self._report(chunks, loss, objective, self._moved())
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state_tensors(self) -> dict[str, Tensor | None]:
+        return indexed("masks", self.masks)
+
+    def _state_counters(self) -> dict[str, int]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As every method's; the masks exist here exactly when they do in ``state``."""
+        saved = any(name.startswith("masks.") for name in state.get("tensors", {}))
+        if not saved:
+            self.masks = None
+        elif self.masks is None:
+            self.masks = [torch.ones_like(p) for p in self.prunable]
+        super().load_state_dict(state)
 
     @torch.no_grad()
     def prune(self, target: float) -> None:

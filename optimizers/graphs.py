@@ -230,6 +230,9 @@ class GraphedStep:
         self._graphs = GraphCache(self.method_name, self.cuda_graph)
         super().__init__(model, hp, **runtime)  # type: ignore[call-arg]
         self._pointers = [p.data_ptr() for p in self.params]
+        self._capturable_counts()
+
+    def _capturable_counts(self) -> None:
         optimizer = self._torch_optimizer()
         if optimizer is not None and self.cuda_graph and self.params[0].is_cuda:
             for group in optimizer.param_groups:  # step counts live on the device
@@ -286,6 +289,13 @@ class GraphedStep:
 
     def _graph_restored(self) -> None:
         return None
+
+    def _state_loaded(self) -> None:
+        """After ``load_state_dict``: the optimizer's state tensors are new, so every graph
+        is captured again, with step counts on the device as at construction."""
+        super()._state_loaded()  # type: ignore[misc]
+        self._graphs.clear()
+        self._capturable_counts()
 
     # ---------------------------------------------------------------- internals
     def _torch_optimizer(self) -> torch.optim.Optimizer | None:

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import validation
+from .checkpoint import indexed
 from .common import GradientStyleMethod, trainable_named_parameters
 from .graphs import graphed_variant
 from .hparams import HParams, hparam
@@ -245,6 +246,13 @@ class L0HardConcrete(GradientStyleMethod):
         self.clamp_log_alpha()
         self.write_test_weights()
         return self._report(chunks, loss, objective, self._moved())
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state_tensors(self) -> dict[str, Tensor | None]:
+        return {**indexed("theta", self.theta), **indexed("log_alpha", self.log_alpha)}
+
+    def _samples(self) -> bool:
+        return True  # the gates' noise: the generator's state is saved with the rest
 
     # ---------------------------------------------------------------- internals
     def _gated_forward(self, x: Tensor, gates: Sequence[Tensor]) -> Tensor:

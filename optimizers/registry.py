@@ -22,6 +22,7 @@ report ask when they need to know which method a name runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -39,6 +40,14 @@ class Method(Protocol):
     hp: HParams  # the hyperparameters it was built with (frozen)
 
     def step(self, x: Tensor, y: Tensor) -> StepStats: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything beyond the model's parameters that the next step depends on."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` (load the model's parameters first)."""
+        ...
 
     def objective(self, x: Tensor, y: Tensor) -> Tensor:
         """J = mean loss + R at the current parameters, without building a graph."""
@@ -75,10 +84,12 @@ def register(
 ) -> Callable[[T], T]:
     """Class decorator: make the class available to ``make(name, ...)``.
 
-    The class is built as ``cls(model, hparams_instance, **runtime)``. One dataclass may
-    serve several names (a method and its graphed variant); its label is the first name.
-    ``same_as``, ``variant_of``, ``label`` and ``pinned``: see the module docstring; a
-    labelled variant needs its label.
+    The class is built as ``cls(model, hparams_instance, **runtime)``, or, like a
+    ``torch.optim`` optimizer, as ``cls(model, lr=0.1, **runtime)``: the registry wraps the
+    constructor so that hyperparameter keywords build the (validated) dataclass. One
+    dataclass may serve several names (a method and its graphed variant); its label is the
+    first name. ``same_as``, ``variant_of``, ``label`` and ``pinned``: see the module
+    docstring; a labelled variant needs its label.
     """
     if same_as is not None and variant_of is not None:
         raise ValueError(f"{name!r}: an execution variant cannot also be a labelled variant")
@@ -100,10 +111,13 @@ def register(
             raise ValueError(f"{name!r}: {clash} cannot be both hyperparameter and runtime option")
         if not vars(hparams).get("method"):
             hparams.method = name
-        _METHODS[name] = Entry(
+        found = Entry(
             name, cls, hparams, tuple(runtime), same_as, variant_of, label, tuple(fixed.items())
         )
+        _METHODS[name] = found
         setattr(cls, "method_name", name)  # noqa: B010  (any class, whatever it declares)
+        init = vars(cls).get("__init__") or getattr(cls, "__init__")  # noqa: B009
+        setattr(cls, "__init__", _keyword_constructor(init, found))  # noqa: B010
         return cls
 
     return add
@@ -188,6 +202,31 @@ def make(name: str, model: nn.Module, **kwargs: Any) -> Method:
     values = {k: v for k, v in kwargs.items() if k not in found.runtime}
     method: Method = found.cls(model, _hparams(found, values), **runtime)
     return method
+
+
+def _keyword_constructor(init: Callable[..., None], found: Entry) -> Callable[..., None]:
+    """``init`` that also takes the hyperparameters as keywords (torch.optim's style).
+
+    Keywords that name a hyperparameter build ``found.hparams``; the runtime options pass
+    through. Giving both a dataclass and hyperparameter keywords is ambiguous, so it is an
+    error naming both; unknown keywords are named with the allowed ones.
+    """
+
+    @functools.wraps(init)
+    def __init__(self: Any, model: nn.Module, hp: HParams | None = None, **kwargs: Any) -> None:
+        values = {k: v for k, v in kwargs.items() if k not in found.runtime}
+        if values:
+            if hp is not None and set(values) <= set(found.hparams.names()):
+                raise ValueError(
+                    f"{found.name}: give the hyperparameters either as a "
+                    f"{type(hp).__name__} or as keywords, not both "
+                    f"(got {type(hp).__name__} and {', '.join(sorted(values))})"
+                )
+            hp = _hparams(found, values)
+        runtime = {k: v for k, v in kwargs.items() if k in found.runtime}
+        init(self, model, hp, **runtime)
+
+    return __init__
 
 
 def _hparams(found: Entry, values: dict[str, Any]) -> HParams:

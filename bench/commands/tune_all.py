@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import replace
 
+from bench.budget import Budget
 from bench.commands.args import POSITIVE_INT
 from bench.commands.tune import (
     INPUT_ERRORS,
@@ -64,20 +65,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _budget_caption(setting_budget: dict[str, float], trials: int | None, seeds: int) -> str:
-    parts = []
-    if "epochs" in setting_budget:
-        parts.append(f"{setting_budget['epochs']:g} epochs")
-    if "device_seconds" in setting_budget:
-        parts.append(f"{setting_budget['device_seconds']:g} device-s")
     count = (
         f"{trials} trials per study"
         if trials is not None
         else f"{TRIALS_PER_DIMENSION} trials per searched parameter (at least {MIN_TRIALS})"
     )
-    return (
-        f"{count}, {seeds} tuning seed(s) per method, each trial "
-        f"{' or '.join(parts)} (whichever first)"
-    )
+    budget = Budget.from_config(setting_budget).describe()
+    return f"{count}, {seeds} tuning seed(s) per method, each trial {budget}"
 
 
 def run(args: argparse.Namespace) -> int:
