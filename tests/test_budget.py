@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from bench.budget import Budget, BudgetError
 from bench.data import load_dataset
 from bench.interference import SLOW_FACTOR, STARVED_FACTOR, detect
 from bench.records import load_records
-from bench.report import write_report
+from bench.report import budgets, write_report
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
 from bench.training import train_cell
@@ -176,3 +177,60 @@ def test_a_cell_trained_twice_gives_identical_results() -> None:
         assert [p["test_accuracy"] for p in first.curve] == [
             p["test_accuracy"] for p in second.curve
         ]
+
+
+# ------------------------------------------------------------------- ranking across budgets
+
+
+def sweep_runs(accuracies: dict[str, dict[float, list[float | None]]]) -> pd.DataFrame:
+    """runs.csv-like rows: ``{method: {epochs: [accuracy per seed, None = diverged]}}``."""
+    rows = [
+        {
+            "method": f"{method}@{epochs:g}ep",
+            "dataset": "d",
+            "model": "m",
+            "seed": seed,
+            "status": "finished" if accuracy is not None else "diverged",
+            "test_accuracy": accuracy,
+            "budget_amount": epochs,
+            "budget_unit": "epochs",
+        }
+        for method, by_budget in accuracies.items()
+        for epochs, values in by_budget.items()
+        for seed, accuracy in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_ranking_that_holds_says_so() -> None:
+    runs = sweep_runs(
+        {"a": {2: [0.7, 0.8, 0.9], 6: [0.85] * 3}, "b": {2: [0.6] * 3, 6: [0.8, 0.8, 0.9]}}
+    )
+    ranks = budgets.ranking(runs)
+    assert ranks.set_index(["method", "budget_amount"])["rank"].to_dict() == {
+        ("a", 2): 1,
+        ("a", 6): 1,
+        ("b", 2): 2,
+        ("b", 6): 2,
+    }
+    text = "\n".join(budgets.section(runs))
+    assert "| a | 0.800 (1) | 0.850 (1) |" in text
+    assert "**The ranking holds** from 2 to 6 epochs" in text
+
+
+def test_a_flip_is_named_and_failed_seeds_count_as_zero() -> None:
+    runs = sweep_runs(
+        {
+            "a": {2: [0.8] * 3, 6: [0.9, None, None]},  # two diverged seeds: median 0
+            "b": {2: [0.7] * 3, 6: [0.75] * 3},
+            "c": {2: [0.5] * 3, 6: [0.6] * 3},
+        }
+    )
+    assert budgets.flips(budgets.ranking(runs)) == [("a", "b"), ("a", "c")]
+    text = "\n".join(budgets.section(runs))
+    assert "**The ranking flips** from 2 to 6 epochs: a ahead of b, then behind" in text
+
+
+def test_one_budget_adds_no_section() -> None:
+    runs = sweep_runs({"a": {6: [0.8]}, "b": {6: [0.7]}})
+    assert budgets.section(runs) == []

@@ -291,6 +291,8 @@ def test_device_time_excludes_evaluation(tmp_path, monkeypatch):
         def perf_counter(cls) -> float:
             return cls.now
 
+        process_time = perf_counter  # the CPU time axis: evaluation must not reach it either
+
     real_accuracy = bench.metrics.accuracy
 
     def slow_accuracy(*args, **kwargs):
@@ -306,6 +308,7 @@ def test_device_time_excludes_evaluation(tmp_path, monkeypatch):
         assert evaluations == 3
         assert record.summary["eval_time_s"] == evaluations * 2 * 100.0  # val + test per point
         assert record.summary["device_time_s"] == 0.0
+        assert record.summary["step_wall_time_s"] == 0.0
 
 
 def test_fullbatch_bsqh_records_monotone_descent(tmp_path):

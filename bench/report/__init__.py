@@ -4,7 +4,8 @@ Modules, one job each: ``frames`` flattens records into the runs and curves tabl
 ``stats`` computes medians, spreads and seed bands, ``significance`` bootstrap intervals
 and rank tests, ``profiles`` joint time-to-target and performance profiles, ``claims``
 checks statements against the numbers, ``figures`` draws the PNGs, ``markdown`` writes
-the text and ``comparison`` the sections that compare methods with their uncertainty.
+the text, ``comparison`` the sections that compare methods with their uncertainty and
+``budgets`` whether their ranking holds across the budgets of a budget sweep.
 Only this module touches the file system layout of a report.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.records import CellRecord
-from bench.report import comparison
+from bench.report import budgets, comparison
 from bench.report.claims import Claim, compute_claims
 from bench.report.figures import FigureFile, draw_figures
 from bench.report.frames import curves_frame, layer_frame, runs_frame
@@ -133,6 +134,7 @@ def _write_into(
             *comparison.confidence_section(method_rows),
             *comparison.targets_section(compared),
             *comparison.profile_section(compared, profile_figure, folder),
+            *budgets.section(runs),
         ],
     )
     paths.report_md.write_text(text, encoding="utf-8")
