@@ -22,6 +22,7 @@ from bench.report.significance import (
     HOLDS,
     TOO_FEW_FOR_FAMILY,
     Comparison,
+    Judged,
     PairedComparison,
     judge,
     paired_compare,
@@ -281,14 +282,11 @@ def judge_claims(items: Sequence[Claim | Contest], alpha: float = ALPHA) -> list
             claims.append(Claim(item.statement, too_few_seeds(0), "no seed ran by both methods"))
             continue
         p = adjusted[item.pair]
-        evidence = (
-            f"{item.context}; {item.comparison.evidence()}; Holm-adjusted p = {p:.3g} "
-            f"(family of {len(tests)})"
-        )
+        verdict = verdict_for(item.comparison, p, family.smallest_adjusted_p, alpha)
+        evidence = f"{item.context}; {Judged(item.comparison, p, verdict, len(tests)).evidence()}"
         if item.unpaired:
             plural = "s" if item.unpaired != 1 else ""
             evidence += f"; left out: {item.unpaired} seed{plural} that only one of the two ran"
-        verdict = verdict_for(item.comparison, p, family.smallest_adjusted_p, alpha)
         claims.append(Claim(item.statement, verdict, evidence))
     return claims
 

@@ -203,8 +203,8 @@ class PairedComparison:
         """The paired numbers behind a verdict, without the multiplicity adjustment."""
         return (
             f"median paired difference {format(self.median_difference, spec)} "
-            f"{self.interval.label(spec)}, n={self.n} pairs ({self.wins} wins, "
-            f"{self.losses} losses, {self.ties} ties); {PAIRED_TEST_NAME}: "
+            f"{self.interval.label(spec)}, n={self.n} pairs (wins/losses/ties "
+            f"{self.wins}/{self.losses}/{self.ties}); {PAIRED_TEST_NAME}: "
             f"p = {self.p_value:.3g}, {self.effect_name} = {self.effect_size:+.2f}"
         )
 
