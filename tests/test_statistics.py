@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report.claims import bsqh_against_peers, judge_claims, monotone_descent, most_accurate
+from bench.report.claims import (
+    bsqh_against_peers,
+    family_size_bound,
+    judge_claims,
+    monotone_descent,
+    most_accurate,
+)
 from bench.report.profiles import (
     joint_target_hit,
     joint_time_to_target,
@@ -525,3 +531,26 @@ def test_judge_a_family_by_hand() -> None:
     assert not alone.possible and alone.judged[0].verdict == "too few seeds for this family"
     assert "smallest attainable Holm-adjusted p = 0.125" in alone.summary()
     assert judge([]).judged == () and judge([]).summary() == "no paired comparison"
+
+
+@pytest.mark.parametrize("suite", ["quick-tuned", "paper"])
+def test_comparative_suites_have_seeds_for_a_verdict(suite: str) -> None:
+    """The suites meant for comparisons can reach a verdict: their report's Holm family
+    (at its largest) has a smallest attainable adjusted p at or below alpha."""
+    import tomllib
+
+    from bench.suites import SUITES_DIR
+
+    spec = tomllib.loads((SUITES_DIR / f"{suite}.toml").read_text())
+    seeds = len(spec["seeds"])
+    groups = len(spec["datasets"]) * len(spec["models"])
+    bound = family_size_bound(groups, [m["name"] for m in spec["methods"]])
+    assert seeds >= 10
+    assert verdict_possible(seeds, bound), (suite, seeds, bound, smallest_holm_p(seeds, bound))
+
+
+def test_family_size_bound_by_hand() -> None:
+    # Two bSQH variants against three others, plus the most-accurate pair, per group.
+    assert family_size_bound(1, ["bsqh", "bsqh-fast", "sgd", "gmp", "emsa"]) == 7
+    assert family_size_bound(9, ["bsqh"] * 2 + ["x"] * 8) == 153
+    assert family_size_bound(2, ["sgd", "adam"]) == 2

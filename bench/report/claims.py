@@ -233,8 +233,8 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
     contests = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
         present = group[group["n_cells"] > 0]
-        ours = present[present["optimizer"].astype(str).str.startswith("bsqh")]
-        others = present[~present["optimizer"].astype(str).str.startswith("bsqh")]
+        focus = present["optimizer"].map(is_bsqh).astype(bool)
+        ours, others = present[focus], present[~focus]
         for _, mine in ours.sort_values("method").iterrows():
             for _, peer in others.sort_values("method").iterrows():
                 if not matched_labels.comparable(mine["method"], peer["method"]):
@@ -248,6 +248,20 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
                     contest(statement, context, runs, where, mine["method"], peer["method"])
                 )
     return contests
+
+
+def is_bsqh(optimizer: str) -> bool:
+    """Whether a registry name is a bSQH variant (the focus of the peer comparisons)."""
+    return str(optimizer).startswith("bsqh")
+
+
+def family_size_bound(groups: int, optimizers: Sequence[str]) -> int:
+    """The most comparative tests a report of ``groups`` dataset x model combinations of
+    these methods can hold: per group, each bSQH variant against every other method, plus
+    the most-accurate pair. A suite meant for verdicts needs seeds n with
+    :func:`bench.report.significance.verdict_possible` (n, this bound)."""
+    ours = sum(is_bsqh(o) for o in optimizers)
+    return groups * (ours * (len(optimizers) - ours) + 1)
 
 
 def judge_claims(items: Sequence[Claim | Contest], alpha: float = ALPHA) -> list[Claim]:
