@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 import optimizers
 from bench.evaluation import accuracy, mean_loss
+from bench.interference import SLOW_FACTOR, STARVED_FACTOR
 from bench.models import nonzero_macs_per_sample
 
 Aggregate = Literal["median", "sum", "none"]
@@ -55,6 +56,8 @@ class Probe(Protocol):
     device_seconds: float
     eval_seconds: float
     warmup_seconds: float
+    step_wall_seconds: float | None
+    interference: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "device_time_s",
-        "device time of training steps only (CUDA events / monotonic clock), cumulative",
+        "device time of training steps only, cumulative: CUDA events on a GPU, the "
+        "process's CPU time on a CPU (robust to other processes; see Performance)",
         compute=lambda p: p.device_seconds,
         final=lambda p: p.device_seconds,  # a diverged cell's steps after its last point
         fmt="s",
@@ -208,6 +212,36 @@ METRICS: tuple[Metric, ...] = (
         final=lambda p: p.warmup_seconds,
         fmt="s",
         aggregate="sum",
+    ),
+    Metric(
+        "step_wall_time_s",
+        "CPU only: wall time of the training steps (what other processes slow down)",
+        final=lambda p: p.step_wall_seconds,
+        fmt="s",
+    ),
+    Metric(
+        "interference",
+        "whether other processes slowed this cell's steps (bench.interference; the "
+        "report names such cells)",
+        final=lambda p: p.interference.get("interference"),
+        aggregate="none",
+        mlflow=False,  # a tag
+    ),
+    Metric(
+        "slowed_step_share",
+        f"share of steps slower than {SLOW_FACTOR:g}x the cell's median step",
+        final=lambda p: p.interference.get("slowed_step_share"),
+    ),
+    Metric(
+        "starved_step_share",
+        f"CPU only: share of steps whose wall time exceeded {STARVED_FACTOR:g}x their "
+        "process CPU time",
+        final=lambda p: p.interference.get("starved_step_share"),
+    ),
+    Metric(
+        "wall_cpu_ratio",
+        "CPU only: wall time / process CPU time of the steps (grows under load)",
+        final=lambda p: p.interference.get("wall_cpu_ratio"),
     ),
     Metric(
         "iterations",

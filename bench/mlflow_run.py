@@ -35,7 +35,13 @@ DRIVER_TAGS = ("pmp.driver_host", "pmp.driver_pid")
 CLOSE_REASON_TAG = "pmp.close_reason"
 #: Set when a run holds everything its record has (so `bench sync` can leave it alone).
 COMPLETE_TAG = "pmp.complete"
-TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+TERMINAL = {
+    "finished": "FINISHED",
+    "diverged": "FINISHED",
+    "capped": "FINISHED",  # the `status` tag says capped: out of every verdict
+    "failed": "FAILED",
+    "killed": "KILLED",
+}
 
 
 def short_reason(error: BaseException) -> str:

@@ -18,8 +18,6 @@ marks the cell failed, the suite goes on, and the exit code is non-zero at the e
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import sys
 import time
 import traceback
@@ -38,13 +36,14 @@ from bench.interrupts import InterruptGuard
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
-from bench.records import CellRecord, load_record
+from bench.records import CellRecord, config_key, load_record
 from bench.suites import Cell, Suite
 from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledger
 from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import TrainingResult, train_cell
 
-#: Statuses a rerun keeps; failed and killed cells run again.
+#: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
+#: its clock safety net, which a quieter machine may not).
 DONE = ("finished", "diverged")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
@@ -52,8 +51,7 @@ MODEL_EXAMPLE_SIZE = 4
 
 def cell_key(cell: Cell) -> str:
     """Stable hash of everything that determines the cell's result, code included."""
-    payload = json.dumps({"config": cell.config(), "code": code_version()}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return config_key(cell.config(), code_version())
 
 
 def suite_dir(out_dir: Path, suite: str) -> Path:
@@ -286,8 +284,8 @@ def _fill(record: CellRecord, result: TrainingResult) -> None:
     record.summary = result.summary
     record.curve = result.curve
     record.layer_sparsity = result.layer_sparsity
-    if result.status == "diverged":
-        record.error = result.summary.get("diverged_reason")
+    if result.status in ("diverged", "capped"):
+        record.error = result.summary.get(f"{result.status}_reason")
 
 
 def one_line(record: CellRecord) -> str:

@@ -109,7 +109,14 @@ def close_run(run: RunLog, record: CellRecord) -> None:
         layer_sparsity=record.layer_sparsity,
         error=error,
         figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
+        tags=interference_tag(summary),
     )
+
+
+def interference_tag(summary: dict[str, Any]) -> dict[str, str]:
+    """``interference = true|false`` where the cell's steps were checked (a filter in the UI)."""
+    flag = summary.get("interference")
+    return {} if flag is None else {"interference": str(bool(flag)).lower()}
 
 
 def draw_cell_figure(record: CellRecord, folder: Path) -> Path:

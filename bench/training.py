@@ -2,18 +2,20 @@
 
 Only ``method.step`` runs inside the device timer. Warm-up (a throwaway copy of the model
 and method stepping twice, plus the method's optional ``prepare`` for compilation or
-CUDA-graph capture), evaluation and logging are timed separately. On CUDA the budget
-and the divergence check are looked at on the evaluation cadence only, so the host never
-waits for the device between steps, and a run may overshoot a device-seconds budget by up
-to one evaluation interval; on a CPU, where reading the clock is free, the device-seconds
-budget is checked after every step.
+CUDA-graph capture), evaluation and logging are timed separately.
+
+The stopping rule is the cell's clock-free budget (:mod:`bench.budget`): a step or epoch
+budget is checked after every step, a pass budget too on a CPU; on CUDA the pass count
+(and the safety cap) is read at the evaluation cadence only, so the host never waits for
+the device between steps. A cell that reaches its safety cap before its budget ends
+``capped``. Each step's time is kept, and :mod:`bench.interference` reads it at the end.
 
 A cell *diverges* (status ``diverged``, with the reason in its summary) when, at an
 evaluation point or a step, the objective is NaN or infinite, or when at an evaluation
 point the objective on the training-evaluation samples exceeds ``DIVERGENCE_FACTOR``
 times its initial value plus ``DIVERGENCE_MARGIN``: training that explodes but stays
 finite (lr = 1e6 lifting 2.3 to millions) is not a result to compare. The curve keeps
-the last good point; the report leaves diverged cells out of medians and claims.
+the last good point; the report leaves diverged and capped cells out of medians and claims.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 import optimizers
-from bench import metrics
+from bench import interference, metrics
+from bench.budget import Budget
 from bench.data import DataSplits
 from bench.models import build_model
 from bench.numerics import numerics
@@ -60,7 +63,7 @@ def divergence_limit(initial_objective: float) -> float:
 
 @dataclass
 class TrainingResult:
-    status: str  # finished | diverged
+    status: str  # finished | diverged | capped
     curve: list[dict[str, Any]]
     summary: dict[str, Any]
     layer_sparsity: dict[str, float] = field(default_factory=dict)
@@ -95,6 +98,13 @@ class _Counters:
     device_seconds: float = 0.0
     eval_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    step_wall_seconds: float | None = None  # CPU only: the steps' summed wall time
+    interference: dict[str, Any] = field(default_factory=dict)  # bench.interference.detect
+
+    @property
+    def passes(self) -> float:
+        """Network-equivalent forward plus backward passes so far (a pass budget's count)."""
+        return self.forward + self.backward
 
     # Read through, never copied: tuning must not touch the test split at all.
     @property
@@ -154,9 +164,9 @@ def iterations_per_epoch(cell: Cell, n_train: int) -> int:
 def method_hparams(cell: Cell, total_steps: int | None = None) -> dict[str, Any]:
     """The cell's hyperparameters plus the runtime options the runner sets.
 
-    ``total_steps`` (the epoch budget in steps) is handed to methods with a schedule over
-    the run (GMP's pruning window as fractions of it); a budget of device seconds alone
-    gives no step count, and such methods fall back to their absolute step settings.
+    ``total_steps`` (the budget in steps) is handed to methods with a schedule over the
+    run (GMP's pruning window as fractions of it); a budget of passes gives no step
+    count in advance, and such methods fall back to their absolute step settings.
     """
     hparams = dict(cell.method.hparams)
     runtime = optimizers.runtime_options(cell.method.name)
@@ -211,10 +221,9 @@ def _train(
     n_train = len(data.train_y)
     per_epoch = iterations_per_epoch(cell, n_train)
     every = max(1, round(cell.eval_every_epochs * per_epoch))
-    epochs = cell.budget.get("epochs")
-    max_iterations = math.ceil(epochs * per_epoch) if epochs else None
+    budget = Budget.from_config(cell.budget)
+    max_iterations = budget.max_steps(per_epoch)
     hparams = method_hparams(cell, max_iterations)
-    max_seconds = cell.budget.get("device_seconds")
     eval_x = data.train_x[: cell.train_eval_size]
     eval_y = data.train_y[: cell.train_eval_size]
 
@@ -232,7 +241,9 @@ def _train(
             prepare(first_x, first_y)
     stream = batches(cell, data)  # restart: the warm-up must not shift the batch order
 
-    timer = StepTimer(device)
+    timer = StepTimer(device, keep_steps=True)
+    # Pass budgets need each step's pass count at once: free on a CPU, a sync on CUDA.
+    count_each_step = budget.unit == "passes" and not timer.cuda
     evaluation = Stopwatch(device)
     fullbatch = cell.method.mode == "fullbatch"
     counters = _Counters(
@@ -273,6 +284,7 @@ def _train(
         return point
 
     status = "finished"
+    capped = False
     bar = tqdm(total=max_iterations, desc=cell.name, unit="it", leave=False, disable=not progress)
     try:
         with evaluation.measure():
@@ -282,15 +294,19 @@ def _train(
             with timer.step():
                 stats = method.step(x, y)
             pending.append(stats)
+            if count_each_step:
+                _absorb(pending, counters, fullbatch)
+                pending.clear()
             counters.iterations += 1
             bar.update(1)
-            done = max_iterations is not None and counters.iterations >= max_iterations
-            if max_seconds is not None and (timer.seconds_if_free() or 0.0) >= max_seconds:
-                done = True  # on a CPU the budget is exact; CUDA checks it at evaluations
-            if counters.iterations % every == 0 or done:
+            done = budget.spent(counters.iterations, counters.passes, per_epoch)
+            capped = budget.capped(timer.seconds_if_free() or 0.0)
+            if counters.iterations % every == 0 or done or capped:
                 with evaluation.measure():
                     point = evaluate()
-                if done or (max_seconds is not None and point["device_time_s"] >= max_seconds):
+                done = budget.spent(counters.iterations, counters.passes, per_epoch)
+                capped = not done and (capped or budget.capped(point["device_time_s"]))
+                if done or capped:
                     break
     except Diverged as error:
         status = "diverged"
@@ -298,11 +314,22 @@ def _train(
     finally:
         bar.close()
 
+    if capped and status == "finished":
+        status = "capped"
     counters.device_seconds = timer.seconds()
     counters.eval_seconds = evaluation.total
+    counters.step_wall_seconds = timer.wall_seconds()
+    counters.interference = interference.detect(
+        timer.step_milliseconds(), timer.wall_milliseconds()
+    )
     summary = metrics.summary(counters, curve[-1] if curve else {})
     if status == "diverged":
         summary["diverged_reason"] = diverged_reason
+    if status == "capped":
+        summary["capped_reason"] = (
+            f"safety cap of {budget.safety_cap_seconds:g} device-seconds reached after "
+            f"{counters.iterations} steps, before the budget of {budget.describe()}"
+        )
     return TrainingResult(
         status=status,
         curve=curve,

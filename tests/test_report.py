@@ -126,7 +126,7 @@ def make_record(
             "mode": MODE[method],
             "batch_size": None if MODE[method] == "fullbatch" else 64,
             "chunk_size": None,
-            "budget": {"epochs": 4, "device_seconds": None},
+            "budget": {"epochs": 4},
         },
         summary=summary,
         curve=curve,
@@ -443,7 +443,7 @@ def test_claim_fails_when_an_accepted_step_raised_the_objective(
 
 def test_unfinished_cells_are_listed(report) -> None:
     paths, _ = report
-    listed = section(paths.report_md.read_text(), "## Diverged, failed and killed cells")
+    listed = section(paths.report_md.read_text(), "## Diverged, capped, failed and killed cells")
     diverged = table_row(listed, "digits-lenet-adam-mini-s3")
     assert "diverged" in diverged
     assert "objective became nan at iteration 20" in diverged

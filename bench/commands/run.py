@@ -18,17 +18,19 @@ import statistics
 import sys
 from collections.abc import Sequence
 
+from bench.budget import SAFETY_CAP
 from bench.commands.args import add_device, add_out, add_suite
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.errors import UsageError
 from bench.records import CellRecord, load_records
+from bench.runner import DONE as RERUN_KEEPS
 from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite, select
 from bench.suites import Cell, Suite, load_suite
 from bench.writable import ensure_writable_dir
 
 #: Ledger statuses a rerun skips.
-DONE = ("finished", "diverged")
+DONE = RERUN_KEEPS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -135,22 +137,24 @@ def estimate_seconds(cell: Cell, records: Sequence[CellRecord]) -> tuple[float |
 
     Earlier records of the same method, model and dataset (any code version) give the
     median wall time; without them, the budget's device-seconds cap bounds the training
-    steps (evaluation comes on top); an epochs-only budget without records has no estimate.
+    steps (evaluation comes on top); a budget without a cap and without records has no
+    estimate.
     """
     past = [r.wall_time_s for r in records if _similar(cell, r) and r.wall_time_s > 0]
     if past:
         return statistics.median(past), "earlier records"
-    cap = cell.budget.get("device_seconds")
+    cap = cell.budget.get(SAFETY_CAP)
     if cap is not None:
-        return float(cap), "device-seconds budget"
-    return None, "no estimate (epochs-only budget, no earlier record)"
+        return float(cap), "at most its safety cap"
+    return None, "no estimate (no safety cap, no earlier record)"
 
 
 def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellRecord]) -> str:
     """The dry run's listing: one line per cell, then the totals."""
     status = {r.key: r.status for r in records}
     width = max(len(c.name) for c in cells)
-    lines = [f"suite {suite.name}: {len(cells)} cells (budget {_budget(suite.budget)})"]
+    budgets = "; ".join(_budget(b) for b in suite.budgets or [suite.budget])
+    lines = [f"suite {suite.name}: {len(cells)} cells (budget {budgets})"]
     pending_seconds, unknown, pending = 0.0, 0, 0
     for cell in cells:
         key = cell_key(cell)

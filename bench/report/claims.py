@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+import optimizers
 from bench import matched_labels
 from bench.report.significance import (
     ALPHA,
@@ -73,6 +74,12 @@ def _accepted_steps(row: pd.Series) -> int:
     return int(_number(row.get("iterations")) or 0)
 
 
+def is_bsqh(optimizer: str) -> bool:
+    """Whether a registry name runs bSQH itself (``bsqh``, ``bsqh-fast``), never an ablation
+    such as ``bsqh-parallel`` (``optimizers.algorithm`` decides, not a name prefix)."""
+    return optimizers.algorithm(optimizer) == "bsqh"
+
+
 def verdict(comparison: Comparison) -> str:
     """The verdict of an unpaired comparison (``bench.tuning.matched`` until it moves to
     the paired statistics): holds / does not hold / no significant difference / too few."""
@@ -91,7 +98,7 @@ def monotone_descent(runs: pd.DataFrame) -> Claim:
     checked, and counting its zero increases would make the claim hold by default.
     """
     statement = "Full-batch bSQH never increased its objective on an accepted step"
-    bsqh = runs["optimizer"].astype(str).str.startswith("bsqh")
+    bsqh = runs["optimizer"].astype(str).map(is_bsqh).astype(bool)
     fullbatch = runs[(runs["mode"] == "fullbatch") & bsqh]
     fullbatch = fullbatch[fullbatch["status"].isin(("finished", "diverged"))]
     if fullbatch.empty:
@@ -233,8 +240,8 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
     contests = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
         present = group[group["n_cells"] > 0]
-        focus = present["optimizer"].map(is_bsqh).astype(bool)
-        ours, others = present[focus], present[~focus]
+        mask = present["optimizer"].astype(str).map(is_bsqh).astype(bool)
+        ours, others = present[mask], present[~mask]
         for _, mine in ours.sort_values("method").iterrows():
             for _, peer in others.sort_values("method").iterrows():
                 if not matched_labels.comparable(mine["method"], peer["method"]):
@@ -248,11 +255,6 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
                     contest(statement, context, runs, where, mine["method"], peer["method"])
                 )
     return contests
-
-
-def is_bsqh(optimizer: str) -> bool:
-    """Whether a registry name is a bSQH variant (the focus of the peer comparisons)."""
-    return str(optimizer).startswith("bsqh")
 
 
 def family_size_bound(groups: int, optimizers: Sequence[str]) -> int:

@@ -91,10 +91,7 @@ def setup_section(runs: pd.DataFrame) -> list[str]:
     )
     counts = runs["status"].value_counts()
     by_status = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in (FINISHED, *NOT_FINISHED))
-    budgets = _unique(
-        f"epochs={e}, device_seconds={d}"
-        for e, d in zip(runs["budget_epochs"], runs["budget_device_seconds"], strict=True)
-    )
+    budgets = _unique(runs["budget"])
     return [
         "## Setup",
         "",
@@ -273,16 +270,41 @@ def _last_good(run: pd.Series, curves: pd.DataFrame) -> tuple[Any, Any, Any, Any
     return iteration, source["device_time_s"], source["objective"], source["test_accuracy"]
 
 
+def interference_lines(runs: pd.DataFrame) -> list[str]:
+    """One line naming the cells whose steps other processes slowed (bench.interference).
+
+    Their accuracy and sparsity stand (no stopping rule reads a clock); their time
+    figures do not, and the line says so.
+    """
+    if "interference" not in runs:
+        return []
+    flagged = runs[runs["interference"].map(lambda v: v is True or str(v).lower() == "true")]
+    if flagged.empty:
+        return []
+    names = ", ".join(
+        f"{r['method']}/seed{r['seed']} (slowed {fmt(r['slowed_step_share'], '.0%')}, "
+        f"starved {fmt(r['starved_step_share'], '.0%')})"
+        for _, r in flagged.sort_values(["method", "seed"]).iterrows()
+    )
+    return [
+        f"**Interference:** other processes slowed the training steps of {len(flagged)} of "
+        f"{len(runs)} cells: {names}. Their accuracy and sparsity do not depend on it (no "
+        "stopping rule reads a clock); their time figures are suspect.",
+        "",
+    ]
+
+
 def unfinished_section(runs: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
-    """Every diverged, failed or killed cell with its error and its last good figures."""
-    lines = ["## Diverged, failed and killed cells", ""]
+    """Every diverged, capped, failed or killed cell with its error and last good figures."""
+    lines = ["## Diverged, capped, failed and killed cells", ""]
     bad = runs[runs["status"] != FINISHED].sort_values(["status", "key"])
     if bad.empty:
         return [*lines, "None: every cell finished.", ""]
     lines += [
         "Each counts at chance accuracy in the accuracy medians and comparisons above "
-        "(its last good figures are not used there). *Last good* is the last evaluation "
-        "with a finite objective; the full error text is in runs.csv.",
+        "(its last good figures are not used there). *Capped* cells hit their clock "
+        "safety net before their budget ended. *Last good* is the last evaluation with a "
+        "finite objective; the full error text is in runs.csv.",
         "",
     ]
     header = ["Cell", "Method", "Dataset × model", "Seed", "Status", "Error"]
@@ -325,7 +347,7 @@ def render_report(
     if description.strip():
         lines += [description.strip(), ""]
     if not runs.empty:
-        lines += setup_section(runs) + methods_section(runs)
+        lines += setup_section(runs) + interference_lines(runs) + methods_section(runs)
     lines += results_section(method_rows, figures, report_dir, target_accuracy)
     lines += list(comparison_lines)
     lines += claims_section(claims)

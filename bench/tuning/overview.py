@@ -12,12 +12,14 @@ from typing import Any
 
 from bench.report.markdown import table
 from bench.tuning.figures import plot_fronts
+from bench.tuning.seeds import seed_markdown
 
 TABLE_COLUMNS = (
     "label",
     "method",
     "mode",
     "study",
+    "tuning_seed",
     "finished",
     "failed",
     "front_size",
@@ -34,14 +36,15 @@ TABLE_NOTE = (
     "sparsity) above the reference point `hv_reference` = (chance accuracy, 0), so fully "
     "pruned networks that only guess add nothing; larger is better. Methods that produce "
     "no exact zeros have hypervolume 0 by construction. Rows are in suite order, **not a "
-    "ranking**: each hypervolume comes from one tuning run, and without its spread over "
-    "tuning seeds a difference between methods may be tuning noise."
+    "ranking**: each hypervolume comes from one tuning run; read a difference between "
+    "methods against the spread of the hypervolume over tuning seeds (the tuning-seed "
+    "table), and with a single tuning seed, whose spread is unknown, not at all."
 )
 
 
 def hypervolume_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per study, in the order given (the suite's): never sorted by hypervolume,
-    which would rank methods on a figure whose spread over tuning seeds is not shown."""
+    which would rank methods by one tuning run's figure without its spread over seeds."""
     rows = []
     for s in summaries:
         picked = s.get("picked") or {}
@@ -51,6 +54,7 @@ def hypervolume_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "method": s.get("method"),
                 "mode": s.get("mode"),
                 "study": s["study"],
+                "tuning_seed": s.get("tuning_seed", 0),
                 "finished": s["finished"],
                 "failed": s["trials"]["FAIL"] - s.get("surplus", 0),
                 "front_size": s["front_size"],
@@ -100,6 +104,8 @@ def write_overview(
         TABLE_NOTE,
         "",
         *table(TABLE_COLUMNS, ([_text(r.get(c)) for c in TABLE_COLUMNS] for r in rows)),
+        "",
+        *seed_markdown(summaries),
     ]
     md_path.write_text("\n".join(lines) + "\n")
     title = f"Pareto fronts, setting {name}" + (f"\n{caption}" if caption else "")

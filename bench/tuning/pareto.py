@@ -18,8 +18,8 @@ the reference point (chance accuracy 1 / classes, sparsity 0), :func:`reference_
 A reference at accuracy 0 would let a network pruned until it guesses add area for
 nothing; above chance it adds none. Methods that never produce zeros have hypervolume 0
 by construction; their rows still show their accuracy. A hypervolume is one number from
-one tuning run: the tables show it without ranking methods by it, since with a single
-tuning seed its spread, and so whether a difference is more than tuning noise, is unknown.
+one tuning run: the tables show it without ranking methods by it; its spread over tuning
+seeds (:mod:`bench.tuning.seeds`) says whether a difference is more than tuning noise.
 """
 
 from __future__ import annotations
