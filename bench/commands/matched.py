@@ -8,11 +8,12 @@ found is retrained with the suite's paired seeds and evaluated on test
 (:mod:`bench.matched`). A rerun resumes: finished calibration runs and retrained cells
 are read back, not trained again. Outputs under ``<out>/matched-<suite>/``:
 
-- ``matched.csv`` / ``paired.csv``: the tables of every budget (:mod:`bench.matched.table`);
+- ``matched.csv`` / ``paired.csv``: the tables of every budget, the calibrated knob values
+  included (:mod:`bench.matched.table`);
 - ``MATCHED.md``: both, per budget, in Markdown; ``matched.png``: accuracy vs nonzeros;
-- ``calibrated.csv``: the calibrated knob values (with their calibration runs);
 - ``epochs-<E>/calibration/<method>@<s>.json``: every calibration run;
-- ``epochs-<E>/cells/`` and ``epochs-<E>/mlflow.db``: the retrained cells' ledger and runs.
+- ``epochs-<E>/matched-<suite>-e<E>/cells/`` and ``epochs-<E>/mlflow.db``: the retrained
+  cells' ledger and runs.
 """
 
 from __future__ import annotations
