@@ -70,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-runs",
         type=POSITIVE_INT,
         default=calibration.DEFAULT_MAX_RUNS,
-        help="calibration runs per method and target before 'not reached' (default: 8)",
+        help="calibration runs per method and target before 'not reached' (default: 12)",
     )
     parser.add_argument(
         "--reference", default=REFERENCE, help="method the others are paired with (default: bsqh)"
