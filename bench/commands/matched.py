@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -73,6 +74,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="calibration runs per method and target before 'not reached' (default: 12)",
     )
     parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated labels: calibrate and retrain only these (default: all); a "
+        "second driver on the same --out shares the cells through the ledger's claims",
+    )
+    parser.add_argument(
         "--reference", default=REFERENCE, help="method the others are paired with (default: bsqh)"
     )
     parser.add_argument(
@@ -101,6 +108,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.methods is not None:
+        chosen = [label.strip() for label in args.methods.split(",") if label.strip()]
+        unknown = [label for label in chosen if label not in labels]
+        if not chosen or unknown:
+            print(
+                f"error: --methods {args.methods!r}: unknown label(s) "
+                f"{', '.join(unknown) or '(none given)'}; suite {suite.name!r} has: "
+                f"{', '.join(labels)}",
+                file=sys.stderr,
+            )
+            return 2
+        suite = replace(suite, methods=[m for m in suite.methods if m.label in chosen])
     device = resolve_device(args.device)
     # These networks are tiny: intra-op threads buy nothing, and with another process on
     # the other core two threads ran a cell ten times slower than one (README).
