@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from bench.claims import WAIT_POLL_S, CellClaims
 from bench.data import DataCache
 from bench.environment import code_version, environment
-from bench.interrupts import InterruptGuard
+from bench.interrupts import InterruptGuard, describe
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
@@ -244,10 +244,10 @@ def run_cell(
             result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
         if models and result.status == "finished" and result.model is not None:
             run.log_model(result.model, splits.test_x[:MODEL_EXAMPLE_SIZE])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
         with guard.deferred():
             record.status = "killed"
-            record.error = "interrupted (Ctrl-C)"
+            record.error = describe(interrupt)
             record.curve = seen
             last = seen[-1] if seen else {}
             record.summary = {k: last[k] for k in SUMMARY_FIELDS if k in last}

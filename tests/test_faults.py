@@ -10,9 +10,14 @@ path of Ctrl-C.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +25,18 @@ from typing import Any
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
+import bench.runner
 from bench.cli import main
 from bench.records import LedgerWarning, load_records
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
+from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
 from tests.test_inputs import suite_text
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +212,68 @@ def test_newer_summary_figures_and_the_capped_status_are_accepted(
         records = {r.config["label"]: r for r in load_records(by_label["sgd"].parent)}
     assert records["sgd"].status == "capped"
     assert records["sgd"].summary["interference_share"] == 0.25
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def _mlflow_runs(out: Path, suite: str = "t") -> list[Any]:
+    client = MlflowClient(tracking_uri=tracking_uri(out))
+    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
+    return client.search_runs([experiment.experiment_id], "tags.run_kind = 'cell'")
+
+
+def test_sigterm_during_training_records_the_cell_killed_closes_its_run_and_exits_143(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text())
+    real = bench.runner.train_cell
+
+    def terminated_after_an_evaluation(*args: Any, on_eval: Any, **kwargs: Any) -> Any:
+        def evaluate(point: dict[str, Any]) -> None:
+            on_eval(point)
+            os.kill(os.getpid(), signal.SIGTERM)  # as a batch system's stop would land
+
+        return real(*args, on_eval=evaluate, **kwargs)
+
+    monkeypatch.setattr(bench.runner, "train_cell", terminated_after_an_evaluation)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 143
+    assert signal.getsignal(signal.SIGTERM) == before  # the CLI's handler is gone again
+    assert capsys.readouterr().err.strip().endswith("terminated (SIGTERM)")
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert record.status == "killed" and record.error == "terminated (SIGTERM)"
+    assert len(record.curve) == 1 and record.mlflow_synced
+    (run,) = _mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED" and run.info.run_id == record.mlflow_run_id
+    assert not list((tmp_path / "t" / "claims").glob("*.claim"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_running_suite_takes_the_path_of_ctrl_c(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text().replace("epochs = 1", "epochs = 50"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = ["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *command],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    claims = tmp_path / "t" / "claims"
+    deadline = time.monotonic() + 120
+    while not any(claims.glob("*.claim")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.terminate()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert record.status == "killed" and record.error == "terminated (SIGTERM)"
+    assert [r.info.status for r in _mlflow_runs(tmp_path)] == ["KILLED"]
+    assert not list(claims.glob("*.claim"))
