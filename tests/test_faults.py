@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -277,3 +279,57 @@ def test_sigterm_to_a_running_suite_takes_the_path_of_ctrl_c(tmp_path: Path) -> 
     assert record.status == "killed" and record.error == "terminated (SIGTERM)"
     assert [r.info.status for r in _mlflow_runs(tmp_path)] == ["KILLED"]
     assert not list(claims.glob("*.claim"))
+
+
+# --------------------------------------------------------------------------- data that does not fit
+
+
+@pytest.mark.parametrize(
+    ("data", "method", "expected"),
+    [
+        ("train_subset = 100000", "batch_size = 32", "train_subset must be an integer in [1, 512]"),
+        ("", "batch_size = 5000", "key 'batch_size': batch_size 5000 of method 'sgd' exceeds"),
+    ],
+)
+def test_data_options_beyond_the_loaded_data_are_refused_before_any_cell_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, method: str, expected: str
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text(data=data).replace("batch_size = 32", method))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = one_error_line(capsys)
+    assert str(path) in err and expected in err
+    assert not cells_dir(tmp_path, "t").exists() or not list(cells_dir(tmp_path, "t").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("label", "train-labels-idx1-ubyte: label 200 outside 0..9"),
+        ("count", "train-images-idx3-ubyte: has 12 images but"),
+    ],
+)
+def test_mnist_format_files_that_disagree_are_a_data_error_not_an_internal_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, expected: str
+) -> None:
+    from bench.data.locate import IDX_FILES
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    labels = np.arange(12, dtype=np.uint8) % 10
+    if damage == "label":
+        labels[3] = 200
+    arrays = {
+        "train_images": np.zeros((12, 4, 4), np.uint8),
+        "train_labels": labels if damage == "label" else labels[:10],
+        "test_images": np.zeros((5, 4, 4), np.uint8),
+        "test_labels": np.zeros(5, np.uint8),
+    }
+    for key, array in arrays.items():  # IDX: magic (type 0x08, ndim), sizes, bytes
+        header = struct.pack(">I", 0x800 + array.ndim) + struct.pack(
+            f">{array.ndim}I", *array.shape
+        )
+        (folder / IDX_FILES[key]).write_bytes(header + array.tobytes())
+    assert main(["data", "--dataset", "mnist", "--root", str(tmp_path)]) == 2
+    err = one_error_line(capsys)
+    assert expected in err

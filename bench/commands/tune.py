@@ -37,7 +37,13 @@ from bench.commands.args import (
     add_device,
     add_out,
 )
-from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_datasets
+from bench.data import (
+    DataFileError,
+    DataOptionError,
+    DatasetUnavailable,
+    DataSplits,
+    available_datasets,
+)
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.models import available_models, build_model
@@ -67,6 +73,7 @@ INPUT_ERRORS = (
     StudyError,
     DatasetUnavailable,
     DataFileError,
+    DataOptionError,
     PathNotWritable,
 )
 #: Flags that describe the setting; refused together with --setting.
