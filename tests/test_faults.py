@@ -333,3 +333,19 @@ def test_mnist_format_files_that_disagree_are_a_data_error_not_an_internal_one(
     assert main(["data", "--dataset", "mnist", "--root", str(tmp_path)]) == 2
     err = one_error_line(capsys)
     assert expected in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe\x00garbage\x81", b'{"op_code": 0, "worker_id": "w", "study_name": "s"\n'],
+)
+def test_a_journal_storage_that_is_garbage_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    journal = tmp_path / "journal.log"
+    journal.write_bytes(content)
+    args = ["tune", "--method", "sgd", "--model", "cnn-tiny", "--dataset", "synthetic"]
+    args += ["--trials", "1", "--budget-epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert main([*args, "--storage", str(journal)]) == 2
+    err = one_error_line(capsys)
+    assert str(journal) in err and "not an Optuna journal or is damaged" in err and "line 1" in err
