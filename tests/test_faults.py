@@ -34,7 +34,7 @@ from bench.cli import main
 from bench.records import LedgerWarning, load_records
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
 from tests.test_inputs import suite_text
 
 CPU = torch.device("cpu")
@@ -349,3 +349,15 @@ def test_a_journal_storage_that_is_garbage_is_named(
     assert main([*args, "--storage", str(journal)]) == 2
     err = one_error_line(capsys)
     assert str(journal) in err and "not an Optuna journal or is damaged" in err and "line 1" in err
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def test_tag_values_with_quotes_are_quoted_in_filters(tmp_path: Path) -> None:
+    tracker = Tracker(tracking_uri(tmp_path), "quotes")
+    ids = {name: tracker.start(name, {}, {"suite": name}) for name in ("o'q", 'say "hi"', "plain")}
+    for name, run_id in ids.items():
+        assert [r.info.run_id for r in tracker.running_runs({"suite": name})] == [run_id]
+    with pytest.raises(ValueError, match="both quote characters"):
+        tracker.running_runs({"suite": 'it\'s "both"'})
