@@ -30,17 +30,17 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.claims import WAIT_POLL_S, CellClaims
-from bench.data import DataCache
+from bench.data import DataCache, DataOptionError, DataSplits
 from bench.environment import code_version, environment
-from bench.interrupts import InterruptGuard
+from bench.interrupts import InterruptGuard, describe
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
 from bench.records import CellRecord, config_key, load_record
-from bench.suites import Cell, Suite
+from bench.suites import Cell, Suite, SuiteError
 from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledger
 from bench.tracking import EXPERIMENT_PREFIX
-from bench.training import TrainingResult, train_cell
+from bench.training import TrainingResult, iterations_per_epoch, train_cell
 
 #: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
 #: its clock safety net, which a quieter machine may not).
@@ -146,7 +146,7 @@ def run_suite(
         existing = {key: load_record(ledger / f"{key}.json") for _, key in todo}
         for cell, key in todo:
             if not is_done(existing[key]):
-                data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
+                load_cell_data(cell, data, suite.path)
         with guard.deferred():
             outcome.sync = sync_ledger(sink, ledger, suite.name, data)
         guard.check()
@@ -183,6 +183,24 @@ def run_suite(
             todo, first_pass = waiting, False
         bar.close()
     return outcome
+
+
+def load_cell_data(cell: Cell, data: DataCache, suite_path: Path) -> DataSplits:
+    """A cell's splits, checked against its suite before any cell trains.
+
+    What only the loaded files tell (``train_subset`` beyond the training split, a
+    ``batch_size`` beyond the training samples) raises :class:`SuiteError` naming the
+    suite file; missing or damaged files raise the loaders' own errors.
+    """
+    try:
+        splits = data.get(cell.dataset, cell.data)
+    except DataOptionError as error:
+        raise SuiteError(f"{suite_path}: [data] of dataset {cell.dataset}: {error}") from None
+    try:
+        iterations_per_epoch(cell, len(splits.train_y))
+    except ValueError as error:
+        raise SuiteError(f"{suite_path}: key 'batch_size': {error}") from None
+    return splits
 
 
 def is_done(record: CellRecord | None) -> bool:
@@ -245,10 +263,10 @@ def run_cell(
             result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
         if models and result.status == "finished" and result.model is not None:
             run.log_model(result.model, splits.test_x[:MODEL_EXAMPLE_SIZE])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
         with guard.deferred():
             record.status = "killed"
-            record.error = "interrupted (Ctrl-C)"
+            record.error = describe(interrupt)
             record.curve = seen
             last = seen[-1] if seen else {}
             record.summary = {k: last[k] for k in SUMMARY_FIELDS if k in last}

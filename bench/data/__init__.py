@@ -29,6 +29,7 @@ from bench.data.locate import (
 from bench.data.registry import available_datasets, dataset_description, register_dataset
 from bench.data.splits import (
     SPLIT_OPTIONS,
+    DataOptionError,
     DataSplits,
     check_data_option,
     data_options,
@@ -42,6 +43,7 @@ __all__ = [
     "SPLIT_OPTIONS",
     "DataCache",
     "DataFileError",
+    "DataOptionError",
     "DataSplits",
     "DatasetUnavailable",
     "available_datasets",

@@ -39,6 +39,7 @@ import torch
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
+from bench.interrupts import describe
 from bench.mlflow_meta import RUN_KIND_TAG, TRIAL_KIND
 from bench.mlflow_run import RunLog, Sink, is_number
 from bench.training import train_cell
@@ -111,8 +112,8 @@ class Objective:
             self._close(trial, run, "pruned", "PRUNED", "KILLED", {}, curve=seen)
             self.plan.say(f"trial {trial.number}: pruned ({pruned})")
             raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
+            trial.set_user_attr("error", describe(interrupt))
             self._close(trial, run, "killed", "FAIL", "KILLED", {}, curve=seen)
             raise
         except Exception as error:
