@@ -42,6 +42,10 @@ class StepTimer:
             if self._steps_ms is not None:
                 self._steps_ms.append(elapsed * 1000.0)
 
+    def continue_from(self, seconds: float) -> None:
+        """Count on from ``seconds`` already spent (a cell resumed from its checkpoint)."""
+        self._total += float(seconds)
+
     def seconds_if_free(self) -> float | None:
         """Total device seconds when reading them costs no synchronisation (CPU), else None.
 
