@@ -233,7 +233,7 @@ def run_cell(
     The cell resumes from its checkpoint (``<out>/<suite>/checkpoints/<key>.pt``) if a
     stopped attempt left one, writes one every ``checkpoint_minutes`` and on Ctrl-C, and
     deletes it once the record is final; a resume is recorded in the record
-    (``resumed_from_step``, ``resumes``) and as tags of the MLflow run.
+    (``resumed_from_step``, ``resumes``), whose closing gives the MLflow run those tags.
     """
     finish = finish or record_and_close
     guard = guard or InterruptGuard()
@@ -266,7 +266,7 @@ def run_cell(
             run.log_model(result.model, splits.test_x[:MODEL_EXAMPLE_SIZE])
     except KeyboardInterrupt:
         with guard.deferred():
-            _note_resume(record, run, checkpoints)
+            _note_resume(record, checkpoints)
             record.status = "killed"
             record.error = "interrupted (Ctrl-C)"
             record.curve = seen
@@ -280,7 +280,7 @@ def run_cell(
         record.summary = {"traceback": traceback.format_exc()}
     else:
         _fill(record, result)
-    _note_resume(record, run, checkpoints)
+    _note_resume(record, checkpoints)
     record.wall_time_s = time.perf_counter() - began
     with guard.deferred():
         finish(record, run, ledger)
@@ -289,14 +289,11 @@ def run_cell(
     return record
 
 
-def _note_resume(record: CellRecord, run: Any, checkpoints: CellCheckpoints) -> None:
-    """A resumed attempt says so in its record and as tags of its MLflow run."""
+def _note_resume(record: CellRecord, checkpoints: CellCheckpoints) -> None:
+    """A resumed attempt says so in its record (and so as tags of its MLflow run)."""
     if checkpoints.resumes:
         record.resumed_from_step = checkpoints.resumed_from_step
         record.resumes = checkpoints.resumes
-        run.set_tags(
-            {"resumed_from_step": str(record.resumed_from_step), "resumes": str(record.resumes)}
-        )
 
 
 def record_and_close(record: CellRecord, run: Any, ledger: Path) -> None:
