@@ -102,9 +102,15 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     """Final figures, artifacts, figure, status tag and end status from the record."""
     summary = record.summary
     error = {"error": record.error, **summary} if record.error else None
+    resumed = (
+        {"resumed_from_step": str(record.resumed_from_step), "resumes": str(record.resumes)}
+        if record.resumes
+        else None
+    )
     run.finish_training(
         record.status,
         summary,
+        tags=resumed,
         curve=record.curve,
         layer_sparsity=record.layer_sparsity,
         error=error,

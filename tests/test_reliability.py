@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 import bench.mlflow_run
 import bench.sync
+from bench.checkpoints import checkpoint_path
 from bench.claims import CellClaims
 from bench.cli import main
 from bench.locking import LockHeld, OwnerLock, file_lock
@@ -278,7 +279,9 @@ def test_a_swallowed_ctrl_c_still_stops_the_suite(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_suite(suite, tmp_path, CPU, progress=False)
     (record,) = load_records(cells_dir(tmp_path, "t"))
-    assert record.status == "finished" and record.mlflow_synced
+    # Honoured at the cell's first step boundary: checkpointed, recorded, suite stopped.
+    assert record.status == "killed" and record.mlflow_synced
+    assert checkpoint_path(cells_dir(tmp_path, "t"), record.key).exists()
 
 
 def _bench(*args: str) -> subprocess.Popen:

@@ -338,7 +338,7 @@ hparams = { eps = 0.5, beta = 1e-3 }
     ("body", "message"),
     [
         ("learning_rate = 3\n" + TINY, "key 'learning_rate': unknown key"),
-        (TINY.replace('["cnn-tiny"]', '["resnet"]'), "key 'models': unknown name 'resnet'"),
+        (TINY.replace('["cnn-tiny"]', '["resnet"]'), "key 'models': unknown model 'resnet'"),
         (
             TINY.replace("epochs = 1", "epochs = -1"),
             "key 'budget.epochs': must be a positive number",
