@@ -16,6 +16,8 @@ run per output folder and suite: a new one replaces (deletes) the previous one.
 from __future__ import annotations
 
 import hashlib
+import re
+import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,20 +73,39 @@ def report_digest(files: list[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
-def description(run_id: str, suite: str, figures: list[Path]) -> str:
-    """Markdown for the run page: the figures inline, served by the tracking server.
+def artifact_link(run_id: str, name: str) -> str:
+    """A figure of the run as the tracking server serves it.
 
     ``get-artifact`` is relative to the UI's address, so it works behind any host or
     port the server is reached at.
     """
+    query = urllib.parse.urlencode({"path": f"{FIGURES}/{name}", "run_uuid": run_id})
+    return f"get-artifact?{query}"
+
+
+def served_markdown(text: str, run_id: str) -> str:
+    """REPORT.md with its figure links pointing at the run's artifacts.
+
+    On disk (and on GitHub) REPORT.md links ``figures/NAME.png`` relative to itself;
+    MLflow's artifact view renders Markdown against the UI's address, where that path
+    resolves to nothing, so the copy logged to the report run links the served files.
+    """
+    return re.sub(
+        rf"\]\({FIGURES}/([^)\s]+\.png)\)",
+        lambda m: f"]({artifact_link(run_id, urllib.parse.unquote(m.group(1)))})",
+        text,
+    )
+
+
+def description(run_id: str, suite: str, figures: list[Path]) -> str:
+    """Markdown for the run page: the figures inline, served by the tracking server."""
     lines = [
         f"Report of suite **{suite}**: the figures of `{REPORT_FILE}` (in *Artifacts*, "
         "with the tables and claims). Medians over seeds with min–max bands.",
         "",
     ]
     for figure in figures:
-        query = urllib.parse.urlencode({"path": f"{FIGURES}/{figure.name}", "run_uuid": run_id})
-        lines += [f"![{figure.stem}](get-artifact?{query})", ""]
+        lines += [f"![{figure.stem}]({artifact_link(run_id, figure.name)})", ""]
     return "\n".join(lines)
 
 
@@ -136,11 +157,15 @@ def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcom
 
 def _copy(run: RunLog, files: list[Path], suite: str) -> None:
     report, *figures = files
-    run.log_file(report)
+    if run.run_id is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        served = Path(tmp) / REPORT_FILE
+        served.write_text(served_markdown(report.read_text("utf-8"), run.run_id), "utf-8")
+        run.log_file(served)
     for figure in figures:
         run.log_file(figure, artifact_path=FIGURES)
-    if run.run_id is not None:
-        run.set_tags({NOTE_TAG: description(run.run_id, suite, figures)})
+    run.set_tags({NOTE_TAG: description(run.run_id, suite, figures)})
 
 
 def report_runs(sink: Sink, report_dir: str) -> list[Any]:

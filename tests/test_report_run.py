@@ -49,7 +49,9 @@ def report_runs(out: Path, suite: str, view: str = "ACTIVE_ONLY"):
 
 
 def test_report_run_holds_the_figures_and_is_replaced_not_duplicated(out):
-    folder = write_report(out / "t")
+    folder = write_report(
+        out / "t", "# Report\n\n![curves](figures/d__m__test_accuracy_curves.png)\n"
+    )
     sink = Sink.for_output(out, EXPERIMENT_PREFIX + "t")
     first = log_report_run(sink, folder, "t")
     assert first.logged and first.error is None
@@ -64,6 +66,16 @@ def test_report_run_holds_the_figures_and_is_replaced_not_duplicated(out):
     note = run.data.tags["mlflow.note.content"]  # the figures inline, headline first
     assert note.index("test_accuracy_curves") < note.index("performance_profile")
     assert f"run_uuid={run.info.run_id}" in note
+    # The logged REPORT.md links the served figures (MLflow's artifact view renders it at
+    # the UI's address); the file on disk keeps its relative link (GitHub, a file viewer).
+    (out / "download").mkdir()
+    logged = client.download_artifacts(run.info.run_id, "REPORT.md", str(out / "download"))
+    logged = Path(logged).read_text()
+    served = (
+        f"(get-artifact?path=figures%2Fd__m__test_accuracy_curves.png&run_uuid={run.info.run_id})"
+    )
+    assert f"![curves]{served}" in logged
+    assert "(figures/d__m__test_accuracy_curves.png)" in (folder / "REPORT.md").read_text()
 
     again = log_report_run(sink, folder, "t")  # the same report: nothing new
     assert not again.logged and again.run_id == first.run_id
