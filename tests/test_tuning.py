@@ -130,10 +130,11 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     assert {"value_val_accuracy", "value_sparsity", "val_accuracy"} <= set(child.data.metrics)
     history = client.get_metric_history(child.info.run_id, "val_accuracy")
     assert len(history) >= 2  # intermediate points, not only the final value
-    # Logged as a cell's run is: summary-only figures once, no final_* copies of the curve.
+    # Logged as a cell's run is: summary-only figures as final.* tags, no final_* copies.
     for c in children:
-        assert not [k for k in c.data.metrics if k.startswith("final_")], c.data.metrics
-        assert {"iterations", "eval_time_s", "warmup_time_s"} <= set(c.data.metrics)
+        assert not [k for k in c.data.metrics if k.startswith("final")], c.data.metrics
+        assert {"final.iterations", "final.eval_time_s", "final.warmup_time_s"} <= set(c.data.tags)
+        assert not {"iterations", "eval_time_s", "epochs"} & set(c.data.metrics)
         assert {"curve.json", "layer_sparsity.json"} <= {
             a.path for a in client.list_artifacts(c.info.run_id)
         }
@@ -156,6 +157,16 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
 
     best = json.loads((directory / "best.json").read_text())
     assert best["study"] == "tiny-bsqh" and best["picked_by"]
+    # The dashboard shows the pick (study attributes) and never a guessing network as best.
+    study = load(out, "tiny-bsqh")
+    assert study.user_attrs["picked_trial"] == best["trial"]
+    assert study.user_attrs["picked_by"] == best["picked_by"]
+    floor = 0.1 + 0.1 * 0.9  # ten classes: chance 0.1, the useful floor 0.19
+    for trial in finished(study):
+        expected = floor - trial.user_attrs["val_accuracy"]
+        assert trial.constraints["above_chance"] == pytest.approx(expected)
+    for trial in study.best_trials:
+        assert trial.user_attrs["val_accuracy"] > floor
     assert best["params"]["max_retries"] == 5  # the fixed part of the space travels too
     suite = tmp_path / "suite.toml"
     suite.write_text(
