@@ -110,12 +110,11 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     run.finish_training(
         record.status,
         summary,
-        tags=resumed,
+        tags={**(resumed or {}), **interference_tag(summary)} or None,
         curve=record.curve,
         layer_sparsity=record.layer_sparsity,
         error=error,
         figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
-        tags=interference_tag(summary),
     )
 
 
