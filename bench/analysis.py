@@ -43,7 +43,7 @@ def load(out: str | Path, suite: str | Path) -> SuiteResults:
     """Every recorded cell of ``suite`` in the output folder ``out``, whatever its status.
 
     ``suite`` is the suite's name (``"quick"``) or its TOML file. Filter on the ``status``
-    column (finished, diverged, failed, killed, ...) for what you compare. Raises
+    column (finished, diverged, capped, failed, killed) for what you compare. Raises
     FileNotFoundError naming the folder, and the suites that ``out`` holds, when the
     suite has no ledger there.
     """

@@ -8,8 +8,9 @@ state (``optimizers``' ``state_dict``), the loop's counters, the curve so far, t
 position in the batch stream and the random generators. A resumed cell ends with the
 same final figures as one that was never stopped; only its times differ.
 
-A checkpoint is written only at a step boundary: an interrupt during a step or an
-evaluation waits for it to end (a second Ctrl-C aborts at once, and then the last
+A checkpoint is written only at a step boundary: an interrupt (Ctrl-C or SIGTERM, which
+:class:`bench.interrupts.InterruptGuard` handles alike) during a step or an evaluation
+waits for it to end (a second Ctrl-C aborts at once, and then the last
 periodic checkpoint is what the next run resumes from). Files live in
 ``<out>/<suite>/checkpoints/<cell key>.pt``, are written atomically and are deleted once
 the cell's record is final (finished or diverged). The key hashes the cell's
@@ -46,9 +47,10 @@ def checkpoint_path(ledger: Path, key: str) -> Path:
 class CellCheckpoints:
     """When to write a cell's checkpoint, where, and what the last resume was.
 
-    ``every_s`` None writes only on an interrupt. ``guard`` is the driver's Ctrl-C guard:
-    while training holds interrupts (:meth:`holding_interrupts`), a Ctrl-C is noted and
-    answered at the next step boundary with a checkpoint, then ``KeyboardInterrupt``.
+    ``every_s`` None writes only on an interrupt. ``guard`` is the driver's Ctrl-C and
+    SIGTERM guard: while training holds interrupts (:meth:`holding_interrupts`), a signal
+    is noted and answered at the next step boundary with a checkpoint, then the guard's
+    exception (``KeyboardInterrupt``, or its subclass ``Terminated`` for SIGTERM).
     """
 
     def __init__(
@@ -116,5 +118,6 @@ class CellCheckpoints:
             yield
 
     def raise_if_interrupted(self) -> None:
-        if self.interrupted():
-            raise KeyboardInterrupt
+        """Raise the waiting interrupt as the guard would: ``Terminated`` for SIGTERM."""
+        if self.guard is not None:
+            self.guard.check()

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.checkpoints import CellCheckpoints, checkpoint_path
 from bench.data import DataCache
-from bench.interrupts import InterruptGuard
+from bench.interrupts import InterruptGuard, Terminated
 from bench.records import load_records
 from bench.runner import cells_dir
 from bench.suites import load_suite
@@ -24,7 +24,11 @@ from tests.test_runner import TINY, write_suite
 
 CPU = torch.device("cpu")
 #: Summary figures that measure time: they differ between any two runs.
-TIMES = {"device_time_s", "eval_time_s", "warmup_time_s"}
+TIMES = {
+    "device_time_s", "eval_time_s", "warmup_time_s", "step_wall_time_s",
+    # the machine's load while the steps ran (bench.interference): measured, not computed
+    "interference", "slowed_step_share", "starved_step_share", "wall_cpu_ratio",
+}  # fmt: skip
 
 
 def one_cell(tmp_path: Path, method: str, mode: str = "minibatch", epochs: int = 2):
@@ -40,11 +44,14 @@ def without_times(summary: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("method", "mode"),
-    [("sgd", "minibatch"), ("bsqh", "minibatch"), ("l0-hc", "minibatch"),
-     ("gmp", "minibatch"), ("bsqh", "fullbatch")],
+    ("method", "mode", "signum"),
+    [("sgd", "minibatch", signal.SIGTERM), ("bsqh", "minibatch", signal.SIGINT),
+     ("l0-hc", "minibatch", signal.SIGINT), ("gmp", "minibatch", signal.SIGINT),
+     ("bsqh", "fullbatch", signal.SIGINT)],
 )  # fmt: skip
-def test_a_cell_interrupted_at_a_step_boundary_resumes_to_the_same_figures(tmp_path, method, mode):
+def test_a_cell_interrupted_at_a_step_boundary_resumes_to_the_same_figures(
+    tmp_path, method, mode, signum
+):
     cell = one_cell(tmp_path, method, mode, epochs=2 if mode == "minibatch" else 6)
     data = DataCache(CPU).get(cell.dataset, cell.data)
     straight = train_cell(cell, data, CPU, progress=False)
@@ -55,9 +62,10 @@ def test_a_cell_interrupted_at_a_step_boundary_resumes_to_the_same_figures(tmp_p
     def interrupt_at_the_second_point(point):
         seen.append(point)
         if len(seen) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: answered at the step boundary
+            os.kill(os.getpid(), signum)  # Ctrl-C or SIGTERM: answered at the step boundary
 
-    with InterruptGuard() as guard, pytest.raises(KeyboardInterrupt):
+    expected = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    with InterruptGuard() as guard, pytest.raises(expected):
         train_cell(
             cell, data, CPU, progress=False, on_eval=interrupt_at_the_second_point,
             checkpoints=CellCheckpoints(path, None, guard),
@@ -116,12 +124,12 @@ def test_a_bench_run_interrupted_mid_cell_resumes_on_the_next_run(tmp_path):
     # A periodic checkpoint (every 0.12 s) exists only once the cell is training.
     _wait_for(lambda: any(cell_checkpoints.glob("*.pt")) or process.poll() is not None)
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)  # SIGTERM takes the same path
+    process.send_signal(signal.SIGTERM)  # what SLURM sends before its time limit
     whole = _bench(*args, "--out", str(reference))
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == 143, err
     (killed,) = load_records(cells_dir(out, "t"))
-    assert killed.status == "killed"
+    assert killed.status == "killed" and killed.error == "terminated (SIGTERM)"
     stored = checkpoint_path(cells_dir(out, "t"), killed.key)
     assert stored.exists()
 
