@@ -108,6 +108,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _is_optional_text(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
@@ -136,6 +140,11 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
     ),
     "mlflow_synced": ("true or false", lambda v: isinstance(v, bool)),
     "mlflow_error": ("a string or null", _is_optional_text),
+    "resumed_from_step": (
+        "an integer >= 0 or null",
+        lambda v: v is None or _is_count(v),
+    ),
+    "resumes": ("an integer >= 0", _is_count),
 }
 
 

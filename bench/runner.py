@@ -46,6 +46,10 @@ from bench.training import TrainingResult, iterations_per_epoch, train_cell
 #: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
 #: its clock safety net, which a quieter machine may not).
 DONE = ("finished", "diverged")
+#: Statuses after which a cell's checkpoint is deleted: final ones, and ``capped``, whose
+#: rerun starts afresh (resumed, it would carry the device time that hit the cap). A
+#: failed or killed cell keeps its checkpoint and resumes from it.
+RESTART = (*DONE, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
 
@@ -300,7 +304,7 @@ def run_cell(
     record.wall_time_s = time.perf_counter() - began
     with guard.deferred():
         finish(record, run, ledger)
-        if is_done(record):
+        if record.status in RESTART:
             checkpoints.delete()
     return record
 
