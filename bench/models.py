@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.references import entry_point, is_reference, resolve
+from bench.references import find
 
 __all__ = [
     "ACTIVATIONS",
@@ -105,16 +105,10 @@ def ensure_model(name: str) -> None:
     """
     if name in _MODELS:
         return
-    builder = (
-        resolve(name, "model builder")
-        if is_reference(name)
-        else entry_point(MODEL_ENTRY_POINTS, name)
-    )
-    if builder is None:
-        raise ValueError(
-            f"unknown model {name!r}; known models: {', '.join(available_models())} "
-            "(or your own builder as 'package.module:function')"
-        )
+    builder = find(
+        name, what="model builder", group=MODEL_ENTRY_POINTS, kind="model",
+        known=available_models(),
+    )  # fmt: skip
     returns = _return_annotation(builder)
     if isinstance(returns, type) and not issubclass(returns, nn.Sequential):
         raise ValueError(

@@ -31,6 +31,19 @@ def entry_point(group: str, name: str) -> Callable[..., Any] | None:
     return None
 
 
+def find(name: str, *, what: str, group: str, kind: str, known: list[str]) -> Callable[..., Any]:
+    """The ``what`` (e.g. "model builder") that ``name`` references or an installed
+    package declares as entry point ``name`` of ``group``; ValueError naming the ``kind``
+    (e.g. "model") and the ``known`` names when it is neither."""
+    found = resolve(name, what) if is_reference(name) else entry_point(group, name)
+    if found is None:
+        raise ValueError(
+            f"unknown {kind} {name!r}; known {kind}s: {', '.join(known)} "
+            f"(or your own {what} as 'package.module:function')"
+        )
+    return found
+
+
 def resolve(reference: str, what: str) -> Callable[..., Any]:
     """The function ``reference`` (``"package.module:function"``) names.
 

@@ -6,12 +6,14 @@ import math
 import re
 import sys
 import textwrap
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import bench.references
 import optimizers
 from bench import docs
 from bench.data import DataCache
@@ -145,3 +147,16 @@ def test_what_a_function_returns_is_checked_when_it_runs(my_nets):
         build_model("broken:unannotated", in_channels=1, image_size=8, num_classes=10)
     with pytest.raises(ValueError, match=r"returned a NoneType; it must return bench\.data\.Raw"):
         DataCache(CPU).get("broken:returns_none", {"val_fraction": 0.2})
+
+
+def test_an_installed_package_declares_a_model_by_entry_point(my_nets, monkeypatch):
+    declared = EntryPoint(name="resnet-bn", value=MODEL, group="pmp_bench.models")
+
+    def entry_points(*, group, name):
+        return [declared] if (group, name) == (declared.group, declared.name) else []
+
+    monkeypatch.setattr(bench.references, "entry_points", entry_points)
+    suite = load_suite(write(my_nets, suite_text(models="resnet-bn")))
+    (cell,) = suite.cells()
+    model = build_model(cell.model, in_channels=1, image_size=8, num_classes=10)
+    assert isinstance(model[1].body[1], nn.BatchNorm2d)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench.references import entry_point, is_reference, resolve
+from bench.references import find
 
 __all__ = [
     "DatasetLoader",
@@ -134,16 +134,10 @@ def ensure_dataset_name(name: str) -> None:
     """
     if name in _DATASETS:
         return
-    loader = (
-        resolve(name, "dataset loader")
-        if is_reference(name)
-        else entry_point(DATASET_ENTRY_POINTS, name)
-    )
-    if loader is None:
-        raise ValueError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())} "
-            "(or your own loader as 'package.module:function')"
-        )
+    loader = find(
+        name, what="dataset loader", group=DATASET_ENTRY_POINTS, kind="dataset",
+        known=available_datasets(),
+    )  # fmt: skip
     options = getattr(loader, "options", {})
     if not isinstance(options, Mapping) or not all(
         isinstance(o, IntOption | NumberOption) for o in options.values()
