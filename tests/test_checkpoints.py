@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench.checkpoints import CellCheckpoints, checkpoint_path
+from bench.cli import main
 from bench.data import DataCache
 from bench.interrupts import InterruptGuard, Terminated
 from bench.records import load_records
@@ -154,3 +155,12 @@ def test_a_bench_run_interrupted_mid_cell_resumes_on_the_next_run(tmp_path):
     )
     assert run.data.tags["resumed_from_step"] == str(record.resumed_from_step)
     assert run.data.tags["resumes"] == "1" and run.data.tags["status"] == "finished"
+
+
+def test_a_bad_checkpoint_interval_is_one_error_line(tmp_path, capsys):
+    path = write_suite(tmp_path / "t.toml", TINY, methods=SGD)
+    args = ["run", "--suite", str(path), "--out", str(tmp_path), "--checkpoint-minutes", "-1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "--checkpoint-minutes: must be a finite number >= 0, got '-1'" in capsys.readouterr().err

@@ -58,8 +58,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=NONNEGATIVE_NUMBER,
         default=DEFAULT_MINUTES,
         metavar="M",
-        help="write a cell's training state every M minutes of wall clock and on Ctrl-C; "
-        f"the next run resumes it (default: {DEFAULT_MINUTES:g}; 0: only on Ctrl-C)",
+        help="write a cell's training state every M minutes of wall clock and on Ctrl-C "
+        "or SIGTERM; "
+        f"the next run resumes it (default: {DEFAULT_MINUTES:g}; 0: only when interrupted)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_scheduler_option(parser, "the cells")
