@@ -174,8 +174,14 @@ class Tracker:
 
     def running_runs(self, tags: dict[str, str]) -> list[Any]:
         """Runs of this experiment still RUNNING whose tags equal ``tags``."""
-        clauses = ["attributes.status = 'RUNNING'"]
-        clauses += [f"tags.`{k}` = {filter_literal(v)}" for k, v in tags.items()]
+        return self.runs_with_tags(tags, ["attributes.status = 'RUNNING'"])
+
+    def runs_with_tags(self, tags: dict[str, str], clauses: list[str] | None = None) -> list[Any]:
+        """Runs of this experiment whose tags equal ``tags`` (and that meet ``clauses``)."""
+        clauses = [
+            *(clauses or []),
+            *(f"tags.`{k}` = {filter_literal(v)}" for k, v in tags.items()),
+        ]
         return self.client.search_runs(
             [self.experiment_id], filter_string=" and ".join(clauses), max_results=5000
         )

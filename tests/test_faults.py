@@ -411,3 +411,24 @@ def test_an_interrupted_report_run_is_ended_killed(
     assert run.info.status == "KILLED"
     assert "terminated (SIGTERM)" in run.data.tags["pmp.close_reason"]
     assert not list((out / "t").glob(".report-*"))
+
+
+def test_the_run_of_a_quarantined_record_is_marked_replaced_once_its_cell_is_retrained(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text())
+    suite = load_suite(path)
+    run_suite(suite, tmp_path, CPU, progress=False, models=False)
+    (record_file,) = cells_dir(tmp_path, "t").glob("*.json")
+    old_run = json.loads(record_file.read_text())["mlflow_run_id"]
+    edit(record_file, lambda d: d["summary"].update(test_accuracy="high"))
+    with pytest.warns(LedgerWarning):
+        assert run_suite(suite, tmp_path, CPU, progress=False, models=False).ran == 1
+    runs = {r.info.run_id: r for r in _mlflow_runs(tmp_path)}
+    current = [r for r in runs.values() if r.data.tags.get("status") != "replaced"]
+    assert [r.info.status for r in current] == ["FINISHED"]
+    replaced = runs[old_run]
+    assert replaced.info.status == "FAILED" and replaced.data.tags["status"] == "replaced"
+    (new,) = load_records(record_file.parent)
+    assert new.mlflow_run_id in replaced.data.tags["pmp.close_reason"]
