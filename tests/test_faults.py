@@ -432,3 +432,15 @@ def test_the_run_of_a_quarantined_record_is_marked_replaced_once_its_cell_is_ret
     assert replaced.info.status == "FAILED" and replaced.data.tags["status"] == "replaced"
     (new,) = load_records(record_file.parent)
     assert new.mlflow_run_id in replaced.data.tags["pmp.close_reason"]
+
+
+def test_a_description_longer_than_mlflow_takes_is_cut_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    long = "a benchmark " * 50_000  # 600,000 characters
+    path.write_text(suite_text(top=f'description = "{long}"'))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert record.mlflow_synced
+    client = MlflowClient(tracking_uri=tracking_uri(tmp_path))
+    note = client.get_experiment_by_name(EXPERIMENT_PREFIX + "t").tags["mlflow.note.content"]
+    assert 1000 < len(note) <= 20_000 and note.endswith("the full text is in the suite file]")
