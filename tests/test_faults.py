@@ -444,3 +444,21 @@ def test_a_description_longer_than_mlflow_takes_is_cut_not_fatal(tmp_path: Path)
     client = MlflowClient(tracking_uri=tracking_uri(tmp_path))
     note = client.get_experiment_by_name(EXPERIMENT_PREFIX + "t").tags["mlflow.note.content"]
     assert 1000 < len(note) <= 20_000 and note.endswith("the full text is in the suite file]")
+
+
+def test_make_dashboard_before_any_study_says_how_to_make_one(tmp_path: Path) -> None:
+    venv = Path(sys.executable).parents[1]
+    if shutil.which("make") is None or not (venv / ".installed").is_file():
+        pytest.skip("needs make and an installed virtual environment (its .installed stamp)")
+    env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
+    done = subprocess.run(
+        ["make", "-s", "dashboard", f"VENV={venv}", f"OUT={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"error: no study yet: {tmp_path}/optuna.db does not exist" in done.stderr
+    assert "make tune" in done.stderr
