@@ -102,7 +102,12 @@ matched: install
 matched-fronts: install data
 	$(PY) -m bench matched-fronts --setting quick --out $(OUT)
 
+# Without OPTUNA_STORAGE, the default SQLite file must exist: no study yet is said in a line.
 dashboard: install
+	@if [ -z "$$OPTUNA_STORAGE" ] && [ ! -f "$(OUT)/optuna.db" ]; then \
+	  echo "error: no study yet: $(OUT)/optuna.db does not exist; run \`make tune\` (or \`python -m bench tune ...\`) first, or set OPTUNA_STORAGE=<url>" >&2; \
+	  exit 2; \
+	fi
 	$(VENV)/bin/optuna-dashboard $${OPTUNA_STORAGE:-sqlite:///$(OUT)/optuna.db} --host 127.0.0.1 --port 8080
 
 perf: install

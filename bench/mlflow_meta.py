@@ -368,7 +368,12 @@ def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
-    """A logged cell model back as a PyTorch module (for evaluation or inference timing)."""
+    """A logged cell model back as a PyTorch module (for evaluation or inference timing).
+
+    Trust boundary: models are logged in the pickle format (see :func:`log_model`), and
+    unpickling runs whatever code the file names. Load only models from a store that
+    you or the bench wrote; never point this at a store someone else can write to.
+    """
     import mlflow
     import mlflow.pytorch
 

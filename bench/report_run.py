@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.claims import REPORT_CLAIM, CellClaims
+from bench.interrupts import describe
 from bench.mlflow_meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
-from bench.mlflow_run import RunLog, Sink, short_reason
+from bench.mlflow_run import RunLog, Sink, end_killed, short_reason
+from bench.tracking import filter_literal
 
 RUN_NAME = "report"
 #: The report folder a run copies (two output folders may share a tracking server).
@@ -161,6 +163,7 @@ def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcom
         previous = report_runs(sink, mine)
     except Exception as error:  # the store is unreachable
         return ReportRunOutcome(error=f"MLflow unreachable: {short_reason(error)}")
+    previous = [_end_dead(sink, run) for run in previous]
     for run in previous:
         if run.data.tags.get(DIGEST_TAG) == digest and run.info.status == "FINISHED":
             return ReportRunOutcome(run_id=run.info.run_id)
@@ -171,7 +174,11 @@ def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcom
         DIGEST_TAG: digest,
     }
     run = sink.start(RUN_NAME, {}, tags)
-    _copy(run, files, suite)
+    try:
+        _copy(run, files, suite)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: not left RUNNING
+        run.end("KILLED", reason=f"{describe(interrupt)} while its files were logged")
+        raise
     if not run.synced:
         run.end("FAILED", reason=f"incomplete ({run.error}); logged again by bench sync")
         return ReportRunOutcome(run_id=run.run_id, error=run.error)
@@ -202,12 +209,30 @@ def report_runs(sink: Sink, report_dir: str) -> list[Any]:
         run
         for run in tracker.client.search_runs(
             [tracker.experiment_id],
-            filter_string=f"tags.{RUN_KIND_TAG} = '{REPORT_KIND}'",
+            filter_string=f"tags.{RUN_KIND_TAG} = {filter_literal(REPORT_KIND)}",
             order_by=["attributes.start_time DESC"],
             max_results=1000,
         )
         if run.data.tags.get(REPORT_DIR_TAG) == report_dir
     ]
+
+
+def _end_dead(sink: Sink, run: Any) -> Any:
+    """A report run left RUNNING by a process that died, ended KILLED (else as it is).
+
+    Called under the report's claim: no live process is logging this folder's report.
+    """
+    if run.info.status != "RUNNING":
+        return run
+    try:
+        end_killed(
+            sink.tracker(),
+            run.info.run_id,
+            "the process logging this report stopped without closing it",
+        )
+        return sink.tracker().client.get_run(run.info.run_id)
+    except Exception:  # the store failed meanwhile: the next report or sync retries
+        return run
 
 
 def _delete(sink: Sink, run_id: str) -> None:

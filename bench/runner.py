@@ -39,7 +39,14 @@ from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
 from bench.records import CellRecord, config_key, load_record
 from bench.suites import Cell, Suite, SuiteError
-from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledger
+from bench.sync import (
+    SYNC_PENDING,
+    SyncOutcome,
+    close_run,
+    retire_replaced_runs,
+    run_spec,
+    sync_ledger,
+)
 from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import TrainingResult, iterations_per_epoch, train_cell
 
@@ -327,6 +334,7 @@ def record_and_close(record: CellRecord, run: Any, ledger: Path) -> None:
     close_run(run, record)
     record.mlflow_synced, record.mlflow_error = run.synced, run.error
     record.save(ledger)
+    retire_replaced_runs(run, record, ledger)
 
 
 def _fill(record: CellRecord, result: TrainingResult) -> None:

@@ -3,7 +3,7 @@
 A bad file fails at once, naming the file, the key and the problem, before any data is
 loaded or any model trained. Layout (every key documented in the README)::
 
-    name = "quick"                    # also the MLflow experiment "pmp-bench/<name>"
+    name = "quick"                    # a plain folder name; MLflow experiment "pmp-bench/<name>"
     description = "..."
     datasets = ["fashion-mnist"]
     models = ["lenet5"]

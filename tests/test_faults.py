@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -29,9 +30,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import bench.report_run
 import bench.runner
 from bench.cli import main
+from bench.mlflow_meta import REPORT_KIND, RUN_KIND_TAG
+from bench.mlflow_run import Sink
 from bench.records import LedgerWarning, load_records
+from bench.report_run import REPORT_DIR_TAG
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
 from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
@@ -362,3 +367,99 @@ def test_tag_values_with_quotes_are_quoted_in_filters(tmp_path: Path) -> None:
         assert [r.info.run_id for r in tracker.running_runs({"suite": name})] == [run_id]
     with pytest.raises(ValueError, match="both quote characters"):
         tracker.running_runs({"suite": 'it\'s "both"'})
+
+
+def test_a_report_run_a_dead_process_left_running_is_ended_killed_and_its_folder_removed(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, out, _ = ledger_copy(trained, tmp_path)
+    folder = out / "t"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftovers = [
+        folder / f".report-tmp-{socket.gethostname()}-{dead.pid}-abc_1",
+        folder / f".report-old-{socket.gethostname()}-{dead.pid}-xyz",
+    ]
+    elsewhere = folder / ".report-tmp-another-host-1-abc"  # cannot be checked: kept
+    for leftover in [*leftovers, elsewhere]:
+        (leftover / "figures").mkdir(parents=True)
+    sink = Sink.for_output(out, EXPERIMENT_PREFIX + "t")
+    tags = {RUN_KIND_TAG: REPORT_KIND, REPORT_DIR_TAG: str(folder.resolve())}
+    orphan = sink.tracker().start("report", {}, tags)  # as a SIGTERMed report leaves it
+
+    assert main(["report", "--suite", str(path), "--out", str(out)]) == 0
+    assert not any(p.exists() for p in leftovers) and elsewhere.is_dir()
+    client = MlflowClient(tracking_uri=tracking_uri(out))
+    run = client.get_run(orphan)
+    assert run.info.status == "KILLED"
+    assert "stopped without closing it" in run.data.tags["pmp.close_reason"]
+
+
+def test_an_interrupted_report_run_is_ended_killed(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, out, _ = ledger_copy(trained, tmp_path)
+
+    def terminated(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+
+    monkeypatch.setattr(bench.report_run, "_copy", terminated)
+    assert main(["report", "--suite", str(path), "--out", str(out)]) == 143
+    client = MlflowClient(tracking_uri=tracking_uri(out))
+    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + "t")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.run_kind = 'report'")
+    assert run.info.status == "KILLED"
+    assert "terminated (SIGTERM)" in run.data.tags["pmp.close_reason"]
+    assert not list((out / "t").glob(".report-*"))
+
+
+def test_the_run_of_a_quarantined_record_is_marked_replaced_once_its_cell_is_retrained(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text())
+    suite = load_suite(path)
+    run_suite(suite, tmp_path, CPU, progress=False, models=False)
+    (record_file,) = cells_dir(tmp_path, "t").glob("*.json")
+    old_run = json.loads(record_file.read_text())["mlflow_run_id"]
+    edit(record_file, lambda d: d["summary"].update(test_accuracy="high"))
+    with pytest.warns(LedgerWarning):
+        assert run_suite(suite, tmp_path, CPU, progress=False, models=False).ran == 1
+    runs = {r.info.run_id: r for r in _mlflow_runs(tmp_path)}
+    current = [r for r in runs.values() if r.data.tags.get("status") != "replaced"]
+    assert [r.info.status for r in current] == ["FINISHED"]
+    replaced = runs[old_run]
+    assert replaced.info.status == "FAILED" and replaced.data.tags["status"] == "replaced"
+    (new,) = load_records(record_file.parent)
+    assert new.mlflow_run_id in replaced.data.tags["pmp.close_reason"]
+
+
+def test_a_description_longer_than_mlflow_takes_is_cut_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    long = "a benchmark " * 50_000  # 600,000 characters
+    path.write_text(suite_text(top=f'description = "{long}"'))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert record.mlflow_synced
+    client = MlflowClient(tracking_uri=tracking_uri(tmp_path))
+    note = client.get_experiment_by_name(EXPERIMENT_PREFIX + "t").tags["mlflow.note.content"]
+    assert 1000 < len(note) <= 20_000 and note.endswith("the full text is in the suite file]")
+
+
+def test_make_dashboard_before_any_study_says_how_to_make_one(tmp_path: Path) -> None:
+    venv = Path(sys.executable).parents[1]
+    if shutil.which("make") is None or not (venv / ".installed").is_file():
+        pytest.skip("needs make and an installed virtual environment (its .installed stamp)")
+    env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
+    done = subprocess.run(
+        ["make", "-s", "dashboard", f"VENV={venv}", f"OUT={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"error: no study yet: {tmp_path}/optuna.db does not exist" in done.stderr
+    assert "make tune" in done.stderr

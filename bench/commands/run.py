@@ -2,8 +2,8 @@
 
 Exit status: 0 when every cell is recorded and synced to MLflow, 1 when a cell failed or
 MLflow lacks a record (``bench sync`` pushes it later), 2 for a user's mistake or when
-the ledger cannot be written, 130 after Ctrl-C. Another driver on the same suite and
-``--out`` is no error: the two share the cells (:mod:`bench.claims`).
+the ledger cannot be written, 130 after Ctrl-C, 143 after SIGTERM. Another driver on
+the same suite and ``--out`` is no error: the two share the cells (:mod:`bench.claims`).
 
 ``--dry-run`` trains nothing: it lists the cells the command would run, their keys, which
 the ledger already holds (and so would be skipped) and an estimate of the time the rest
