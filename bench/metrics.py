@@ -39,6 +39,7 @@ class Probe(Protocol):
     val_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    num_classes: int
     use_test: bool
     input_shape: tuple[int, int, int]
     per_epoch: int
@@ -285,6 +286,16 @@ METRICS: tuple[Metric, ...] = (
         final=lambda p: p.checked_steps if p.fullbatch else None,
         integer=True,
         fmt=",.0f",
+    ),
+    Metric(
+        "num_classes",
+        "classes of the dataset: a cell that did not finish counts at chance accuracy, "
+        "1 / num_classes, in every comparison",
+        final=lambda p: p.num_classes,
+        integer=True,
+        aggregate="none",
+        fmt=".0f",
+        mlflow=False,
     ),
     Metric(
         "step_ms",

@@ -18,8 +18,6 @@ marks the cell failed, the suite goes on, and the exit code is non-zero at the e
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import sys
 import time
 import traceback
@@ -38,7 +36,7 @@ from bench.interrupts import InterruptGuard
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
-from bench.records import CellRecord, load_record
+from bench.records import CellRecord, config_key, load_record
 from bench.suites import Cell, Suite
 from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledger
 from bench.tracking import EXPERIMENT_PREFIX
@@ -53,8 +51,7 @@ MODEL_EXAMPLE_SIZE = 4
 
 def cell_key(cell: Cell) -> str:
     """Stable hash of everything that determines the cell's result, code included."""
-    payload = json.dumps({"config": cell.config(), "code": code_version()}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return config_key(cell.config(), code_version())
 
 
 def suite_dir(out_dir: Path, suite: str) -> Path:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from itertools import product
@@ -84,8 +85,22 @@ DEFAULT_EVAL_EVERY_EPOCHS = 0.5
 DEFAULT_TRAIN_EVAL_SIZE = 2000
 
 
+#: Suite and study names: they name folders under ``--out`` and appear in MLflow filter
+#: strings, so no separator, no ``..``, no quote, no NUL byte, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SAFE_NAME_RULE = (
+    "must start with a letter or digit and contain only letters, digits, '.', '_' and '-' "
+    "(at most 100 characters: it names a folder under --out)"
+)
+
+
 class SuiteError(ValueError):
     """A suite file is invalid; the message names the file, the key and the problem."""
+
+
+def is_safe_name(name: object) -> bool:
+    """Whether ``name`` may name a folder and be put in a filter string as it is."""
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,11 @@ class Suite:
     # then the first of them (what a tuning setting read from this suite trains with).
     budgets: list[dict[str, float]] = field(default_factory=list)
 
+    def grid_budgets(self) -> list[dict[str, float]]:
+        """The budgets the grid spans: the axis, unless ``budget`` was since replaced by
+        one outside it (``dataclasses.replace(suite, budget=...)`` sets one budget)."""
+        return self.budgets if self.budget in self.budgets else [self.budget]
+
     def cells(self) -> list[Cell]:
         """The grid, in a stable order: dataset, model, budget, method, seed.
 
@@ -169,7 +189,7 @@ class Suite:
         (``adam@20ep``), so every table and figure of the report keeps the cells of one
         budget together and says which one it is.
         """
-        budgets = self.budgets or [self.budget]
+        budgets = self.grid_budgets()
         return [
             Cell(
                 suite=self.name,
@@ -240,11 +260,22 @@ def resolve_suite_path(name_or_path: str | Path) -> Path:
 def load_suite(name_or_path: str | Path, *, studies_dir: Path | None = None) -> Suite:
     """Load and validate a suite; ``studies_dir`` resolves ``hparams = "tuned:<study>"``."""
     path = resolve_suite_path(name_or_path)
+    return _Validator(path, studies_dir).suite(read_toml(path, SuiteError))
+
+
+def read_toml(path: Path, error: type[ValueError]) -> dict[str, Any]:
+    """A TOML file's table; a file that is not UTF-8 TOML raises ``error`` naming it."""
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise SuiteError(f"{path}: not valid TOML: {error}") from None
-    return _Validator(path, studies_dir).suite(raw)
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as problem:
+        raise error(
+            f"{path}: not UTF-8 text (byte {problem.object[problem.start]:#04x} at offset "
+            f"{problem.start}); TOML files must be UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path}: not valid TOML: {problem}") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot be read: {problem.strerror or problem}") from None
 
 
 class _Validator:
@@ -296,8 +327,8 @@ class _Validator:
     def suite(self, raw: dict[str, Any]) -> Suite:
         self.keys(raw, _TOP_KEYS, "")
         name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise self.fail("name", f"must be a non-empty string, got {name!r}")
+        if not is_safe_name(name):
+            raise self.fail("name", f"{SAFE_NAME_RULE}; got {name!r}")
         datasets = self.names(raw, "datasets", available_datasets())
         models = self.names(raw, "models", available_models())
         seeds = raw.get("seeds")
@@ -485,6 +516,8 @@ class _Validator:
             raise self.fail(where, str(error)) from None
 
     def tuned(self, study: str, where: str) -> dict[str, Any]:
+        if not is_safe_name(study):
+            raise self.fail(where, f"the study name {SAFE_NAME_RULE}; got {study!r}")
         if self.studies_dir is None:
             raise self.fail(where, f"refers to study {study!r} but no studies folder was given")
         path = self.studies_dir / study / "best.json"
@@ -494,7 +527,14 @@ class _Validator:
                 f"study {study!r} has no tuned settings at {path}; run `make tune` "
                 f"(or `python -m bench tune --study {study} ...`) first",
             )
-        content = json.loads(path.read_text())
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as error:  # truncated, not UTF-8, unreadable
+            raise self.fail(
+                where,
+                f"{path} cannot be read as JSON ({error}); rerun the study "
+                f"(`python -m bench tune --study {study} ...`) to write it again",
+            ) from None
         params = content.get("params") if isinstance(content, dict) else None
         if not isinstance(params, dict):
             raise self.fail(where, f"{path} holds no 'params' table")

@@ -123,6 +123,10 @@ class _Counters:
     def test_y(self) -> torch.Tensor:
         return self.data.test_y
 
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
 
 def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless stream of training batches, drawn by index from the on-device tensors.

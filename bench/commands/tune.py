@@ -21,7 +21,6 @@ naming the flag), a study resumed with another objective, space or budget.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -43,13 +42,25 @@ from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.models import available_models, build_model
-from bench.suites import DEFAULT_EVAL_EVERY_EPOCHS, DEFAULT_TRAIN_EVAL_SIZE, MODES
+from bench.suites import (
+    DEFAULT_EVAL_EVERY_EPOCHS,
+    DEFAULT_TRAIN_EVAL_SIZE,
+    MODES,
+    SAFE_NAME_RULE,
+    is_safe_name,
+)
 from bench.training import iterations_per_epoch
 from bench.tuning.objective import load_tuning_data
 from bench.tuning.pareto import DEFAULT_MIN_SPARSITY
 from bench.tuning.plan import OBJECTIVES, StudyPlan
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
-from bench.tuning.spaces import SpaceError, space_for
+from bench.tuning.spaces import (
+    MIN_TRIALS,
+    TRIALS_PER_DIMENSION,
+    SpaceError,
+    space_for,
+    trials_for,
+)
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
 from bench.tuning.study import TuneResult, tune
 from bench.tuning.validation import StudyError
@@ -65,7 +76,6 @@ INPUT_ERRORS = (
     DataFileError,
     PathNotWritable,
 )
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Flags that describe the setting; refused together with --setting.
 _SETTING_FLAGS = (
     "model",
@@ -140,8 +150,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trials",
         type=POSITIVE_INT,
-        required=True,
-        help="N: run until the study holds N finished (complete or pruned) trials",
+        default=None,
+        help="N: run until the study holds N finished (complete or pruned) trials "
+        f"(default: {TRIALS_PER_DIMENSION} per searched parameter, at least {MIN_TRIALS})",
     )
     parser.add_argument(
         "--study",
@@ -204,11 +215,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def check_study_name(name: str) -> str:
-    if not _STUDY_NAME.fullmatch(name):
-        raise InputError(
-            f"study name {name!r} must start with a letter or digit and contain only letters, "
-            "digits, '.', '_' and '-' (it names a folder)"
-        )
+    if not is_safe_name(name):
+        raise InputError(f"study name {name!r}: {SAFE_NAME_RULE}")
     return name
 
 
@@ -380,8 +388,9 @@ def resolve_method(args: argparse.Namespace) -> tuple[Setting, Target]:
 def run(args: argparse.Namespace) -> int:
     try:
         setting, target = resolve_method(args)
+        trials = args.trials or trials_for(space_for(target.method, target.mode))
         plan = make_plan(
-            args, setting, target, trials=args.trials, study=args.study, overrides=args.space
+            args, setting, target, trials=trials, study=args.study, overrides=args.space
         )
         data = load_checked_data(setting, [target], args.device)
         plan = replace(plan, num_classes=data.num_classes)

@@ -90,7 +90,7 @@ def penalty_family(config: Mapping[str, Any]) -> str:
         hparams = given
     if "penalty" in hparams:
         kind = str(hparams["penalty"]).upper()
-    elif name.startswith("l0-hc"):
+    elif optimizers.algorithm(name) == "l0-hc":
         kind = "expected L0 (gates)"
     else:
         kind = "L1" if "-l1" in name else "L0"

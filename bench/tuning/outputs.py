@@ -150,7 +150,9 @@ def write_study_outputs(
         "hypervolume_above_chance": above_chance,
         "best_val_accuracy": max((p["val_accuracy"] for p in points), default=None),
         "max_sparsity": max((p["sparsity"] for p in points), default=None),
-        "picked": None if chosen is None else {**_brief(chosen), "picked_by": picked_by},
+        "picked": None
+        if chosen is None
+        else {**_brief(chosen), "params": chosen["params"], "picked_by": picked_by},
         "front": [_brief(p) for p in front],
         "points": [_brief(p) for p in points],
         "notes": notes,

@@ -12,12 +12,14 @@ from typing import Any
 
 from bench.report.markdown import table
 from bench.tuning.figures import plot_fronts
+from bench.tuning.seeds import seed_markdown
 
 TABLE_COLUMNS = (
     "label",
     "method",
     "mode",
     "study",
+    "tuning_seed",
     "finished",
     "failed",
     "front_size",
@@ -48,6 +50,7 @@ def hypervolume_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "method": s.get("method"),
                 "mode": s.get("mode"),
                 "study": s["study"],
+                "tuning_seed": s.get("tuning_seed", 0),
                 "finished": s["finished"],
                 "failed": s["trials"]["FAIL"] - s.get("surplus", 0),
                 "front_size": s["front_size"],
@@ -90,6 +93,8 @@ def write_overview(
         TABLE_NOTE,
         "",
         *table(TABLE_COLUMNS, ([_text(r.get(c)) for c in TABLE_COLUMNS] for r in rows)),
+        "",
+        *seed_markdown(summaries),
     ]
     md_path.write_text("\n".join(lines) + "\n")
     title = f"Pareto fronts, setting {name}" + (f"\n{caption}" if caption else "")

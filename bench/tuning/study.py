@@ -132,6 +132,9 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
         "space_version": SPACE_VERSION,
         "storage": plan.storage.describe(),
         "chance_accuracy": 1.0 / plan.num_classes if plan.num_classes else None,
+        "tuning_seed": plan.tuning_seed,
+        "training_seed": plan.setting.seed,
+        "sampler_seed": plan.sampler_seed,
     }
     directory = study_dir(plan.out, plan.study)
     summary = write_study_outputs(
@@ -145,7 +148,11 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
             "hypervolume": summary["hypervolume"],
             "best_val_accuracy": summary["best_val_accuracy"],
             "max_sparsity": summary["max_sparsity"],
-            **{f"picked_{k}": v for k, v in (summary["picked"] or {}).items()},
+            **{
+                f"picked_{k}": v
+                for k, v in (summary["picked"] or {}).items()
+                if isinstance(v, int | float)  # the figures; params and rule are in best.json
+            },
         },
         step=counts["finished"],
     )

@@ -1,0 +1,205 @@
+"""Faults a probe of bad inputs and signals found: each is refused or survived cleanly.
+
+A user's mistake (a suite name that would escape ``--out``, a file that is not UTF-8, a
+tuned-settings file cut short, a data option out of range, a ledger record of the
+wrong shape) ends in one ``error:`` line with exit status 2, or in a quarantined record
+that is trained again; nothing is written outside the output folder; SIGTERM takes the
+path of Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.records import LedgerWarning, load_records
+from bench.runner import cells_dir, run_suite
+from bench.suites import load_suite
+from tests.test_inputs import suite_text
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single ``error:`` line a user's mistake prints (never an internal error)."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "internal error" not in err and "Traceback" not in err, err
+    return err
+
+
+# --------------------------------------------------------------------------- names and paths
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../escaped", "{tmp}/absolute-suite", "a\\u0000b", "o'q", "a b", ".hidden", "x" * 101, ""],
+)
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_suite_name_that_is_no_plain_folder_name_is_refused_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, dry_run: bool
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    path = work / "s.toml"
+    name = name.format(tmp=tmp_path)  # an absolute path: must not escape the test's folder
+    path.write_text(suite_text().replace('name = "t"', f'name = "{name}"'))
+    before = files_under(tmp_path)
+    args = ["run", "--suite", str(path), "--out", str(work / "out"), "--no-progress"]
+    assert main(args + (["--dry-run"] if dry_run else [])) == 2
+    assert "key 'name'" in one_error_line(capsys)
+    assert files_under(tmp_path) == before
+
+
+def test_a_tuned_study_name_outside_the_studies_folder_is_refused_before_any_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    (tmp_path / "system-tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    work.mkdir()
+    path = work / "s-tuned.toml"
+    path.write_text(suite_text(hparams='"tuned:../../escaped-study"'))
+    before = files_under(tmp_path)
+    code = main(["tune-all", "--setting", str(path), "--out", str(work / "out"), "--trials", "1"])
+    assert code == 2
+    assert "escaped-study" in one_error_line(capsys)
+    assert files_under(tmp_path) == before
+    assert main(["run", "--suite", str(path), "--out", str(work / "out"), "--dry-run"]) == 2
+    assert "study name" in one_error_line(capsys)
+
+
+# --------------------------------------------------------------------------- files a user wrote
+
+
+def test_a_suite_file_that_is_not_utf8_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.toml"
+    path.write_bytes(suite_text(top='description = "caf\xe9"').encode("latin-1"))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--dry-run"]) == 2
+    err = one_error_line(capsys)
+    assert str(path) in err and "UTF-8" in err and "0xe9" in err
+
+
+def test_truncated_tuned_settings_are_named_with_the_remedy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    best = tmp_path / "out" / "studies" / "mine" / "best.json"
+    best.parent.mkdir(parents=True)
+    best.write_text('{"params": {"lr": 0.')
+    path = tmp_path / "s.toml"
+    path.write_text(suite_text(hparams='"tuned:mine"'))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    err = one_error_line(capsys)
+    assert str(best) in err and "bench tune --study mine" in err
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+TWO_METHODS = (
+    '[[methods]]\nname = "sgd"\nbatch_size = 32\nhparams = { lr = 0.1 }\n'
+    '[[methods]]\nname = "adam"\nbatch_size = 32\nhparams = { lr = 0.01 }\n'
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A suite of two cells (sgd, adam), trained once for the ledger tests to copy."""
+    folder = tmp_path_factory.mktemp("trained")
+    path = folder / "t.toml"
+    path.write_text(suite_text().split("[[methods]]")[0] + TWO_METHODS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        outcome = run_suite(load_suite(path), folder / "out", CPU, progress=False, models=False)
+    assert outcome.ran == 2 and outcome.failed == 0
+    return folder
+
+
+def ledger_copy(trained: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, Path]]:
+    """The trained suite file and output folder copied, and its record files by label."""
+    shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
+    ledger = cells_dir(tmp_path / "out", "t")
+    by_label = {json.loads(p.read_text())["config"]["label"]: p for p in ledger.glob("*.json")}
+    return tmp_path / "t.toml", tmp_path / "out", by_label
+
+
+def edit(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda d: d.update(summary="oops"), "field 'summary' must be an object"),
+        (
+            lambda d: d["summary"].update(test_accuracy="high"),
+            "summary figure 'test_accuracy' must be a number, true/false or null",
+        ),
+        (lambda d: d.update(wall_time_s="long"), "field 'wall_time_s' must be a finite number"),
+        (lambda d: d.update(curve={"a": 1}), "field 'curve' must be a list of objects"),
+        (lambda d: d.update(status="great"), "status must be one of"),
+        (lambda d: d["config"]["hparams"].update(lr=0.5), "does not hash to its key"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_quarantined_and_its_cell_trained_again(
+    trained: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None], reason: str
+) -> None:
+    *_, by_label = ledger_copy(trained, tmp_path)
+    edit(by_label["sgd"], change)
+    with pytest.warns(LedgerWarning, match=re.escape(reason)):
+        records = load_records(by_label["sgd"].parent)
+    assert [r.config["label"] for r in records] == ["adam"]
+    assert (by_label["sgd"].parent / "quarantine" / by_label["sgd"].name).is_file()
+
+
+def test_a_record_copied_over_another_cells_file_is_quarantined_and_both_cells_reported_once(
+    trained: Path, tmp_path: Path
+) -> None:
+    path, out, by_label = ledger_copy(trained, tmp_path)
+    shutil.copyfile(by_label["sgd"], by_label["adam"])
+    with pytest.warns(LedgerWarning, match="holds the record of cell"):
+        outcome = run_suite(load_suite(path), out, CPU, progress=False, models=False)
+    assert (outcome.ran, outcome.skipped) == (1, 1)
+    records = load_records(by_label["sgd"].parent)
+    assert sorted(r.config["label"] for r in records) == ["adam", "sgd"]
+    assert all(p.stem == r.key for p, r in zip(sorted(by_label.values()), records, strict=True))
+
+
+def test_newer_summary_figures_and_the_capped_status_are_accepted(
+    trained: Path, tmp_path: Path
+) -> None:
+    *_, by_label = ledger_copy(trained, tmp_path)
+
+    def newer(data: dict[str, Any]) -> None:
+        data["status"] = "capped"
+        data["summary"].update(interference_share=0.25, interference_note="quiet")
+
+    edit(by_label["sgd"], newer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LedgerWarning)
+        records = {r.config["label"]: r for r in load_records(by_label["sgd"].parent)}
+    assert records["sgd"].status == "capped"
+    assert records["sgd"].summary["interference_share"] == 0.25
