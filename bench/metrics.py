@@ -256,6 +256,7 @@ METRICS: tuple[Metric, ...] = (
         "epochs",
         "passes over the training split",
         final=lambda p: p.iterations / p.per_epoch,
+        mlflow=False,  # MLflow has one name per idea: the `epoch` curve's last point
     ),
     Metric(
         "attempts",
@@ -356,19 +357,27 @@ def derived(summary_values: Mapping[str, Any]) -> dict[str, Any]:
     return {m.name: m.derive(summary_values) for m in METRICS if m.derive is not None}
 
 
-def mlflow_summary_metrics(summary_values: Mapping[str, Any]) -> dict[str, float]:
-    """Summary figures worth a metric in MLflow: numeric ones not already on the curve.
+#: Prefix of the MLflow tags that carry a cell's summary-only figures.
+MLFLOW_SUMMARY_PREFIX = "final."
 
-    Curve metrics are logged at every evaluation, so their last value is already there;
-    logging it again as ``final_*`` would only add single-point charts.
+
+def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
+    """Summary figures not on the curve, as MLflow tags ``final.<name>``.
+
+    Tags, not metrics: a number logged once is a single-point chart in MLflow's chart
+    view, and a cell has eight of them (``iterations``, ``eval_time_s``, ...). Curve
+    metrics are logged at every evaluation, so their last point is their final value
+    already (no ``final_*`` copies). Tags, not params, because a run that ``bench sync``
+    completes again may overwrite them.
     """
-    out: dict[str, float] = {}
+    out: dict[str, str] = {}
     for m in METRICS:
         if not m.mlflow or m.curve or not m.summary:
             continue
         value = summary_values.get(m.name)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            out[m.name] = float(value)
+            text = f"{value:d}" if isinstance(value, int) else f"{value:.6g}"
+            out[MLFLOW_SUMMARY_PREFIX + m.name] = text
     return out
 
 

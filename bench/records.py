@@ -65,6 +65,10 @@ class CellRecord:
     wall_time_s: float = 0.0
     mlflow_synced: bool = True  # False: MLflow lacks (part of) this record; `bench sync`
     mlflow_error: str | None = None  # why the last attempt to reach MLflow failed
+    # Set when training continued from a checkpoint (bench.checkpoints): the iteration
+    # of the last resume and how many resumes the cell took in all.
+    resumed_from_step: int | None = None
+    resumes: int = 0
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -55,7 +55,8 @@ from bench.budget import RETIRED as RETIRED_BUDGET_KEYS
 from bench.budget import UNITS as BUDGET_UNITS
 from bench.budget import Budget, BudgetError
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
-from bench.models import available_models, check_model_options
+from bench.data.registry import ensure_dataset_name
+from bench.models import available_models, check_model_options, ensure_model
 from bench.numerics import DEFAULT_PRECISION, check_precision
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -301,9 +302,16 @@ class _Validator:
         value = raw.get(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise self.fail(key, f"must be a non-empty list of names, got {value!r}")
+        ensure = {"models": ensure_model, "datasets": ensure_dataset_name}.get(key)
         for item in value:
-            if item not in known:
+            if item in known:
+                continue
+            if ensure is None:
                 raise self.fail(key, f"unknown name {item!r}; known: {', '.join(known)}")
+            try:  # your own builder or loader (reference or entry point): checked now
+                ensure(item)
+            except ValueError as error:
+                raise self.fail(key, str(error)) from None
         if len(set(value)) != len(value):
             raise self.fail(key, f"lists a name twice: {value!r}")
         return value

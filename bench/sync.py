@@ -102,14 +102,19 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     """Final figures, artifacts, figure, status tag and end status from the record."""
     summary = record.summary
     error = {"error": record.error, **summary} if record.error else None
+    resumed = (
+        {"resumed_from_step": str(record.resumed_from_step), "resumes": str(record.resumes)}
+        if record.resumes
+        else None
+    )
     run.finish_training(
         record.status,
         summary,
+        tags={**(resumed or {}), **interference_tag(summary)} or None,
         curve=record.curve,
         layer_sparsity=record.layer_sparsity,
         error=error,
         figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
-        tags=interference_tag(summary),
     )
 
 

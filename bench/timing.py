@@ -62,6 +62,10 @@ class StepTimer:
                 self._steps_ms.append(cpu * 1000.0)
                 self._wall_ms.append(wall * 1000.0)
 
+    def continue_from(self, seconds: float) -> None:
+        """Count on from ``seconds`` already spent (a cell resumed from its checkpoint)."""
+        self._total += float(seconds)
+
     def seconds_if_free(self) -> float | None:
         """Total device seconds when reading them costs no synchronisation (CPU), else None.
 

@@ -175,7 +175,22 @@ class Tracker:
     def running_runs(self, tags: dict[str, str]) -> list[Any]:
         """Runs of this experiment still RUNNING whose tags equal ``tags``."""
         clauses = ["attributes.status = 'RUNNING'"]
-        clauses += [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        clauses += [f"tags.`{k}` = {filter_literal(v)}" for k, v in tags.items()]
         return self.client.search_runs(
             [self.experiment_id], filter_string=" and ".join(clauses), max_results=5000
         )
+
+
+def filter_literal(value: str) -> str:
+    """``value`` as a string literal of an MLflow filter: quoted with the quote it lacks.
+
+    MLflow's filter grammar has no escape inside a literal, so a value holding both
+    quotes cannot be matched exactly and raises :class:`ValueError` (suite and study
+    names are checked on load and hold neither).
+    """
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"{value!r} holds both quote characters; no MLflow filter can match it")

@@ -20,6 +20,7 @@ the last good point; the report leaves diverged and capped cells out of medians 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 import optimizers
 from bench import interference, metrics
 from bench.budget import Budget
+from bench.checkpoints import CellCheckpoints
 from bench.data import DataSplits
 from bench.models import build_model
 from bench.numerics import numerics
@@ -128,11 +130,15 @@ class _Counters:
         return self.data.num_classes
 
 
-def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    cell: Cell, data: DataSplits, start: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless stream of training batches, drawn by index from the on-device tensors.
 
     Mini-batch order is a seeded permutation per epoch; the last partial batch is dropped
     so every step has the same shape (CUDA graphs and fair step times need that).
+    ``start`` skips that many batches (a resumed cell continues where it stopped): whole
+    epochs cost one permutation each, no indexing.
     """
     x, y = data.train_x, data.train_y
     if cell.method.mode == "fullbatch":
@@ -141,11 +147,16 @@ def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.
     generator = torch.Generator().manual_seed(cell.seed)
     size = cell.method.batch_size
     assert size is not None
+    per_epoch = len(y) // size
+    skip_epochs, skip = divmod(start, per_epoch)
+    for _ in range(skip_epochs):
+        torch.randperm(len(y), generator=generator)
     while True:
         order = torch.randperm(len(y), generator=generator).to(y.device)
-        for i in range(0, len(y) - size + 1, size):
+        for i in range(skip * size, len(y) - size + 1, size):
             index = order[i : i + size]
             yield x[index], y[index]
+        skip = 0
 
 
 def iterations_per_epoch(cell: Cell, n_train: int) -> int:
@@ -188,16 +199,22 @@ def train_cell(
     on_eval: EvalCallback | None = None,
     use_test: bool = True,
     progress: bool = True,
+    checkpoints: CellCheckpoints | None = None,
 ) -> TrainingResult:
     """Train ``cell`` on ``data`` (already on ``device``) and return its curve and summary.
 
     ``use_test=False`` (tuning) never touches the test split: test accuracy stays None.
     ``on_eval`` sees each evaluation point as it is made (MLflow logging, Optuna pruning);
     it may raise to stop training. The cell's precision (``bench.numerics``) holds
-    throughout, evaluation included.
+    throughout, evaluation included. With ``checkpoints`` the cell resumes from its
+    checkpoint if one exists and writes new ones as :mod:`bench.checkpoints` describes
+    (restored curve points are passed to ``on_eval`` too, so its log is whole).
     """
     with numerics(cell.precision):
-        return _train(cell, data, device, on_eval=on_eval, use_test=use_test, progress=progress)
+        return _train(
+            cell, data, device,
+            on_eval=on_eval, use_test=use_test, progress=progress, checkpoints=checkpoints,
+        )  # fmt: skip
 
 
 def _train(
@@ -208,6 +225,7 @@ def _train(
     on_eval: EvalCallback | None,
     use_test: bool,
     progress: bool,
+    checkpoints: CellCheckpoints | None = None,
 ) -> TrainingResult:
     torch.manual_seed(cell.seed)
     model = build_model(
@@ -236,10 +254,13 @@ def _train(
             scratch.step(first_x, first_y)
         del scratch
         method = optimizers.make(cell.method.name, model, **hparams)
+        saved = checkpoints.load() if checkpoints is not None else None
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            method.load_state_dict(saved["method"])
         prepare = getattr(method, "prepare", None)
         if callable(prepare):
             prepare(first_x, first_y)
-    stream = batches(cell, data)  # restart: the warm-up must not shift the batch order
 
     timer = StepTimer(device, keep_steps=True)
     # Pass budgets need each step's pass count at once: free on a CPU, a sync on CUDA.
@@ -260,7 +281,13 @@ def _train(
     )
     pending: list[optimizers.StepStats] = []
     curve: list[dict[str, Any]] = []
-    if fullbatch:
+    if saved is not None:
+        assert checkpoints is not None
+        _resume(saved, counters, curve, timer, evaluation, on_eval)
+        checkpoints.resumed(saved)
+    # restart (or skip to the resume point): the warm-up must not shift the batch order
+    stream = batches(cell, data, start=counters.iterations)
+    if fullbatch and saved is None:
         with evaluation.measure():
             counters.last_objective = float(method.objective(data.train_x, data.train_y))
 
@@ -286,9 +313,15 @@ def _train(
     status = "finished"
     capped = False
     bar = tqdm(total=max_iterations, desc=cell.name, unit="it", leave=False, disable=not progress)
+    bar.update(counters.iterations)  # a resumed cell's bar starts where it stopped
+    held = contextlib.ExitStack()
     try:
-        with evaluation.measure():
-            evaluate()
+        if saved is None:
+            with evaluation.measure():
+                evaluate()
+        held.enter_context(
+            checkpoints.holding_interrupts() if checkpoints else contextlib.nullcontext()
+        )  # a Ctrl-C waits for the step boundary, where the checkpoint is written
         while True:
             x, y = next(stream)
             with timer.step():
@@ -308,10 +341,16 @@ def _train(
                 capped = not done and (capped or budget.capped(point["device_time_s"]))
                 if done or capped:
                     break
+            if checkpoints is not None and checkpoints.due():
+                _absorb(pending, counters, fullbatch)
+                pending.clear()
+                checkpoints.save(_snapshot(model, method, counters, curve, timer, evaluation))
+                checkpoints.raise_if_interrupted()
     except Diverged as error:
         status = "diverged"
         diverged_reason = str(error)
     finally:
+        held.close()
         bar.close()
 
     if capped and status == "finished":
@@ -337,6 +376,56 @@ def _train(
         layer_sparsity=optimizers.layer_sparsity(model),
         model=model,
     )
+
+
+#: The loop counters a checkpoint keeps (the rest is rebuilt or measured afresh).
+_RESUMED_COUNTERS = (
+    "iterations", "attempts", "rejected", "forward", "backward", "accepted_increases",
+    "accepted_steps", "checked_steps", "eps", "last_objective",
+)  # fmt: skip
+
+
+def _snapshot(
+    model: torch.nn.Module,
+    method: optimizers.Method,
+    counters: _Counters,
+    curve: list[dict[str, Any]],
+    timer: StepTimer,
+    evaluation: Stopwatch,
+) -> dict[str, Any]:
+    """Everything a resumed cell needs to end as if it had never stopped."""
+    return {
+        "model": model.state_dict(),
+        "method": method.state_dict(),
+        "counters": {name: getattr(counters, name) for name in _RESUMED_COUNTERS},
+        "curve": list(curve),
+        "device_seconds": timer.seconds(),
+        "eval_seconds": evaluation.total,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+    }
+
+
+def _resume(
+    saved: dict[str, Any],
+    counters: _Counters,
+    curve: list[dict[str, Any]],
+    timer: StepTimer,
+    evaluation: Stopwatch,
+    on_eval: EvalCallback | None,
+) -> None:
+    """Put a checkpoint's loop state back (model and method are loaded already)."""
+    for name, value in saved["counters"].items():
+        setattr(counters, name, value)
+    curve.extend(saved["curve"])
+    timer.continue_from(saved["device_seconds"])
+    evaluation.total += saved["eval_seconds"]
+    torch.set_rng_state(saved["rng"])
+    if saved["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    if on_eval is not None:
+        for point in curve:
+            on_eval(point)
 
 
 def _absorb(pending: list[optimizers.StepStats], counters: _Counters, fullbatch: bool) -> None:

@@ -10,24 +10,35 @@ path of Ctrl-C.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import struct
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
+import bench.runner
 from bench.cli import main
 from bench.records import LedgerWarning, load_records
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
+from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
 from tests.test_inputs import suite_text
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +214,150 @@ def test_newer_summary_figures_and_the_capped_status_are_accepted(
         records = {r.config["label"]: r for r in load_records(by_label["sgd"].parent)}
     assert records["sgd"].status == "capped"
     assert records["sgd"].summary["interference_share"] == 0.25
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def _mlflow_runs(out: Path, suite: str = "t") -> list[Any]:
+    client = MlflowClient(tracking_uri=tracking_uri(out))
+    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
+    return client.search_runs([experiment.experiment_id], "tags.run_kind = 'cell'")
+
+
+def test_sigterm_during_training_records_the_cell_killed_closes_its_run_and_exits_143(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text())
+    real = bench.runner.train_cell
+
+    def terminated_after_an_evaluation(*args: Any, on_eval: Any, **kwargs: Any) -> Any:
+        def evaluate(point: dict[str, Any]) -> None:
+            on_eval(point)
+            os.kill(os.getpid(), signal.SIGTERM)  # as a batch system's stop would land
+
+        return real(*args, on_eval=evaluate, **kwargs)
+
+    monkeypatch.setattr(bench.runner, "train_cell", terminated_after_an_evaluation)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 143
+    assert signal.getsignal(signal.SIGTERM) == before  # the CLI's handler is gone again
+    assert capsys.readouterr().err.strip().endswith("terminated (SIGTERM)")
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert record.status == "killed" and record.error == "terminated (SIGTERM)"
+    assert len(record.curve) == 1 and record.mlflow_synced
+    (run,) = _mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED" and run.info.run_id == record.mlflow_run_id
+    assert not list((tmp_path / "t" / "claims").glob("*.claim"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_running_suite_takes_the_path_of_ctrl_c(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text().replace("epochs = 1", "epochs = 50"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = ["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *command],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    claims = tmp_path / "t" / "claims"
+    deadline = time.monotonic() + 120
+    while not any(claims.glob("*.claim")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.terminate()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    (record,) = load_records(cells_dir(tmp_path, "t"))
+    assert record.status == "killed" and record.error == "terminated (SIGTERM)"
+    assert [r.info.status for r in _mlflow_runs(tmp_path)] == ["KILLED"]
+    assert not list(claims.glob("*.claim"))
+
+
+# --------------------------------------------------------------------------- data that does not fit
+
+
+@pytest.mark.parametrize(
+    ("data", "method", "expected"),
+    [
+        ("train_subset = 100000", "batch_size = 32", "train_subset must be an integer in [1, 512]"),
+        ("", "batch_size = 5000", "key 'batch_size': batch_size 5000 of method 'sgd' exceeds"),
+    ],
+)
+def test_data_options_beyond_the_loaded_data_are_refused_before_any_cell_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, method: str, expected: str
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text(data=data).replace("batch_size = 32", method))
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = one_error_line(capsys)
+    assert str(path) in err and expected in err
+    assert not cells_dir(tmp_path, "t").exists() or not list(cells_dir(tmp_path, "t").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("label", "train-labels-idx1-ubyte: label 200 outside 0..9"),
+        ("count", "train-images-idx3-ubyte: has 12 images but"),
+    ],
+)
+def test_mnist_format_files_that_disagree_are_a_data_error_not_an_internal_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, expected: str
+) -> None:
+    from bench.data.locate import IDX_FILES
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    labels = np.arange(12, dtype=np.uint8) % 10
+    if damage == "label":
+        labels[3] = 200
+    arrays = {
+        "train_images": np.zeros((12, 4, 4), np.uint8),
+        "train_labels": labels if damage == "label" else labels[:10],
+        "test_images": np.zeros((5, 4, 4), np.uint8),
+        "test_labels": np.zeros(5, np.uint8),
+    }
+    for key, array in arrays.items():  # IDX: magic (type 0x08, ndim), sizes, bytes
+        header = struct.pack(">I", 0x800 + array.ndim) + struct.pack(
+            f">{array.ndim}I", *array.shape
+        )
+        (folder / IDX_FILES[key]).write_bytes(header + array.tobytes())
+    assert main(["data", "--dataset", "mnist", "--root", str(tmp_path)]) == 2
+    err = one_error_line(capsys)
+    assert expected in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe\x00garbage\x81", b'{"op_code": 0, "worker_id": "w", "study_name": "s"\n'],
+)
+def test_a_journal_storage_that_is_garbage_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    journal = tmp_path / "journal.log"
+    journal.write_bytes(content)
+    args = ["tune", "--method", "sgd", "--model", "cnn-tiny", "--dataset", "synthetic"]
+    args += ["--trials", "1", "--budget-epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert main([*args, "--storage", str(journal)]) == 2
+    err = one_error_line(capsys)
+    assert str(journal) in err and "not an Optuna journal or is damaged" in err and "line 1" in err
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def test_tag_values_with_quotes_are_quoted_in_filters(tmp_path: Path) -> None:
+    tracker = Tracker(tracking_uri(tmp_path), "quotes")
+    ids = {name: tracker.start(name, {}, {"suite": name}) for name in ("o'q", 'say "hi"', "plain")}
+    for name, run_id in ids.items():
+        assert [r.info.run_id for r in tracker.running_runs({"suite": name})] == [run_id]
+    with pytest.raises(ValueError, match="both quote characters"):
+        tracker.running_runs({"suite": 'it\'s "both"'})

@@ -196,3 +196,10 @@ def test_a_new_starting_value_or_cap_keeps_the_runs(tmp_path: Path) -> None:
     trace.add(CalibrationRun(1e-3, 0.5))
     again = Trace.open(path, {"target": 0.9, "initial": 2e-3, "max_runs": 10})
     assert again.runs == [CalibrationRun(1e-3, 0.5)]
+
+
+def test_cli_rejects_unknown_method_labels(tmp_path: Path, capsys) -> None:
+    code = main(["matched", "--methods", "bsqh,nope", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --methods") and "nope" in err and "gmp-global" in err

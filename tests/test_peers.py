@@ -655,6 +655,25 @@ def test_emsa_has_no_l0_term_and_the_hybrid_is_a_labelled_variant():
     assert optimizers.registry.description("emsa-l0").startswith("[our variant")
 
 
+def test_the_reports_methods_table_names_labelled_variants_with_their_label():
+    import pandas as pd
+
+    from bench.report.markdown import methods_section
+
+    runs = pd.DataFrame(
+        {
+            "method": ["bsqh-par", "emsa-l0", "bsqh-mb"],
+            "optimizer": ["bsqh-parallel", "emsa-l0-graph", "bsqh-fast"],
+            "mode": ["minibatch"] * 3,
+            "batch_size": [128] * 3,
+        }
+    )
+    text = "\n".join(methods_section(runs))
+    assert "| bsqh-par | bsqh-parallel (ablation: proximal gradient with adaptive step) |" in text
+    assert "| emsa-l0 | emsa-l0-graph (our variant: E-MSA with the shared L0 prox) |" in text
+    assert "| bsqh-mb | bsqh-fast |" in text  # an execution variant is the method itself
+
+
 def test_emsa_full_batch_objective_decreases_and_chunks_equal_one_pass():
     x, y = learnable_data(n=60, dtype=torch.float64)
     results, curves = [], []

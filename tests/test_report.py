@@ -407,7 +407,7 @@ def test_claims_count_accepted_increases_and_rejections(report) -> None:
     # partner): p = 2 / 2^3 = 0.25 at best, and the family of 2 comparisons could reach
     # 2 x 0.25 = 0.5 at best, so there is no verdict, said as such.
     assert "bsqh-full" in line and "**too few seeds for this family**" in line
-    assert "(3 wins, 0 losses, 0 ties)" in line and "rank-biserial r = +1.00" in line
+    assert "(wins/losses/ties 3/0/0)" in line and "rank-biserial r = +1.00" in line
     # The runner-up pair (bsqh-full, sgd-mini) is also "bsqh-full against sgd-mini": one
     # test, so the family has 2 (adam-mini is the other), not 3.
     assert "p = 0.25" in line and "Holm-adjusted p = 0.5 (family of 2)" in line

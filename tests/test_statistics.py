@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report.claims import bsqh_against_peers, judge_claims, monotone_descent, most_accurate
+from bench.report.claims import (
+    bsqh_against_peers,
+    family_size_bound,
+    judge_claims,
+    monotone_descent,
+    most_accurate,
+)
 from bench.report.profiles import (
     joint_target_hit,
     joint_time_to_target,
@@ -25,6 +31,7 @@ from bench.report.significance import (
     bootstrap_median_ci,
     failure_accuracy,
     holm,
+    judge,
     mann_whitney_u,
     median_interval,
     order_statistic_level,
@@ -188,7 +195,7 @@ def test_failed_seeds_count_at_chance_not_dropped() -> None:
     assert row["acc_median"] == pytest.approx(0.1) and row["acc_chance"] == pytest.approx(0.1)
     _, claim = judge_claims(bsqh_against_peers(table, runs))
     assert claim.verdict == "does not hold"
-    assert "(3 wins, 7 losses, 0 ties)" in claim.evidence
+    assert "(wins/losses/ties 3/7/0)" in claim.evidence
 
 
 def test_descent_claim_ignores_unchecked_cells() -> None:
@@ -501,3 +508,49 @@ def test_failed_cells_score_chance_accuracy() -> None:
     assert scored_accuracy(None, "finished", 4) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="num_classes"):
         failure_accuracy(1)
+
+
+def test_judge_a_family_by_hand() -> None:
+    ten_up = paired_compare([0.9 + 0.01 * i for i in range(10)], [0.5] * 10)  # p = 2 / 1024
+    ten_down = paired_compare([0.5] * 10, [0.9 + 0.01 * i for i in range(10)])
+    mixed = paired_compare([0.6, 0.4, 0.7, 0.3, 0.8, 0.2, 0.55, 0.45, 0.65, 0.35], [0.5] * 10)
+    four = paired_compare([0.9, 0.8, 0.85, 0.7], [0.5] * 4)  # can never reach 0.05 alone
+    family = judge([ten_up, ten_down, mixed, four])
+    # Floor: 4 tests x 2 / 2^10 = 0.0078 (the 10-seed tests), so verdicts are possible.
+    assert family.possible and family.smallest_adjusted_p == pytest.approx(8 / 1024)
+    verdicts = [j.verdict for j in family.judged]
+    assert verdicts[0] == "holds" and verdicts[1] == "does not hold"
+    assert verdicts[2].startswith("no significant difference") and verdicts[3] == (
+        "too few seeds (n=4)"
+    )
+    assert [j.adjusted_p for j in family.judged] == pytest.approx(holm([c.p_value for c in (
+        ten_up, ten_down, mixed, four)]))  # fmt: skip
+    assert "Holm-adjusted p = 0.00781 (family of 4)" in family.judged[0].evidence()
+    # The same four-seed test alone: a family that cannot reach alpha at all.
+    alone = judge([four])
+    assert not alone.possible and alone.judged[0].verdict == "too few seeds for this family"
+    assert "smallest attainable Holm-adjusted p = 0.125" in alone.summary()
+    assert judge([]).judged == () and judge([]).summary() == "no paired comparison"
+
+
+@pytest.mark.parametrize("suite", ["quick-tuned", "paper"])
+def test_comparative_suites_have_seeds_for_a_verdict(suite: str) -> None:
+    """The suites meant for comparisons can reach a verdict: their report's Holm family
+    (at its largest) has a smallest attainable adjusted p at or below alpha."""
+    import tomllib
+
+    from bench.suites import SUITES_DIR
+
+    spec = tomllib.loads((SUITES_DIR / f"{suite}.toml").read_text())
+    seeds = len(spec["seeds"])
+    groups = len(spec["datasets"]) * len(spec["models"])
+    bound = family_size_bound(groups, [m["name"] for m in spec["methods"]])
+    assert seeds >= 10
+    assert verdict_possible(seeds, bound), (suite, seeds, bound, smallest_holm_p(seeds, bound))
+
+
+def test_family_size_bound_by_hand() -> None:
+    # Two bSQH variants against three others, plus the most-accurate pair, per group.
+    assert family_size_bound(1, ["bsqh", "bsqh-fast", "sgd", "gmp", "emsa"]) == 7
+    assert family_size_bound(9, ["bsqh"] * 2 + ["x"] * 8) == 153
+    assert family_size_bound(2, ["sgd", "adam"]) == 2

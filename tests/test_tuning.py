@@ -130,10 +130,11 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     assert {"value_val_accuracy", "value_sparsity", "val_accuracy"} <= set(child.data.metrics)
     history = client.get_metric_history(child.info.run_id, "val_accuracy")
     assert len(history) >= 2  # intermediate points, not only the final value
-    # Logged as a cell's run is: summary-only figures once, no final_* copies of the curve.
+    # Logged as a cell's run is: summary-only figures as final.* tags, no final_* copies.
     for c in children:
-        assert not [k for k in c.data.metrics if k.startswith("final_")], c.data.metrics
-        assert {"iterations", "eval_time_s", "warmup_time_s"} <= set(c.data.metrics)
+        assert not [k for k in c.data.metrics if k.startswith("final")], c.data.metrics
+        assert {"final.iterations", "final.eval_time_s", "final.warmup_time_s"} <= set(c.data.tags)
+        assert not {"iterations", "eval_time_s", "epochs"} & set(c.data.metrics)
         assert {"curve.json", "layer_sparsity.json"} <= {
             a.path for a in client.list_artifacts(c.info.run_id)
         }
@@ -146,11 +147,26 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
     pareto = json.loads((directory / "pareto.json").read_text())
     assert pareto["front"] and 0 <= pareto["hypervolume"] <= 1
+    # Reference at chance, so points that only guess add no area.
+    assert pareto["chance_accuracy"] and pareto["reference_point"] == [
+        pareto["chance_accuracy"],
+        0.0,
+    ]
     summary = json.loads((directory / "summary.json").read_text())
     assert any("3 trials only (< 20)" in note for note in summary["notes"])
 
     best = json.loads((directory / "best.json").read_text())
     assert best["study"] == "tiny-bsqh" and best["picked_by"]
+    # The dashboard shows the pick (study attributes) and never a guessing network as best.
+    study = load(out, "tiny-bsqh")
+    assert study.user_attrs["picked_trial"] == best["trial"]
+    assert study.user_attrs["picked_by"] == best["picked_by"]
+    floor = 0.1 + 0.1 * 0.9  # ten classes: chance 0.1, the useful floor 0.19
+    for trial in finished(study):
+        expected = floor - trial.user_attrs["val_accuracy"]
+        assert trial.constraints["above_chance"] == pytest.approx(expected)
+    for trial in study.best_trials:
+        assert trial.user_attrs["val_accuracy"] > floor
     assert best["params"]["max_retries"] == 5  # the fixed part of the space travels too
     suite = tmp_path / "suite.toml"
     suite.write_text(
@@ -415,7 +431,7 @@ def test_hypervolume_of_a_hand_example() -> None:
 
 
 def test_overview_table_and_plot(tmp_path: Path) -> None:
-    """tune-all's table: one row per study, most hypervolume first, surplus not counted."""
+    """tune-all's table: one row per study in suite order (no ranking), surplus not counted."""
     import csv
 
     from bench.tuning.overview import TABLE_COLUMNS, write_overview
@@ -425,7 +441,8 @@ def test_overview_table_and_plot(tmp_path: Path) -> None:
         front = [dots[i] for i in pareto_indices(points)]
         return {"study": f"s-{label}", "label": label, "method": label, "mode": "minibatch",
                 "finished": len(points), "trials": {"FAIL": crashed + surplus}, "surplus": surplus,
-                "front_size": len(front), "hypervolume": hypervolume_2d(points),
+                "front_size": len(front), "hypervolume": hypervolume_2d(points, (0.1, 0.0)),
+                "hypervolume_reference": [0.1, 0.0],
                 "best_val_accuracy": max(a for a, _ in points),
                 "max_sparsity": max(s for _, s in points), "picked": dots[0],
                 "points": dots, "front": front}  # fmt: skip
@@ -434,14 +451,17 @@ def test_overview_table_and_plot(tmp_path: Path) -> None:
     sparse = summary("bsqh", [(0.85, 0.6), (0.5, 0.9)], crashed=1, surplus=0)
     paths = write_overview([dense, sparse], tmp_path, "x", caption="one caption")
     rows = list(csv.DictReader(paths["csv"].open()))
-    assert [r["label"] for r in rows] == ["bsqh", "sgd"]  # most hypervolume first
-    assert [r["failed"] for r in rows] == ["1", "0"]  # surplus trials are not failures
-    assert math.isclose(float(rows[0]["hypervolume"]), hypervolume_2d([(0.85, 0.6), (0.5, 0.9)]))
+    assert [r["label"] for r in rows] == ["sgd", "bsqh"]  # as given, not ranked
+    assert [r["failed"] for r in rows] == ["0", "1"]  # surplus trials are not failures
+    # Above chance: (0.85 - 0.1) x 0.6 + (0.5 - 0.1) x (0.9 - 0.6).
+    assert math.isclose(float(rows[1]["hypervolume"]), 0.75 * 0.6 + 0.4 * 0.3)
+    assert rows[1]["hv_reference"] == "(0.1, 0)"
     markdown = paths["markdown"].read_text().splitlines()
     first = markdown[: markdown.index("## Tuning seeds")]
     table = [line for line in first if line.startswith("|")]
     assert table[0] == "| " + " | ".join(TABLE_COLUMNS) + " |" and len(table) == 2 + 2
     assert "one caption" in markdown and markdown[0].endswith("setting x")
+    assert any("**not a ranking**" in line for line in markdown)
     assert paths["figure"].read_bytes().startswith(PNG_MAGIC)
 
 

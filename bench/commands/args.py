@@ -64,6 +64,7 @@ def bounded(
 
 #: The shapes of number the commands take.
 POSITIVE_NUMBER = bounded(float, low=0.0, low_open=True)
+NONNEGATIVE_NUMBER = bounded(float, low=0.0)
 POSITIVE_INT = bounded(int, low=1)
 NONNEGATIVE_INT = bounded(int, low=0)
 OPEN_FRACTION = bounded(float, low=0.0, high=1.0, low_open=True, high_open=True)

@@ -8,11 +8,12 @@ found is retrained with the suite's paired seeds and evaluated on test
 (:mod:`bench.matched`). A rerun resumes: finished calibration runs and retrained cells
 are read back, not trained again. Outputs under ``<out>/matched-<suite>/``:
 
-- ``matched.csv`` / ``paired.csv``: the tables of every budget (:mod:`bench.matched.table`);
+- ``matched.csv`` / ``paired.csv``: the tables of every budget, the calibrated knob values
+  included (:mod:`bench.matched.table`);
 - ``MATCHED.md``: both, per budget, in Markdown; ``matched.png``: accuracy vs nonzeros;
-- ``calibrated.csv``: the calibrated knob values (with their calibration runs);
 - ``epochs-<E>/calibration/<method>@<s>.json``: every calibration run;
-- ``epochs-<E>/cells/`` and ``epochs-<E>/mlflow.db``: the retrained cells' ledger and runs.
+- ``epochs-<E>/matched-<suite>-e<E>/cells/`` and ``epochs-<E>/mlflow.db``: the retrained
+  cells' ledger and runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -69,7 +71,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-runs",
         type=POSITIVE_INT,
         default=calibration.DEFAULT_MAX_RUNS,
-        help="calibration runs per method and target before 'not reached' (default: 8)",
+        help="calibration runs per method and target before 'not reached' (default: 12)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated labels: calibrate and retrain only these (default: all); a "
+        "second driver on the same --out shares the cells through the ledger's claims",
     )
     parser.add_argument(
         "--reference", default=REFERENCE, help="method the others are paired with (default: bsqh)"
@@ -100,6 +108,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.methods is not None:
+        chosen = [label.strip() for label in args.methods.split(",") if label.strip()]
+        unknown = [label for label in chosen if label not in labels]
+        if not chosen or unknown:
+            print(
+                f"error: --methods {args.methods!r}: unknown label(s) "
+                f"{', '.join(unknown) or '(none given)'}; suite {suite.name!r} has: "
+                f"{', '.join(labels)}",
+                file=sys.stderr,
+            )
+            return 2
+        suite = replace(suite, methods=[m for m in suite.methods if m.label in chosen])
     device = resolve_device(args.device)
     # These networks are tiny: intra-op threads buy nothing, and with another process on
     # the other core two threads ran a cell ten times slower than one (README).

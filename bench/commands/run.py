@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 
 from bench.budget import SAFETY_CAP
-from bench.commands.args import add_device, add_out, add_suite
+from bench.checkpoints import DEFAULT_MINUTES
+from bench.commands.args import NONNEGATIVE_NUMBER, add_device, add_out, add_suite
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.errors import UsageError
@@ -51,6 +52,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-models",
         action="store_true",
         help="do not save each finished cell's network as an MLflow model (large sweeps)",
+    )
+    parser.add_argument(
+        "--checkpoint-minutes",
+        type=NONNEGATIVE_NUMBER,
+        default=DEFAULT_MINUTES,
+        metavar="M",
+        help="write a cell's training state every M minutes of wall clock and on Ctrl-C; "
+        f"the next run resumes it (default: {DEFAULT_MINUTES:g}; 0: only on Ctrl-C)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_scheduler_option(parser, "the cells")
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         progress=not args.no_progress,
         models=not args.no_models,
+        checkpoint_minutes=args.checkpoint_minutes or None,
     )
     return report(args, suite, outcome)
 

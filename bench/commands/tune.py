@@ -38,7 +38,13 @@ from bench.commands.args import (
     add_device,
     add_out,
 )
-from bench.data import DataFileError, DatasetUnavailable, DataSplits, available_datasets
+from bench.data import (
+    DataFileError,
+    DataOptionError,
+    DatasetUnavailable,
+    DataSplits,
+    available_datasets,
+)
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.models import available_models, build_model
@@ -74,6 +80,7 @@ INPUT_ERRORS = (
     StudyError,
     DatasetUnavailable,
     DataFileError,
+    DataOptionError,
     PathNotWritable,
 )
 #: Flags that describe the setting; refused together with --setting.

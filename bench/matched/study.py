@@ -15,7 +15,7 @@ knob that sets the sparsity is read from the method's own hyperparameters
 The budget is in epochs only (no clock), and each budget is its own study: calibrated
 values at 3 epochs are not those at 9. Everything lands under
 ``<out>/matched-<suite>/epochs-<E>/``: ``calibration/<label>@<s>.json`` (the traces),
-``cells/`` (the ledger of the retrained cells), MLflow experiment
+``matched-<suite>-e<E>/cells/`` (the ledger of the retrained cells), MLflow experiment
 ``pmp-bench/matched-<suite>-e<E>``.
 """
 

@@ -1,12 +1,12 @@
 """The report stage of ``make bench``: cell records in, CSV files, figures and REPORT.md out.
 
 Modules, one job each: ``frames`` flattens records into the runs and curves tables,
-``stats`` computes medians, spreads and seed bands, ``significance`` bootstrap intervals
-and rank tests, ``profiles`` joint time-to-target and performance profiles, ``claims``
-checks statements against the numbers, ``figures`` draws the PNGs, ``markdown`` writes
-the text, ``comparison`` the sections that compare methods with their uncertainty and
-``budgets`` whether their ranking holds across the budgets of a budget sweep.
-Only this module touches the file system layout of a report.
+``stats`` computes medians, spreads and seed bands, ``significance`` paired exact tests,
+intervals with their exact level and the Holm adjustment, ``profiles`` joint
+time-to-target and performance profiles, ``claims`` checks statements against the numbers,
+``figures`` draws the PNGs, ``markdown`` writes the text, ``comparison`` the sections that
+compare methods with their uncertainty and ``budgets`` whether their ranking holds across
+the budgets of a budget sweep. Only this module touches the file system layout of a report.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from bench.report.significance import (
     HOLDS,
     TOO_FEW_FOR_FAMILY,
     Comparison,
+    Judged,
     PairedComparison,
     judge,
     paired_compare,
@@ -256,6 +257,15 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
     return contests
 
 
+def family_size_bound(groups: int, optimizers: Sequence[str]) -> int:
+    """The most comparative tests a report of ``groups`` dataset x model combinations of
+    these methods can hold: per group, each bSQH variant against every other method, plus
+    the most-accurate pair. A suite meant for verdicts needs seeds n with
+    :func:`bench.report.significance.verdict_possible` (n, this bound)."""
+    ours = sum(is_bsqh(o) for o in optimizers)
+    return groups * (ours * (len(optimizers) - ours) + 1)
+
+
 def judge_claims(items: Sequence[Claim | Contest], alpha: float = ALPHA) -> list[Claim]:
     """Every comparative claim of the report judged as one Holm–Bonferroni family.
 
@@ -288,14 +298,11 @@ def judge_claims(items: Sequence[Claim | Contest], alpha: float = ALPHA) -> list
             claims.append(Claim(item.statement, too_few_seeds(0), "no seed ran by both methods"))
             continue
         p = adjusted[item.pair]
-        evidence = (
-            f"{item.context}; {item.comparison.evidence()}; Holm-adjusted p = {p:.3g} "
-            f"(family of {len(tests)})"
-        )
+        verdict = verdict_for(item.comparison, p, family.smallest_adjusted_p, alpha)
+        evidence = f"{item.context}; {Judged(item.comparison, p, verdict, len(tests)).evidence()}"
         if item.unpaired:
             plural = "s" if item.unpaired != 1 else ""
             evidence += f"; left out: {item.unpaired} seed{plural} that only one of the two ran"
-        verdict = verdict_for(item.comparison, p, family.smallest_adjusted_p, alpha)
         claims.append(Claim(item.statement, verdict, evidence))
     return claims
 

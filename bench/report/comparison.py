@@ -200,7 +200,7 @@ def draw_profile(comparisons: Comparisons, methods: Sequence[str], path: Path) -
         return None
     taus, curve = profile_curve(ratios)
     palette = method_palette(methods)
-    figure, (ax,) = _new_axes(width=7.5, height=4.6)
+    figure, (ax,) = _new_axes(height=4.6)
     for method in sorted(curve.columns):
         ax.step(
             taus,

@@ -41,10 +41,11 @@ X_AXES = (
 SCATTER_KIND = "accuracy_vs_sparsity"
 EPS_KIND = "bsqh_eps_accept_rate"
 LAYER_KIND = "layer_sparsity"
-#: Inches at :data:`DPI`: every figure is at most 9.6 x 100 = 960 px wide, what MLflow's
-#: run page and GitHub show without scaling or horizontal scrolling.
+#: Inches at :data:`DPI`: every figure is at most 7 x 100 = 700 px wide, what MLflow's
+#: run page shows uncut at a 1280 px window (sidebar and assistant panel open) and
+#: GitHub without scaling.
 FIGSIZE = (7.0, 4.2)
-MAX_WIDTH_IN = 9.6
+MAX_WIDTH_IN = 7.0
 DPI = 100
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 SEED_LINE = {"linewidth": 0.8, "alpha": 0.45}
@@ -199,16 +200,24 @@ def _curves(
     """``y`` against device time, epochs and passes: seeds, median over seeds, band."""
     if not pd.to_numeric(curves[y], errors="coerce").notna().any():
         return None
-    figure, axes = _new_axes(ncols=len(X_AXES), width=MAX_WIDTH_IN, height=3.9)
+    figure, axes = _new_axes(ncols=2, nrows=2, width=MAX_WIDTH_IN, height=6.4)
     colours = {m: palette[m] for m in sorted(curves["method"].unique())}
     drawn = False
-    for i, (ax, (x, x_label)) in enumerate(zip(axes, X_AXES, strict=True)):
+    for i, (ax, (x, x_label)) in enumerate(zip(axes, X_AXES, strict=False)):
         drawn |= _band_panel(ax, curves, y, x, SHORT_X.get(x, x_label), colours)
-        ax.set_ylabel(label if i == 0 else "")
+        ax.set_ylabel(label if i % 2 == 0 else "", fontsize=9)
     if not drawn:
         return None
+    key = axes[len(X_AXES)]  # the fourth cell of the grid: legend and what marks mean
+    key.set_axis_off()
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+    names = [n for ax in axes for n in ax.get_legend_handles_labels()[1]]
+    unique = dict(zip(names, handles, strict=True))
+    key.legend(
+        list(unique.values()), list(unique), loc="center", fontsize=8, frameon=False,
+        title=CURVE_NOTE, title_fontsize=NOTE["fontsize"],
+    )  # fmt: skip
     figure.suptitle(f"{title}: {label}", fontsize=10)
-    _legend_below(figure, axes, note=CURVE_NOTE)
     return _save(figure, path)
 
 
@@ -219,7 +228,7 @@ SHORT_X = {
     "passes": "forward + backward passes",
 }
 CURVE_NOTE = (
-    "thin: one seed, dot: its final value; thick: median over seeds where all have data, "
+    "thin: one seed, dot: its final value\nthick: median over seeds where all have data\n"
     "band: min–max across seeds"
 )
 
@@ -243,7 +252,7 @@ def _per_penalty(
     if not pd.to_numeric(frame[y], errors="coerce").notna().any():
         return None
     groups = sorted(frame["family"].unique())
-    ncols = min(3, len(groups))
+    ncols = min(2, len(groups))
     nrows = -(-len(groups) // ncols)
     figure, axes = _new_axes(
         ncols=ncols, nrows=nrows, width=min(max(3.4 * ncols, 6.5), MAX_WIDTH_IN)
@@ -289,7 +298,7 @@ def _scatter(
     )
     if points.empty:
         return None
-    figure, (ax,) = _new_axes(width=7.5, height=4.6)
+    figure, (ax,) = _new_axes(width=MAX_WIDTH_IN, height=4.6)
     methods = sorted(points["method"].unique())
     medians = []
     for i, method in enumerate(methods):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+import optimizers
 from bench.metrics import TABLE_METRICS, TARGET_COLUMN, Metric
 from bench.report.claims import Claim
 from bench.report.figures import FigureFile
@@ -121,9 +122,16 @@ def methods_section(runs: pd.DataFrame) -> list[str]:
             if not _missing_text(first[c])
         )
         batch = DASH if _missing_text(first["batch_size"]) else first["batch_size"]
-        rows.append([method, first["optimizer"], first["mode"], batch, hparams or DASH])
+        rows.append([method, _optimizer(first["optimizer"]), first["mode"], batch, hparams or DASH])
     header = ["Method", "Optimizer", "Mode", "Batch size", "Hyperparameters"]
     return ["### Methods", "", *table(header, rows), ""]
+
+
+def _optimizer(name: Any) -> str:
+    """The registry name, with a labelled variant's label (``bsqh-parallel (ablation: ...)``)
+    so that no table can show our variants or ablations as the method they derive from."""
+    label = optimizers.variant_label(str(name))
+    return f"{name} ({label})" if label else str(name)
 
 
 def conventions(target_accuracy: float | None) -> list[str]:

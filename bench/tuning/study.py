@@ -141,6 +141,7 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
         study, directory, objective=plan.objective, min_sparsity=plan.min_sparsity, info=info
     )
     summary["notes"] = [*outcome.notes, *summary["notes"]]
+    mark_picked(study, summary["picked"])
     parent.log_metrics(
         {
             "finished_trials": counts["finished"],
@@ -175,3 +176,18 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
         f"({counts['FAIL']} failed): {reasons}"
     )
     return TuneResult(summary=summary, counts=counts, exit_code=1, message=message)
+
+
+def mark_picked(study: Any, picked: dict[str, Any] | None) -> None:
+    """Say in the study which trial ``bench tune`` picked, where its dashboard shows it.
+
+    A finished trial cannot take new attributes in Optuna, so the study carries the mark:
+    user attributes ``picked_trial`` (its number) and ``picked_by`` (the rule), each one
+    key, updated whenever the pick changes.
+    """
+    if picked is None:
+        return
+    wanted = {"picked_trial": int(picked["trial"]), "picked_by": str(picked.get("picked_by", ""))}
+    for key, value in wanted.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
