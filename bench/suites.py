@@ -178,6 +178,11 @@ class Suite:
     # then the first of them (what a tuning setting read from this suite trains with).
     budgets: list[dict[str, float]] = field(default_factory=list)
 
+    def grid_budgets(self) -> list[dict[str, float]]:
+        """The budgets the grid spans: the axis, unless ``budget`` was since replaced by
+        one outside it (``dataclasses.replace(suite, budget=...)`` sets one budget)."""
+        return self.budgets if self.budget in self.budgets else [self.budget]
+
     def cells(self) -> list[Cell]:
         """The grid, in a stable order: dataset, model, budget, method, seed.
 
@@ -185,7 +190,7 @@ class Suite:
         (``adam@20ep``), so every table and figure of the report keeps the cells of one
         budget together and says which one it is.
         """
-        budgets = self.budgets or [self.budget]
+        budgets = self.grid_budgets()
         return [
             Cell(
                 suite=self.name,

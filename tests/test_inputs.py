@@ -7,6 +7,7 @@ and a learning rate that blows the objective up while it stays finite.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ def test_a_list_of_budgets_is_an_axis_of_the_grid(tmp_path: Path) -> None:
         {"epochs": 2.5, "safety_cap_seconds": 9},
     ]
     assert suite.budget == cells[0].budget
+    one = dataclasses.replace(suite, budget={"epochs": 3})  # how a study sets its budget
+    assert [c.method.label for c in one.cells()] == ["sgd"]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])

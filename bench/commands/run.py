@@ -7,8 +7,8 @@ the same suite and ``--out`` is no error: the two share the cells (:mod:`bench.c
 
 ``--dry-run`` trains nothing: it lists the cells the command would run, their keys, which
 the ledger already holds (and so would be skipped) and an estimate of the time the rest
-needs, from the budget's device-seconds cap or, for an epochs-only budget, from earlier
-records of the same method, model and dataset.
+needs, from earlier records of the same method, model and dataset, else bounded by the
+budget's safety cap.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def estimate_seconds(cell: Cell, records: Sequence[CellRecord]) -> tuple[float |
     """Seconds one cell should take and where the figure comes from.
 
     Earlier records of the same method, model and dataset (any code version) give the
-    median wall time; without them, the budget's device-seconds cap bounds the training
-    steps (evaluation comes on top); a budget without a cap and without records has no
+    median wall time; without them, the budget's safety cap bounds the training steps
+    (evaluation comes on top); a budget without a cap and without records has no
     estimate.
     """
     past = [r.wall_time_s for r in records if _similar(cell, r) and r.wall_time_s > 0]
@@ -164,7 +164,7 @@ def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellReco
     """The dry run's listing: one line per cell, then the totals."""
     status = {r.key: r.status for r in records}
     width = max(len(c.name) for c in cells)
-    budgets = "; ".join(_budget(b) for b in suite.budgets or [suite.budget])
+    budgets = "; ".join(_budget(b) for b in suite.grid_budgets())
     lines = [f"suite {suite.name}: {len(cells)} cells (budget {budgets})"]
     pending_seconds, unknown, pending = 0.0, 0, 0
     for cell in cells:
