@@ -232,13 +232,15 @@ def matched_markdown(rows: Sequence[dict[str, Any]], epochs: float, tolerance: f
     targets = sorted({r["target_sparsity"] for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = {(r["method"], r["target_sparsity"]): r for r in rows}
+    full = max((r["n_seeds"] or 0 for r in rows), default=0)
     levels = {r["interval_level"] for r in rows if r["interval_level"] is not None}
     level = f"{100 * max(levels):.1f} %" if levels else "–"
     lines = [
         f"### Budget: {epochs:g} epochs",
         "",
         f"Median test accuracy [{level} order-statistic interval] over the seeds, then the "
-        f"retrained median sparsity and nonzeros; *(!)*: median sparsity outside ±{tolerance:g} "
+        f"retrained median sparsity and nonzeros (n=: fewer seeds than the rest so far); "
+        f"*(!)*: median sparsity outside ±{tolerance:g} "
         "of the target; *not reached*: the calibration found no penalty within the tolerance.",
         "",
         "| Method | " + " | ".join(f"s = {t:g}" for t in targets) + " |",
@@ -256,6 +258,8 @@ def matched_markdown(rows: Sequence[dict[str, Any]], epochs: float, tolerance: f
                 f"{_num(r['test_accuracy_high'])}] @ {_num(r['sparsity'])}, "
                 f"{_num(r['nonzeros'], '.0f')} nz"
             )
+            if r["n_seeds"] < full:
+                text += f", n={r['n_seeds']}"
             if r["n_failed"]:
                 text += f", {r['n_failed']} failed"
             entries.append(text + ("" if r["within_tolerance"] else " (!)"))
