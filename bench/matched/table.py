@@ -12,8 +12,8 @@ Two tables per budget:
   both ran (same seed = same initialisation): the median of the per-seed differences
   (method − reference) with its interval, the exact paired test's p, its effect size, and
   the Holm-adjusted p within the target's family (one target = one family). Where the
-  family's smallest attainable adjusted p exceeds α the verdict reads "too few seeds for
-  this family" instead of one.
+  smallest adjusted p attainable with the row's pairs in a family of that size exceeds α
+  the verdict reads "too few seeds for this family" instead of one.
 """
 
 from __future__ import annotations
@@ -167,10 +167,11 @@ def paired_rows(
         if not family:
             continue
         adjusted = significance.holm([c.p_value for *_, c in family])
-        n_min = min(c.n for *_, c in family)
-        floor = significance.smallest_holm_p(n_min, len(family))
-        possible = significance.verdict_possible(n_min, len(family))
         for (method, a, b, comparison), p_holm in zip(family, adjusted, strict=True):
+            # Per row: a comparison on fewer seeds (a study still running) cannot reach
+            # what the family's complete rows can.
+            floor = significance.smallest_holm_p(comparison.n, len(family))
+            possible = significance.verdict_possible(comparison.n, len(family))
             low, high, level = _difference_interval(comparison)
             rows.append(
                 {
