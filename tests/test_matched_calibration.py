@@ -203,3 +203,20 @@ def test_cli_rejects_unknown_method_labels(tmp_path: Path, capsys) -> None:
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --methods") and "nope" in err and "gmp-global" in err
+
+
+def test_no_train_reads_what_exists_and_trains_nothing(tmp_path: Path, capsys) -> None:
+    import csv
+
+    args = ["matched", "--no-train", "--epochs", "1", "--targets", "0.5", "--out", str(tmp_path)]
+    assert main([*args, "--methods", "bsqh,gmp-layer"]) == 0
+    folder = tmp_path / "matched-digits"
+    with (folder / "matched.csv").open() as handle:
+        rows = {r["method"]: r for r in csv.DictReader(handle)}
+    assert rows["bsqh"]["missing"].startswith("not reached (calibration not finished")
+    assert rows["gmp-layer"]["missing"] == "no retrained seed"
+    assert rows["gmp-layer"]["value"] == "0.5"  # GMP's final_sparsity is the target itself
+    assert (folder / "MATCHED.md").is_file() and (folder / "matched.png").is_file()
+    traces = list(folder.glob("epochs-1/calibration/*.json"))
+    assert all(json.loads(t.read_text())["runs"] == [] for t in traces)  # nothing trained
+    assert not (folder / "epochs-1" / "matched-digits-e1" / "cells").exists()

@@ -117,3 +117,15 @@ def test_figure_is_written_at_a_readable_size(tmp_path: Path) -> None:
     table.plot(rows, path, "test")
     width, height = Image.open(path).size
     assert 600 <= width <= 1000 and height <= 700
+
+
+def test_a_row_with_few_pairs_does_not_silence_the_complete_rows() -> None:
+    partial = dict(FIGURES)
+    short = FIGURES["worse@matched-0.9"]
+    partial["worse@matched-0.9"] = SeedFigures(
+        *(dict(list(d.items())[:3]) for d in (short.test_accuracy, short.sparsity, short.nonzeros))
+    )
+    by = {r["method"]: r for r in table.paired_rows(partial, CALIBRATED, "bsqh", 6.0)}
+    assert by["worse"]["verdict"] == "too few seeds for this family"
+    assert by["worse"]["smallest_holm_p"] == pytest.approx(3 * 2 / 2**3)
+    assert by["better"]["verdict"] == "more accurate than bsqh"

@@ -74,6 +74,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="calibration runs per method and target before 'not reached' (default: 12)",
     )
     parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: tables from the traces and cells recorded so far",
+    )
+    parser.add_argument(
         "--methods",
         default=None,
         help="comma-separated labels: calibrate and retrain only these (default: all); a "
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for epochs in args.epochs:
             print(f"== budget {epochs:g} epochs: calibrating on validation")
-            _, calibrated, figures, outcome, _ = study.run_budget(
+            _, calibrated, figures, outcome = study.run_budget(
                 suite,
                 epochs,
                 args.targets,
@@ -140,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
                 device,
                 tolerance=args.tolerance,
                 max_runs=args.max_runs,
+                train=not args.no_train,
             )
-            exit_code = max(exit_code, outcome.exit_code)
+            exit_code = max(exit_code, outcome.exit_code if outcome else 0)
             rows = table.matched_rows(calibrated, figures, epochs, args.tolerance)
             pairs = table.paired_rows(figures, calibrated, args.reference, epochs)
             matched_rows += rows

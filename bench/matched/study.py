@@ -156,6 +156,14 @@ def validation_run(
     return train
 
 
+class NotTrained(Exception):
+    """A calibration needs another run, and this invocation trains nothing."""
+
+
+def _no_training(value: float) -> calibration.CalibrationRun:
+    raise NotTrained(f"calibration not finished (next value {value:.4g})")
+
+
 def calibrate_method(
     suite: Suite,
     method: MethodSpec,
@@ -191,9 +199,14 @@ def calibrate_method(
             "model": suite.models[0],
         }
         trace = calibration.Trace.open(folder / f"{method.label}@{target:g}.json", meta)
-        decision = calibration.calibrate(
-            trace, train, target, start, tolerance=tolerance, max_runs=max_runs
-        )
+        try:
+            decision = calibration.calibrate(
+                trace, train, target, start, tolerance=tolerance, max_runs=max_runs
+            )
+        except NotTrained as stopped:
+            decision = calibration.Decision(
+                done=True, best=calibration.closest(trace.runs, target), reason=f"{stopped}"
+            )
         best = decision.best
         say(
             f"{method.label} at s = {target:g}: "
@@ -282,27 +295,37 @@ def run_budget(
     tolerance: float = calibration.DEFAULT_TOLERANCE,
     max_runs: int = calibration.DEFAULT_MAX_RUNS,
     progress: bool = False,
+    train: bool = True,
     say: Callable[[str], None] = print,
-) -> tuple[Suite, list[Calibrated], dict[str, SeedFigures], SuiteOutcome, DataSplits]:
-    """Calibrate every method at every target, then retrain the reached ones."""
+) -> tuple[Suite, list[Calibrated], dict[str, SeedFigures], SuiteOutcome | None]:
+    """Calibrate every method at every target, then retrain the reached ones.
+
+    ``train=False`` trains nothing: the calibrations are read from their traces (one
+    that had not ended reads "not reached: calibration not finished") and the tables
+    from the cells already in the ledger, so a study still running elsewhere can be
+    read, and a partial one says how many seeds each entry has."""
     budgeted = at_budget(suite, epochs)
     folder = study_dir(out, suite, epochs)
     data = load_dataset(budgeted.datasets[0], device=device, **budgeted.data[budgeted.datasets[0]])
     calibrated: list[Calibrated] = []
     for method in budgeted.methods:
-        train = validation_run(budgeted, method, sparsity_knob(method), data, device)
+        runner = (
+            validation_run(budgeted, method, sparsity_knob(method), data, device)
+            if train
+            else _no_training
+        )
         calibrated += calibrate_method(
             budgeted,
             method,
             targets,
             folder / "calibration",
-            train,
+            runner,
             tolerance=tolerance,
             max_runs=max_runs,
             say=say,
         )
     retrain = retrain_suite(budgeted, calibrated)
-    outcome = run_suite(retrain, folder, device, progress=progress, models=False)
+    outcome = run_suite(retrain, folder, device, progress=progress, models=False) if train else None
     wanted = {cell_key(cell) for cell in retrain.cells()}
     records = [r for r in load_records(cells_dir(folder, retrain.name)) if r.key in wanted]
-    return retrain, calibrated, seed_figures(records, data.num_classes), outcome, data
+    return retrain, calibrated, seed_figures(records, data.num_classes), outcome

@@ -12,8 +12,8 @@ Two tables per budget:
   both ran (same seed = same initialisation): the median of the per-seed differences
   (method − reference) with its interval, the exact paired test's p, its effect size, and
   the Holm-adjusted p within the target's family (one target = one family). Where the
-  family's smallest attainable adjusted p exceeds α the verdict reads "too few seeds for
-  this family" instead of one.
+  smallest adjusted p attainable with the row's pairs in a family of that size exceeds α
+  the verdict reads "too few seeds for this family" instead of one.
 """
 
 from __future__ import annotations
@@ -167,10 +167,11 @@ def paired_rows(
         if not family:
             continue
         adjusted = significance.holm([c.p_value for *_, c in family])
-        n_min = min(c.n for *_, c in family)
-        floor = significance.smallest_holm_p(n_min, len(family))
-        possible = significance.verdict_possible(n_min, len(family))
         for (method, a, b, comparison), p_holm in zip(family, adjusted, strict=True):
+            # Per row: a comparison on fewer seeds (a study still running) cannot reach
+            # what the family's complete rows can.
+            floor = significance.smallest_holm_p(comparison.n, len(family))
+            possible = significance.verdict_possible(comparison.n, len(family))
             low, high, level = _difference_interval(comparison)
             rows.append(
                 {
@@ -232,13 +233,15 @@ def matched_markdown(rows: Sequence[dict[str, Any]], epochs: float, tolerance: f
     targets = sorted({r["target_sparsity"] for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = {(r["method"], r["target_sparsity"]): r for r in rows}
+    full = max((r["n_seeds"] or 0 for r in rows), default=0)
     levels = {r["interval_level"] for r in rows if r["interval_level"] is not None}
     level = f"{100 * max(levels):.1f} %" if levels else "–"
     lines = [
         f"### Budget: {epochs:g} epochs",
         "",
         f"Median test accuracy [{level} order-statistic interval] over the seeds, then the "
-        f"retrained median sparsity and nonzeros; *(!)*: median sparsity outside ±{tolerance:g} "
+        f"retrained median sparsity and nonzeros (n=: fewer seeds than the rest so far); "
+        f"*(!)*: median sparsity outside ±{tolerance:g} "
         "of the target; *not reached*: the calibration found no penalty within the tolerance.",
         "",
         "| Method | " + " | ".join(f"s = {t:g}" for t in targets) + " |",
@@ -256,6 +259,8 @@ def matched_markdown(rows: Sequence[dict[str, Any]], epochs: float, tolerance: f
                 f"{_num(r['test_accuracy_high'])}] @ {_num(r['sparsity'])}, "
                 f"{_num(r['nonzeros'], '.0f')} nz"
             )
+            if r["n_seeds"] < full:
+                text += f", n={r['n_seeds']}"
             if r["n_failed"]:
                 text += f", {r['n_failed']} failed"
             entries.append(text + ("" if r["within_tolerance"] else " (!)"))
