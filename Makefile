@@ -78,7 +78,7 @@ load-invariance: install data
 # One worker: a single user on a laptop needs no more, and it starts in seconds. No job
 # consumers (MLflow 3 starts seven, for GenAI judges; training runs never use them).
 ui: install
-	@echo "Open http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning (MLflow's Model training view)"
+	@echo "Open http://127.0.0.1:$(PORT); once per browser, click 'Model training' at the top of MLflow's sidebar (README, MLflow)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
 		--host 127.0.0.1 --port $(PORT) --workers 1
 

@@ -121,7 +121,7 @@ REPORT_CSS = (
     "max-width:1100px}img{max-width:100%;height:auto}"
     "table{border-collapse:collapse;display:block;overflow-x:auto;margin:8px 0}"
     "th,td{border:1px solid #ccc;padding:3px 8px;white-space:nowrap}"
-    "th{background:#f3f3f3}code{background:#f3f3f3;padding:0 3px}"
+    "th{background:#f3f3f3;text-align:left}code{background:#f3f3f3;padding:0 3px}"
 )
 
 

@@ -39,8 +39,6 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-#: What `make ui` prints to open: the experiments list in MLflow's *Model training* mode.
-UI_LINK = "#/experiments?workflowType=machine_learning"
 #: Seconds the UI may take to show something on a loaded 2-core CI machine.
 PATIENCE_MS = 90_000
 
@@ -142,6 +140,11 @@ def _model_training_view(page) -> None:
     """Switch MLflow 3's sidebar to *Model training* (what the README tells a user)."""
     page.get_by_text("Model training", exact=True).first.click()
     page.wait_for_function("() => localStorage.getItem('mlflow.workflowType_v1') !== null")
+
+
+def _wait_for_runs(page) -> None:
+    """Wait until the single-page app's route is an experiment's run list."""
+    page.wait_for_function("() => /#\\/experiments\\/[^/]+\\/runs/.test(location.hash)")
 
 
 def _open_run_table(page, base: str, experiment) -> None:
@@ -299,3 +302,71 @@ def test_report_run_shows_the_figures(ui) -> None:
         " document.documentElement.clientWidth])"
     )
     assert len(images) >= 3 and all(w > 0 and right <= pane + 1 for w, right, pane in images)
+
+
+def test_experiment_opens_on_training_runs(ui) -> None:
+    """MLflow 3 opens experiments on its GenAI overview unless the sidebar is in *Model
+    training* mode (a browser setting the store cannot change, not even through the
+    experiment's kind tag): after the README's one click (the fixture's), an experiment
+    opens on its runs, from the list and on a reload."""
+    page, base, out, shots, _ = ui
+    _, experiment = _experiment(out)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{base}/#/experiments")
+    page.get_by_text("pmp-bench/smoke").first.click()
+    _wait_for_runs(page)
+    page.get_by_text("bsqh/s0").first.wait_for()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(shots / "experiment-opened.png"))
+    assert "/overview" not in page.url and "workflowType=genai" not in page.url
+    page.goto(f"{base}/#/experiments/{experiment.experiment_id}")  # remembered on reload
+    _wait_for_runs(page)
+
+
+def test_model_page_shows_the_trained_network_figures(ui) -> None:
+    """The logged model's page lists the cell's final figures, not the untrained ones."""
+    from bench.records import load_records
+    from bench.runner import cells_dir
+
+    page, base, out, shots, _ = ui
+    client, experiment = _experiment(out)
+    records = {r.key: r for r in load_records(cells_dir(out, "smoke"))}
+    for name, run in sorted(_cells(client, experiment).items()):
+        (output,) = run.outputs.model_outputs
+        record = records[run.data.tags["cell_key"]]
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/models/{output.model_id}")
+        page.get_by_text("test_accuracy", exact=True).first.wait_for()
+        page.wait_for_timeout(500)
+        if name == "bsqh/s0":
+            page.screenshot(path=str(shots / "model-page.png"), full_page=True)
+        assert name.replace("/", "-") in page.inner_text("body")
+        for metric in ("test_accuracy", "sparsity"):
+            row = page.locator("tr, [role=row]").filter(has=page.get_by_text(metric, exact=True))
+            cells = row.first.inner_text().split()
+            shown = float(cells[-1])
+            decimals = len(cells[-1].partition(".")[2])
+            assert abs(shown - record.summary[metric]) <= 0.5 * 10**-decimals + 1e-12, (
+                name,
+                metric,
+                cells,
+                record.summary[metric],
+            )
+
+
+def test_chart_view_lists_no_single_point_charts(ui) -> None:
+    """Every metric chart of the cells is a curve: summary figures are tags, not metrics."""
+    page, base, out, shots, _ = ui
+    client, experiment = _experiment(out)
+    _open_run_table(page, base, experiment)
+    page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
+    page.wait_for_function(PLOTTED)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(shots / "chart-view.png"), full_page=True)
+    text = page.inner_text("body")
+    for single in ("attempts", "eval_time_s", "warmup_time_s", "iterations", "epochs"):
+        assert f"\n{single}\n" not in f"\n{text}\n", single
+    for name, run in _cells(client, experiment).items():
+        for key in run.data.metrics:
+            if not key.startswith("system/"):
+                history = client.get_metric_history(run.info.run_id, key)
+                assert len(history) >= 2, (name, key)
