@@ -159,6 +159,71 @@ def test_dry_run_prints_picks_from_the_studies(tmp_path: Path, capsys) -> None:
     assert "gmp at sparsity >= 0.95: not reached" in out
 
 
+def _studies(out: Path) -> None:
+    """Tuned fronts for every method of the quick setting (each the hand-made POINTS)."""
+    import tomllib
+
+    from bench.suites import SUITES_DIR
+
+    raw = tomllib.loads((SUITES_DIR / "quick-tuned.toml").read_text())
+    for entry in raw["methods"]:
+        study = out / "studies" / entry["hparams"][len("tuned:") :]
+        study.mkdir(parents=True)
+        (study / "best.json").write_text(json.dumps({"params": {}}))
+        front = [dict(p, params={}) for p in POINTS]
+        (study / "pareto.json").write_text(json.dumps({"front": front, "chance_accuracy": 0.1}))
+
+
+def test_run_scores_failed_seeds_at_chance_and_writes_paired_tables(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # Training is replaced by ledger records (the command's own code reads them back):
+    # bsqh-mb's last seed diverges, so it must count at chance, 0.1, not vanish.
+    from bench.commands import matched_fronts
+    from bench.runner import SuiteOutcome, cell_key, cells_dir
+
+    def fake_run_suite(suite, out, device, progress=False):
+        seeds = sorted({cell.seed for cell in suite.cells()})
+        for cell in suite.cells():
+            label = cell.method.label
+            diverged = label.startswith("bsqh-mb@") and cell.seed == seeds[-1]
+            CellRecord(
+                key=cell_key(cell),
+                suite=suite.name,
+                status="diverged" if diverged else "finished",
+                config=cell.config(),
+                summary={
+                    "test_accuracy": 0.9 if diverged else 0.7 + 0.01 * seeds.index(cell.seed),
+                    "sparsity": 0.96,
+                },
+            ).save(cells_dir(out, suite.name))
+        return SuiteOutcome(ran=len(suite.cells()), skipped=0, failed=0, diverged=1)
+
+    monkeypatch.setattr(matched_fronts, "run_suite", fake_run_suite)
+    monkeypatch.setattr(matched_fronts, "write_report", lambda *a, **k: None)
+    _studies(tmp_path)
+    code = main(["matched-fronts", "--out", str(tmp_path), "--targets", "0.9", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    studies = tmp_path / "studies"
+    import csv
+
+    rows = {r["method"]: r for r in csv.DictReader((studies / "matched-quick.csv").open())}
+    assert rows["bsqh-mb"]["n_failed"] == "1"
+    # Ten seeds at 0.70, 0.71, ...: the diverged one at 0.1 gives the median 0.735;
+    # dropped it would be 0.74, kept at its last accuracy 0.9 it would be 0.745 (gmp's).
+    assert float(rows["bsqh-mb"]["test_accuracy"]) == pytest.approx(0.735)
+    assert float(rows["gmp"]["test_accuracy"]) == pytest.approx(0.745)
+    pairs = list(csv.DictReader((studies / "matched-quick-pairwise.csv").open()))
+    (pair,) = [p for p in pairs if {p["a"], p["b"]} == {"bsqh-mb", "gmp"}]
+    assert pair["n_pairs"] == "10" and int(pair["family_size"]) == len(pairs)
+    # Nine tied seeds and one failure: bSQH is behind, but one seed is no evidence.
+    sign = 1 if pair["a"] == "gmp" else -1
+    assert sign * float(pair["effect_size"]) > 0 and float(pair["p_holm"]) == 1.0
+    assert pair["verdict"].startswith("no significant difference")
+    text = (studies / "matched-quick.md").read_text()
+    assert "failed" in text and "Holm" in text and (studies / "matched-quick.png").is_file()
+
+
 def test_missing_study_is_one_line_error(tmp_path: Path, capsys) -> None:
     code = main(["matched-fronts", "--setting", "quick", "--out", str(tmp_path), "--dry-run"])
     assert code == 2
