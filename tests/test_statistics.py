@@ -1,11 +1,11 @@
-"""Statistics of the report: bootstrap intervals, the exact U test, seed thresholds,
-joint time-to-target and performance profiles, each against hand-computed cases."""
+"""Statistics of the report: order-statistic intervals, the exact paired signed-rank test,
+Holm families and their seed floors, joint time-to-target and performance profiles, each
+against hand-computed cases, brute force or scipy."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from itertools import combinations, pairwise
 
 import numpy as np
 import pandas as pd
@@ -28,81 +28,18 @@ from bench.report.profiles import (
 )
 from bench.report.significance import (
     Interval,
-    bootstrap_median_ci,
     failure_accuracy,
     holm,
     judge,
-    mann_whitney_u,
     median_interval,
     order_statistic_level,
     paired_compare,
     scored_accuracy,
     smallest_holm_p,
-    smallest_p,
     smallest_paired_p,
     verdict_possible,
 )
 from bench.report.stats import method_table
-
-
-def test_bootstrap_interval_contains_the_median_and_shrinks_with_n() -> None:
-    rng = np.random.default_rng(1)
-    widths = []
-    for n in (5, 20, 80, 320):
-        values = rng.normal(0.8, 0.05, size=n)
-        centre, low, high = bootstrap_median_ci(values)
-        assert centre == pytest.approx(float(np.median(values)))
-        assert low <= centre <= high
-        widths.append(high - low)
-    assert all(a > b for a, b in pairwise(widths))
-
-
-def test_bootstrap_is_reproducible_and_handles_degenerate_input() -> None:
-    values = [0.7, 0.9, 0.8, 0.85]
-    assert bootstrap_median_ci(values) == bootstrap_median_ci(values)
-    assert bootstrap_median_ci([0.5]) == (0.5, 0.5, 0.5)
-    assert all(math.isnan(v) for v in bootstrap_median_ci([None, float("nan")]))
-    # A bootstrap median never leaves the range of the data.
-    _, low, high = bootstrap_median_ci(values)
-    assert min(values) <= low and high <= max(values)
-
-
-def test_mann_whitney_hand_computed_small_cases() -> None:
-    # 3 vs 3, complete separation: U = 9; only 2 of the C(6,3) = 20 splits are that
-    # extreme (U = 0 or 9), so p = 0.1.
-    u, p = mann_whitney_u([4, 5, 6], [1, 2, 3])
-    assert u == 9 and p == pytest.approx(0.1)
-    assert smallest_p(3, 3) == pytest.approx(0.1)
-    # Swapping the groups mirrors U and keeps p.
-    u2, p2 = mann_whitney_u([1, 2, 3], [4, 5, 6])
-    assert u2 == 0 and p2 == pytest.approx(p)
-    # Identical groups: U at its mean, p = 1.
-    assert mann_whitney_u([1, 1], [1, 1]) == (2.0, 1.0)
-    with pytest.raises(ValueError, match="both groups"):
-        mann_whitney_u([], [1.0])
-
-
-def test_mann_whitney_with_ties_matches_brute_force() -> None:
-    a, b = [0.8, 0.8, 0.9, 0.7], [0.8, 0.6, 0.7]
-    pooled = np.array(a + b)
-    # Midranks by hand: values sorted 0.6 | 0.7 0.7 | 0.8 0.8 0.8 | 0.9.
-    midrank = {0.6: 1.0, 0.7: 2.5, 0.8: 5.0, 0.9: 7.0}
-    ranks = np.array([midrank[v] for v in pooled])
-    observed = ranks[:4].sum() - 10
-    splits = [ranks[list(i)].sum() - 10 for i in combinations(range(7), 4)]
-    expected = np.mean([abs(s - 6) >= abs(observed - 6) - 1e-9 for s in splits])
-    u, p = mann_whitney_u(a, b)
-    assert u == pytest.approx(observed) and p == pytest.approx(expected)
-
-
-def test_mann_whitney_against_scipy_without_ties() -> None:
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(3)
-    for n, m in ((3, 3), (4, 5), (6, 4), (8, 8)):
-        a, b = rng.normal(0, 1, n), rng.normal(0.7, 1, m)
-        u, p = mann_whitney_u(a, b)
-        ref = stats.mannwhitneyu(a, b, alternative="two-sided", method="exact")
-        assert u == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
 
 
 def _runs(values: dict[str, list[float]], optimizer: dict[str, str] | None = None) -> pd.DataFrame:

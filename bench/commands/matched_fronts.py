@@ -13,7 +13,10 @@ each distinct pick with the setting file's seeds, evaluates on test and writes:
   ``<out>/<setting>-matched/`` (experiment ``pmp-bench/<setting>-matched``); cells are
   labelled ``<method>@matched-<s>[+<s>...]``, so a rerun resumes;
 - ``<out>/studies/matched-<setting>.{csv,md,png}``: the accuracy-at-sparsity table and
-  its figure, next to the hypervolume table of ``tune-all``.
+  its figure, next to the hypervolume table of ``tune-all``, and
+  ``matched-<setting>-pairwise.csv``: the paired tests at each target (seeds are paired:
+  every pick is retrained with the same seeds). A seed that did not finish counts at
+  chance accuracy, never dropped.
 
 ``--dry-run`` prints the picks and trains nothing.
 """
@@ -29,7 +32,6 @@ from bench.commands.args import add_device, add_out
 from bench.environment import resolve_device
 from bench.records import load_records
 from bench.report import write_report
-from bench.report.significance import bootstrap_median_ci
 from bench.runner import cell_key, cells_dir, run_suite, suite_dir
 from bench.safe_files import OutputWriteError
 from bench.suites import Suite, SuiteError, load_suite
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     picks: list[matched.MatchedPick] = []
+    chances: list[float | None] = []
     per_method: dict[str, dict[float, matched.MatchedPick | str]] = {}
     for target in setting.targets:
         front = study_dir(args.out, target.study) / "pareto.json"
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         points, chance = matched.front_points(front)
+        chances.append(chance)
         found, per_target = matched.picks_for_study(
             target.label, target.study, points, args.targets, chance
         )
@@ -145,15 +149,12 @@ def run(args: argparse.Namespace) -> int:
     records = [r for r in load_records(cells_dir(args.out, name)) if r.key in wanted]
     if records:
         write_report(records, suite_dir(args.out, name), suite=name, description=suite.description)
-    results: dict[str, matched.SeedFigures] = {}
-    for record in records:
-        if record.status != "finished":
-            continue
-        label = record.config["label"]
-        figures = results.setdefault(label, matched.SeedFigures([], []))
-        figures.test_accuracy.append(record.summary.get("test_accuracy"))
-        figures.sparsity.append(record.summary.get("sparsity"))
-    rows = matched.matched_rows(per_method, results, bootstrap_median_ci)
+    try:
+        results = matched.retrained_figures(records, matched.classes_of(records, chances))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    rows = matched.matched_rows(per_method, results)
     studies.mkdir(parents=True, exist_ok=True)
     stem = studies / f"matched-{setting.name}"
     matched.write_csv(rows, stem.with_suffix(".csv"))

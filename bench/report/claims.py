@@ -22,7 +22,6 @@ from bench.report.significance import (
     FAILS,
     HOLDS,
     TOO_FEW_FOR_FAMILY,
-    Comparison,
     Judged,
     PairedComparison,
     judge,
@@ -33,8 +32,6 @@ from bench.report.significance import (
 from bench.report.stats import GROUP_COLUMNS, chance_accuracy, scored_accuracy
 
 NOT_APPLICABLE = "not applicable"
-#: The verdict of the unpaired comparisons that ``bench.tuning.matched`` still makes.
-NOT_SIGNIFICANT_UNPAIRED = f"no significant difference at p <= {ALPHA:g}"
 #: A figure rather than a yes/no statement.
 MEASURED = "measured"
 
@@ -78,16 +75,6 @@ def is_bsqh(optimizer: str) -> bool:
     """Whether a registry name runs bSQH itself (``bsqh``, ``bsqh-fast``), never an ablation
     such as ``bsqh-parallel`` (``optimizers.algorithm`` decides, not a name prefix)."""
     return optimizers.algorithm(optimizer) == "bsqh"
-
-
-def verdict(comparison: Comparison) -> str:
-    """The verdict of an unpaired comparison (``bench.tuning.matched`` until it moves to
-    the paired statistics): holds / does not hold / no significant difference / too few."""
-    if not comparison.enough_seeds:
-        return too_few_seeds(min(comparison.n_a, comparison.n_b))
-    if not comparison.significant:
-        return NOT_SIGNIFICANT_UNPAIRED
-    return HOLDS if comparison.median_a > comparison.median_b else FAILS
 
 
 def monotone_descent(runs: pd.DataFrame) -> Claim:
