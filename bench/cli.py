@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from bench.interrupts import describe, exit_status, terminate_like_ctrl_c
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.commands.run", "train every cell of a suite and record it in MLflow"),
     "sync": ("bench.commands.sync", "push ledger records MLflow lacks; close orphaned runs"),
@@ -58,12 +60,18 @@ def version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (a batch system's stop) takes Ctrl-C's path: cells recorded, runs closed.
+    with terminate_like_ctrl_c():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv  # accepted before or after the command
     argv = [a for a in argv if a != DEBUG_FLAG]
     command = next((a for a in argv if not a.startswith("-")), None)
     command = command if command in COMMANDS else None  # configure only this one
-    try:  # Ctrl-C while the command's imports load counts too: always status 130
+    try:  # Ctrl-C (SIGTERM) while the command's imports load counts too: status 130 (143)
         parser, subparsers = build_parsers(command)
         args, extra = parser.parse_known_args(argv)
         if extra:  # a typo in a command's flags: that command's usage, not the top one
@@ -71,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(describe(interrupt), file=sys.stderr)
+        return exit_status(interrupt)
     except Exception as error:
         if debug:
             raise

@@ -8,7 +8,7 @@ that a new command cannot forget one, and so that tracebacks stay for real bugs.
 
 from __future__ import annotations
 
-from bench.data import DataFileError, DatasetUnavailable
+from bench.data import DataFileError, DataOptionError, DatasetUnavailable
 from bench.safe_files import OutputWriteError
 from bench.suites import SuiteError
 from bench.writable import PathNotWritable
@@ -24,6 +24,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     UsageError,
     SuiteError,
     DataFileError,
+    DataOptionError,
     DatasetUnavailable,
     PathNotWritable,
     OutputWriteError,

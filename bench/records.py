@@ -7,23 +7,41 @@ curve point hold is defined once, in ``bench.metrics``. The ledger is the source
 truth: MLflow is a copy, and a record says whether that copy is complete
 (``mlflow_synced``), so ``bench sync`` can push what MLflow missed.
 
-A record that cannot be read (truncated by a crash of an older version, edited by hand)
-is moved to ``cells/quarantine/`` with a warning that names it, so its cell runs again
-instead of blocking every command that reads the ledger.
+A record that cannot be trusted is moved to ``cells/quarantine/`` with a warning that
+names it and says why, so its cell runs again instead of blocking (or silently skewing)
+every command that reads the ledger: a file that is not JSON (truncated by a crash of an
+older version, edited by hand), a field of the wrong type (``"summary": "oops"``,
+``"test_accuracy": "high"``), a key that is not its file's name (one record copied over
+another), or a configuration that does not hash to its key (edited by hand, or trained
+by other code than the key says). Summary keys the bench does not know are kept as they
+are, so a newer version's figures do not make an older version's ledger unreadable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bench.metrics import SUMMARY_FIELDS
 from bench.safe_files import atomic_write_text, describe_write_error, is_temporary
 
-STATUSES = ("finished", "diverged", "failed", "killed")
+#: ``capped``: stopped by a safety time cap.
+STATUSES = ("finished", "diverged", "capped", "failed", "killed")
 QUARANTINE = "quarantine"
+#: Summary entries that are text; every figure in ``SUMMARY_FIELDS`` is a number or null.
+SUMMARY_TEXT = ("traceback", "diverged_reason")
+KEY_LENGTH = 20
+
+
+def config_key(config: dict[str, Any], code: str) -> str:
+    """A cell's key: the hash of its configuration and of the code version that ran it."""
+    payload = json.dumps({"config": config, "code": code}, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
 
 
 class LedgerWarning(UserWarning):
@@ -47,6 +65,10 @@ class CellRecord:
     wall_time_s: float = 0.0
     mlflow_synced: bool = True  # False: MLflow lacks (part of) this record; `bench sync`
     mlflow_error: str | None = None  # why the last attempt to reach MLflow failed
+    # Set when training continued from a checkpoint (bench.checkpoints): the iteration
+    # of the last resume and how many resumes the cell took in all.
+    resumed_from_step: int | None = None
+    resumes: int = 0
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -67,15 +89,95 @@ class CellRecord:
 
     @classmethod
     def load(cls, path: Path) -> CellRecord:
-        """Read one record; a damaged file raises :class:`ValueError` naming it."""
+        """Read one record; a damaged or untrustworthy file raises :class:`ValueError`
+        naming it and the problem (see the module docstring)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-            return cls(**data)
+            check_fields(data)
+            record = cls(**data)
+            check_identity(record, path)
+            return record
         except (ValueError, TypeError, UnicodeDecodeError) as error:
             raise ValueError(f"ledger file {path} is damaged: {error}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_optional_text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+#: What each field of a record file must hold (checked before the record is built).
+_FIELD_TYPES: dict[str, tuple[str, Any]] = {
+    "key": ("a string", lambda v: isinstance(v, str)),
+    "suite": ("a string", lambda v: isinstance(v, str)),
+    "status": ("a string", lambda v: isinstance(v, str)),
+    "config": ("an object", lambda v: isinstance(v, dict)),
+    "summary": ("an object", lambda v: isinstance(v, dict)),
+    "curve": (
+        "a list of objects",
+        lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v),
+    ),
+    "layer_sparsity": (
+        "an object of numbers",
+        lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+    ),
+    "environment": ("an object", lambda v: isinstance(v, dict)),
+    "mlflow_run_id": ("a string or null", _is_optional_text),
+    "error": ("a string or null", _is_optional_text),
+    "wall_time_s": (
+        "a finite number >= 0",
+        lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+    ),
+    "mlflow_synced": ("true or false", lambda v: isinstance(v, bool)),
+    "mlflow_error": ("a string or null", _is_optional_text),
+    "resumed_from_step": (
+        "an integer >= 0 or null",
+        lambda v: v is None or _is_count(v),
+    ),
+    "resumes": ("an integer >= 0", _is_count),
+}
+
+
+def check_fields(data: dict[str, Any]) -> None:
+    """Raise :class:`ValueError` naming the first field (or summary figure) of the wrong type."""
+    known = {f.name for f in fields(CellRecord)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}")
+    for name, (kind, valid) in _FIELD_TYPES.items():
+        if name in data and not valid(data[name]):
+            raise ValueError(f"field {name!r} must be {kind}, got {data[name]!r:.80}")
+    for name, value in data.get("summary", {}).items():
+        # A figure is a number, or a flag (true/false, e.g. ``interference``), or null.
+        if name in SUMMARY_FIELDS and not (
+            value is None or isinstance(value, bool) or _is_number(value)
+        ):
+            raise ValueError(
+                f"summary figure {name!r} must be a number, true/false or null, got {value!r:.80}"
+            )
+        if name in SUMMARY_TEXT and not _is_optional_text(value):
+            raise ValueError(f"summary entry {name!r} must be text, got {value!r:.80}")
+
+
+def check_identity(record: CellRecord, path: Path) -> None:
+    """The record is the one its file name promises, of the configuration its key hashes."""
+    if record.key != path.stem:
+        raise ValueError(f"it holds the record of cell {record.key!r}, not of {path.stem!r}")
+    code = record.environment.get("code_version")
+    if isinstance(code, str) and config_key(record.config, code) != record.key:
+        raise ValueError(
+            f"its configuration does not hash to its key {record.key!r} (edited by hand?)"
+        )
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,8 +18,6 @@ marks the cell failed, the suite goes on, and the exit code is non-zero at the e
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import sys
 import time
 import traceback
@@ -31,29 +29,41 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bench.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
 from bench.claims import WAIT_POLL_S, CellClaims
-from bench.data import DataCache
+from bench.data import DataCache, DataOptionError, DataSplits
 from bench.environment import code_version, environment
-from bench.interrupts import InterruptGuard
+from bench.interrupts import InterruptGuard, describe
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
-from bench.records import CellRecord, load_record
-from bench.suites import Cell, Suite
-from bench.sync import SYNC_PENDING, SyncOutcome, close_run, run_spec, sync_ledger
+from bench.records import CellRecord, config_key, load_record
+from bench.suites import Cell, Suite, SuiteError
+from bench.sync import (
+    SYNC_PENDING,
+    SyncOutcome,
+    close_run,
+    retire_replaced_runs,
+    run_spec,
+    sync_ledger,
+)
 from bench.tracking import EXPERIMENT_PREFIX
-from bench.training import TrainingResult, train_cell
+from bench.training import TrainingResult, iterations_per_epoch, train_cell
 
-#: Statuses a rerun keeps; failed and killed cells run again.
+#: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
+#: its clock safety net, which a quieter machine may not).
 DONE = ("finished", "diverged")
+#: Statuses after which a cell's checkpoint is deleted: final ones, and ``capped``, whose
+#: rerun starts afresh (resumed, it would carry the device time that hit the cap). A
+#: failed or killed cell keeps its checkpoint and resumes from it.
+RESTART = (*DONE, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
 
 
 def cell_key(cell: Cell) -> str:
     """Stable hash of everything that determines the cell's result, code included."""
-    payload = json.dumps({"config": cell.config(), "code": code_version()}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return config_key(cell.config(), code_version())
 
 
 def suite_dir(out_dir: Path, suite: str) -> Path:
@@ -121,10 +131,13 @@ def run_suite(
     progress: bool = True,
     sink: Sink | None = None,
     models: bool = True,
+    checkpoint_minutes: float | None = DEFAULT_MINUTES,
 ) -> SuiteOutcome:
     """Run the suite's remaining cells, each under its claim (see the module docstring).
 
-    ``models``: save each finished cell's network as its run's MLflow model. The data
+    ``models``: save each finished cell's network as its run's MLflow model.
+    ``checkpoint_minutes``: wall-clock minutes between checkpoints of a cell in training
+    (None: only when interrupted); an interrupted cell resumes on the next run. The data
     of every cell still to run is loaded before the first cell trains, so a missing or
     damaged data file stops the suite at once with the loader's message. Cells another
     live driver has claimed are left to it and waited for at the end.
@@ -148,7 +161,7 @@ def run_suite(
         existing = {key: load_record(ledger / f"{key}.json") for _, key in todo}
         for cell, key in todo:
             if not is_done(existing[key]):
-                data.get(cell.dataset, cell.data)  # raises DataFileError, DatasetUnavailable
+                load_cell_data(cell, data, suite.path)
         with guard.deferred():
             outcome.sync = sync_ledger(sink, ledger, suite.name, data)
         guard.check()
@@ -172,6 +185,7 @@ def run_suite(
                         record = run_cell(
                             cell, key, sink, data, device, env, ledger, guard,
                             progress=progress, models=models,
+                            checkpoint_minutes=checkpoint_minutes,
                         )  # fmt: skip
                         outcome.count_trained(record)
                         tqdm.write(one_line(record), file=None)
@@ -185,6 +199,24 @@ def run_suite(
             todo, first_pass = waiting, False
         bar.close()
     return outcome
+
+
+def load_cell_data(cell: Cell, data: DataCache, suite_path: Path) -> DataSplits:
+    """A cell's splits, checked against its suite before any cell trains.
+
+    What only the loaded files tell (``train_subset`` beyond the training split, a
+    ``batch_size`` beyond the training samples) raises :class:`SuiteError` naming the
+    suite file; missing or damaged files raise the loaders' own errors.
+    """
+    try:
+        splits = data.get(cell.dataset, cell.data)
+    except DataOptionError as error:
+        raise SuiteError(f"{suite_path}: [data] of dataset {cell.dataset}: {error}") from None
+    try:
+        iterations_per_epoch(cell, len(splits.train_y))
+    except ValueError as error:
+        raise SuiteError(f"{suite_path}: key 'batch_size': {error}") from None
+    return splits
 
 
 def is_done(record: CellRecord | None) -> bool:
@@ -217,6 +249,7 @@ def run_cell(
     progress: bool = True,
     models: bool = True,
     finish: Callable[[CellRecord, Any, Path], None] | None = None,
+    checkpoint_minutes: float | None = DEFAULT_MINUTES,
 ) -> CellRecord:
     """Train one cell, write its record, then close its MLflow run; returns the record.
 
@@ -224,6 +257,10 @@ def run_cell(
     and (``models``) the trained network of a finished cell as its MLflow model.
     ``finish(record, run, ledger)`` replaces :func:`record_and_close` where the record
     is written elsewhere: a Dask worker hands both back to the driver, which writes them.
+    The cell resumes from its checkpoint (``<out>/<suite>/checkpoints/<key>.pt``) if a
+    stopped attempt left one, writes one every ``checkpoint_minutes`` and on Ctrl-C, and
+    deletes it once the record is final; a resume is recorded in the record
+    (``resumed_from_step``, ``resumes``), whose closing gives the MLflow run those tags.
     """
     finish = finish or record_and_close
     guard = guard or InterruptGuard()
@@ -234,6 +271,11 @@ def run_cell(
     run = sink.start(name, params, {**tags, "status": "running"})
     record.mlflow_run_id = run.run_id
     seen: list[dict[str, Any]] = []
+    checkpoints = CellCheckpoints(
+        checkpoint_path(ledger, key),
+        None if checkpoint_minutes is None else checkpoint_minutes * 60.0,
+        guard,
+    )
 
     def on_eval(point: dict[str, Any]) -> None:
         seen.append(point)
@@ -244,13 +286,16 @@ def run_cell(
         splits = data.get(cell.dataset, cell.data)
         run.log_inputs(dataset_inputs(cell.dataset, cell.data, splits))
         with run.system_metrics():
-            result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
+            result = train_cell(
+                cell, splits, device, on_eval=on_eval, progress=progress, checkpoints=checkpoints
+            )
         if models and result.status == "finished" and result.model is not None:
             run.log_model(result.model, splits.test_x[:MODEL_EXAMPLE_SIZE])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
         with guard.deferred():
+            _note_resume(record, checkpoints)
             record.status = "killed"
-            record.error = "interrupted (Ctrl-C)"
+            record.error = describe(interrupt)
             record.curve = seen
             last = seen[-1] if seen else {}
             record.summary = {k: last[k] for k in SUMMARY_FIELDS if k in last}
@@ -262,10 +307,20 @@ def run_cell(
         record.summary = {"traceback": traceback.format_exc()}
     else:
         _fill(record, result)
+    _note_resume(record, checkpoints)
     record.wall_time_s = time.perf_counter() - began
     with guard.deferred():
         finish(record, run, ledger)
+        if record.status in RESTART:
+            checkpoints.delete()
     return record
+
+
+def _note_resume(record: CellRecord, checkpoints: CellCheckpoints) -> None:
+    """A resumed attempt says so in its record (and so as tags of its MLflow run)."""
+    if checkpoints.resumes:
+        record.resumed_from_step = checkpoints.resumed_from_step
+        record.resumes = checkpoints.resumes
 
 
 def record_and_close(record: CellRecord, run: Any, ledger: Path) -> None:
@@ -279,6 +334,7 @@ def record_and_close(record: CellRecord, run: Any, ledger: Path) -> None:
     close_run(run, record)
     record.mlflow_synced, record.mlflow_error = run.synced, run.error
     record.save(ledger)
+    retire_replaced_runs(run, record, ledger)
 
 
 def _fill(record: CellRecord, result: TrainingResult) -> None:
@@ -286,8 +342,8 @@ def _fill(record: CellRecord, result: TrainingResult) -> None:
     record.summary = result.summary
     record.curve = result.curve
     record.layer_sparsity = result.layer_sparsity
-    if result.status == "diverged":
-        record.error = result.summary.get("diverged_reason")
+    if result.status in ("diverged", "capped"):
+        record.error = result.summary.get(f"{result.status}_reason")
 
 
 def one_line(record: CellRecord) -> str:

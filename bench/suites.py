@@ -3,7 +3,7 @@
 A bad file fails at once, naming the file, the key and the problem, before any data is
 loaded or any model trained. Layout (every key documented in the README)::
 
-    name = "quick"                    # also the MLflow experiment "pmp-bench/<name>"
+    name = "quick"                    # a plain folder name; MLflow experiment "pmp-bench/<name>"
     description = "..."
     datasets = ["fashion-mnist"]
     models = ["lenet5"]
@@ -19,9 +19,9 @@ loaded or any model trained. Layout (every key documented in the README)::
     [model_options.lenet5]            # build_model options per model
     act = "tanh"
 
-    [budget]                          # per cell; training stops at whichever comes first
-    epochs = 3                        # passes over the training split (full-batch: iterations)
-    device_seconds = 20
+    [budget]                          # per cell: exactly one clock-free count (bench.budget)
+    epochs = 3                        # or steps = N, or passes = N (forward + backward)
+    safety_cap_seconds = 60           # optional safety net: a cell that hits it is `capped`
 
     [eval]
     every_epochs = 0.5                # evaluation cadence (full-batch: every k iterations)
@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,13 @@ from typing import Any
 import torch
 
 import optimizers
+from bench.budget import KEYS as BUDGET_KEYS
+from bench.budget import RETIRED as RETIRED_BUDGET_KEYS
+from bench.budget import UNITS as BUDGET_UNITS
+from bench.budget import Budget, BudgetError
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
-from bench.models import available_models, check_model_options
+from bench.data.registry import ensure_dataset_name
+from bench.models import available_models, check_model_options, ensure_model
 from bench.numerics import DEFAULT_PRECISION, check_precision
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -72,7 +78,6 @@ _TOP_KEYS = {
     "methods",
 }
 _METHOD_KEYS = {"label", "name", "mode", "batch_size", "chunk_size", "hparams"}
-_BUDGET_KEYS = {"epochs", "device_seconds"}
 _EVAL_KEYS = {"every_epochs", "train_eval_size"}
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 #: Defaults of ``[eval]``, shared with ``bench tune``'s flags so a study and a suite
@@ -81,8 +86,22 @@ DEFAULT_EVAL_EVERY_EPOCHS = 0.5
 DEFAULT_TRAIN_EVAL_SIZE = 2000
 
 
+#: Suite and study names: they name folders under ``--out`` and appear in MLflow filter
+#: strings, so no separator, no ``..``, no quote, no NUL byte, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SAFE_NAME_RULE = (
+    "must start with a letter or digit and contain only letters, digits, '.', '_' and '-' "
+    "(at most 100 characters: it names a folder under --out)"
+)
+
+
 class SuiteError(ValueError):
     """A suite file is invalid; the message names the file, the key and the problem."""
+
+
+def is_safe_name(name: object) -> bool:
+    """Whether ``name`` may name a folder and be put in a filter string as it is."""
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -155,27 +174,52 @@ class Suite:
     target_accuracy: float | None = None
     precision: str = DEFAULT_PRECISION
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Several budgets make the budget an axis of the grid (a budget sweep); ``budget`` is
+    # then the first of them (what a tuning setting read from this suite trains with).
+    budgets: list[dict[str, float]] = field(default_factory=list)
+
+    def grid_budgets(self) -> list[dict[str, float]]:
+        """The budgets the grid spans: the axis, unless ``budget`` was since replaced by
+        one outside it (``dataclasses.replace(suite, budget=...)`` sets one budget)."""
+        return self.budgets if self.budget in self.budgets else [self.budget]
 
     def cells(self) -> list[Cell]:
-        """The grid, in a stable order: dataset, model, method, seed."""
+        """The grid, in a stable order: dataset, model, budget, method, seed.
+
+        With several budgets each method's label gets the budget as a suffix
+        (``adam@20ep``), so every table and figure of the report keeps the cells of one
+        budget together and says which one it is.
+        """
+        budgets = self.grid_budgets()
         return [
             Cell(
                 suite=self.name,
-                method=method,
+                method=method
+                if len(budgets) == 1
+                else replace(method, label=f"{method.label}@{budget_tag(budget)}"),
                 model=model,
                 model_options=self.model_options.get(model, {}),
                 dataset=dataset,
                 data=self.data[dataset],
                 seed=seed,
-                budget=self.budget,
+                budget=budget,
                 eval_every_epochs=self.eval_every_epochs,
                 train_eval_size=self.train_eval_size,
                 precision=self.precision,
             )
-            for dataset, model, method, seed in product(
-                self.datasets, self.models, self.methods, self.seeds
+            for dataset, model, budget, method, seed in product(
+                self.datasets, self.models, budgets, self.methods, self.seeds
             )
         ]
+
+
+def budget_tag(budget: dict[str, float]) -> str:
+    """The short form of a budget in a label: ``6ep``, ``300st``, ``20000pa``."""
+    unit = Budget.from_config(budget).unit
+    return f"{budget[unit]:g}{BUDGET_TAGS[unit]}"
+
+
+BUDGET_TAGS = {"epochs": "ep", "steps": "st", "passes": "pa"}
 
 
 def available_suites() -> list[str]:
@@ -217,11 +261,22 @@ def resolve_suite_path(name_or_path: str | Path) -> Path:
 def load_suite(name_or_path: str | Path, *, studies_dir: Path | None = None) -> Suite:
     """Load and validate a suite; ``studies_dir`` resolves ``hparams = "tuned:<study>"``."""
     path = resolve_suite_path(name_or_path)
+    return _Validator(path, studies_dir).suite(read_toml(path, SuiteError))
+
+
+def read_toml(path: Path, error: type[ValueError]) -> dict[str, Any]:
+    """A TOML file's table; a file that is not UTF-8 TOML raises ``error`` naming it."""
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise SuiteError(f"{path}: not valid TOML: {error}") from None
-    return _Validator(path, studies_dir).suite(raw)
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as problem:
+        raise error(
+            f"{path}: not UTF-8 text (byte {problem.object[problem.start]:#04x} at offset "
+            f"{problem.start}); TOML files must be UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path}: not valid TOML: {problem}") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot be read: {problem.strerror or problem}") from None
 
 
 class _Validator:
@@ -247,9 +302,16 @@ class _Validator:
         value = raw.get(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise self.fail(key, f"must be a non-empty list of names, got {value!r}")
+        ensure = {"models": ensure_model, "datasets": ensure_dataset_name}.get(key)
         for item in value:
-            if item not in known:
+            if item in known:
+                continue
+            if ensure is None:
                 raise self.fail(key, f"unknown name {item!r}; known: {', '.join(known)}")
+            try:  # your own builder or loader (reference or entry point): checked now
+                ensure(item)
+            except ValueError as error:
+                raise self.fail(key, str(error)) from None
         if len(set(value)) != len(value):
             raise self.fail(key, f"lists a name twice: {value!r}")
         return value
@@ -273,8 +335,8 @@ class _Validator:
     def suite(self, raw: dict[str, Any]) -> Suite:
         self.keys(raw, _TOP_KEYS, "")
         name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise self.fail("name", f"must be a non-empty string, got {name!r}")
+        if not is_safe_name(name):
+            raise self.fail("name", f"{SAFE_NAME_RULE}; got {name!r}")
         datasets = self.names(raw, "datasets", available_datasets())
         models = self.names(raw, "models", available_models())
         seeds = raw.get("seeds")
@@ -297,11 +359,7 @@ class _Validator:
         except ValueError as error:
             raise self.fail("precision", str(error)) from None
 
-        budget_raw = self.keys(raw.get("budget", {}), _BUDGET_KEYS, "budget")
-        budget = {k: self.number(budget_raw, k, "budget") for k in _BUDGET_KEYS}
-        budget = {k: v for k, v in budget.items() if v is not None}
-        if not budget:
-            raise self.fail("budget", "needs epochs and/or device_seconds")
+        budgets = self.budgets(raw.get("budget", {}))
         eval_raw = self.keys(raw.get("eval", {}), _EVAL_KEYS, "eval")
         every = self.number(eval_raw, "every_epochs", "eval") or DEFAULT_EVAL_EVERY_EPOCHS
         train_eval = (
@@ -322,13 +380,45 @@ class _Validator:
             methods=methods,
             data=data,
             model_options=model_options,
-            budget=budget,
+            budget=budgets[0],
+            budgets=budgets,
             eval_every_epochs=float(every),
             train_eval_size=int(train_eval),
             target_accuracy=None if target is None else float(target),
             precision=precision,
             raw=raw,
         )
+
+    def budgets(self, table: Any) -> list[dict[str, float]]:
+        """``[budget]``: one clock-free count (a list of them: a budget axis of the grid)
+        and an optional safety cap; see :mod:`bench.budget`."""
+        self.keys(table, set(BUDGET_KEYS), "budget")
+        for key, reason in RETIRED_BUDGET_KEYS.items():
+            if key in table:
+                raise self.fail(f"budget.{key}", reason)
+        fixed: dict[str, float] = {}
+        axis: tuple[str, list[float]] | None = None
+        for key in BUDGET_KEYS:
+            integer = key in BUDGET_UNITS and key != "epochs"
+            value = table.get(key)
+            if key in BUDGET_UNITS and isinstance(value, list):
+                if not value or len(set(value)) != len(value):
+                    raise self.fail(
+                        f"budget.{key}",
+                        f"a list of budgets must be non-empty and distinct, got {value!r}",
+                    )
+                axis = (key, [self.number({key: v}, key, "budget", integer=integer) for v in value])
+                continue
+            number = self.number(table, key, "budget", integer=integer)
+            if number is not None:
+                fixed[key] = number
+        budgets = [fixed] if axis is None else [{**fixed, axis[0]: v} for v in axis[1]]
+        for budget in budgets:
+            try:
+                Budget.from_config(budget)
+            except BudgetError as error:
+                raise self.fail("budget", str(error)) from None
+        return budgets
 
     def data(self, table: Any, datasets: list[str]) -> dict[str, dict[str, Any]]:
         """``[data]`` defaults and ``[data.<dataset>]`` overrides, every key and value checked.
@@ -434,6 +524,8 @@ class _Validator:
             raise self.fail(where, str(error)) from None
 
     def tuned(self, study: str, where: str) -> dict[str, Any]:
+        if not is_safe_name(study):
+            raise self.fail(where, f"the study name {SAFE_NAME_RULE}; got {study!r}")
         if self.studies_dir is None:
             raise self.fail(where, f"refers to study {study!r} but no studies folder was given")
         path = self.studies_dir / study / "best.json"
@@ -443,7 +535,14 @@ class _Validator:
                 f"study {study!r} has no tuned settings at {path}; run `make tune` "
                 f"(or `python -m bench tune --study {study} ...`) first",
             )
-        content = json.loads(path.read_text())
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as error:  # truncated, not UTF-8, unreadable
+            raise self.fail(
+                where,
+                f"{path} cannot be read as JSON ({error}); rerun the study "
+                f"(`python -m bench tune --study {study} ...`) to write it again",
+            ) from None
         params = content.get("params") if isinstance(content, dict) else None
         if not isinstance(params, dict):
             raise self.fail(where, f"{path} holds no 'params' table")

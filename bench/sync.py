@@ -42,7 +42,7 @@ from bench.mlflow_run import (
     run_owner,
     short_reason,
 )
-from bench.records import CellRecord, load_record, load_records
+from bench.records import QUARANTINE, CellRecord, load_record, load_records
 
 LEDGER_TAG = "pmp.ledger"
 SYNC_PENDING = "the process stopped before MLflow had the whole record"
@@ -102,14 +102,54 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     """Final figures, artifacts, figure, status tag and end status from the record."""
     summary = record.summary
     error = {"error": record.error, **summary} if record.error else None
+    resumed = (
+        {"resumed_from_step": str(record.resumed_from_step), "resumes": str(record.resumes)}
+        if record.resumes
+        else None
+    )
     run.finish_training(
         record.status,
         summary,
+        tags={**(resumed or {}), **interference_tag(summary)} or None,
         curve=record.curve,
         layer_sparsity=record.layer_sparsity,
         error=error,
         figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
     )
+
+
+def interference_tag(summary: dict[str, Any]) -> dict[str, str]:
+    """``interference = true|false`` where the cell's steps were checked (a filter in the UI)."""
+    flag = summary.get("interference")
+    return {} if flag is None else {"interference": str(bool(flag)).lower()}
+
+
+def retire_replaced_runs(run: RunLog, record: CellRecord, ledger: Path) -> int:
+    """Mark the runs of an earlier record of this cell replaced by ``run``; how many.
+
+    A record that was quarantined (:mod:`bench.records`) leaves a run that MLflow still
+    shows FINISHED; once the cell is trained again and its new run is complete, the old
+    one is ended FAILED with the tags ``status = replaced`` and ``pmp.close_reason``, so
+    MLflow holds one current run per cell. Only cells with a quarantined record are
+    searched (no query per cell otherwise); a failure here costs nothing but the marks.
+    """
+    if not run.synced or run.run_id is None:
+        return 0
+    if not any(Path(ledger, QUARANTINE).glob(f"{record.key}*.json")):
+        return 0
+    try:
+        tracker = run.sink.tracker()
+        tags = {"cell_key": record.key, LEDGER_TAG: str(Path(ledger).resolve())}
+        old = [r for r in tracker.runs_with_tags(tags) if r.info.run_id != run.run_id]
+        for stale in old:
+            if stale.info.status == "RUNNING" or stale.data.tags.get("status") == "replaced":
+                continue  # an orphan's (close_orphans ends it) or done already
+            reason = f"replaced by run {run.run_id}: its record was quarantined and the cell rerun"
+            tracker.set_tags(stale.info.run_id, {"status": "replaced", CLOSE_REASON_TAG: reason})
+            tracker.end(stale.info.run_id, "FAILED")
+        return len(old)
+    except Exception:  # MLflow failed meanwhile: the old run stays as it was
+        return 0
 
 
 def draw_cell_figure(record: CellRecord, folder: Path) -> Path:

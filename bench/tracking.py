@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from bench.mlflow_meta import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, without_none
 
 EXPERIMENT_PREFIX = "pmp-bench/"
 MAX_PARAM_LENGTH = 6000
+#: MLflow's limits on a run tag's and an experiment tag's value: longer ones (a suite's
+#: long description) are cut, with a note, instead of failing the whole call.
+MAX_TAG_LENGTH = 8000
+MAX_EXPERIMENT_TAG_LENGTH = 20000
+CLIPPED_NOTE = "\n\n[cut to fit MLflow; the full text is in the suite file]"
 #: Guards the creation of the SQLite schema and experiments (two first runs at once).
 SCHEMA_LOCK = ".mlflow.lock"
 #: MLflow client settings used unless the environment sets them: an unreachable server
@@ -99,7 +105,7 @@ class Tracker:
             # The kind tag makes MLflow 3 open the experiment in its model-training view.
             wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **(experiment_tags or {})}
             have = found.tags if found is not None else {}
-            for key, value in wanted.items():
+            for key, value in clip(wanted, MAX_EXPERIMENT_TAG_LENGTH).items():
                 if have.get(key) != value:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
 
@@ -124,7 +130,7 @@ class Tracker:
         tags: dict[str, str],
         parent_run_id: str | None = None,
     ) -> str:
-        all_tags = dict(tags)
+        all_tags = clip(tags, MAX_TAG_LENGTH)
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -150,7 +156,8 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        clipped = clip(tags, MAX_TAG_LENGTH)
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in clipped.items()])
 
     def log_json(self, run_id: str, name: str, content: Any) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -174,8 +181,40 @@ class Tracker:
 
     def running_runs(self, tags: dict[str, str]) -> list[Any]:
         """Runs of this experiment still RUNNING whose tags equal ``tags``."""
-        clauses = ["attributes.status = 'RUNNING'"]
-        clauses += [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        return self.runs_with_tags(tags, ["attributes.status = 'RUNNING'"])
+
+    def runs_with_tags(self, tags: dict[str, str], clauses: list[str] | None = None) -> list[Any]:
+        """Runs of this experiment whose tags equal ``tags`` (and that meet ``clauses``)."""
+        clauses = [
+            *(clauses or []),
+            *(f"tags.`{k}` = {filter_literal(v)}" for k, v in tags.items()),
+        ]
         return self.client.search_runs(
             [self.experiment_id], filter_string=" and ".join(clauses), max_results=5000
         )
+
+
+def clip(tags: Mapping[str, Any], limit: int) -> dict[str, str]:
+    """Tag values as strings of at most ``limit`` characters (a note marks a cut)."""
+    out = {}
+    for key, value in tags.items():
+        text = str(value)
+        if len(text) > limit:
+            text = text[: limit - len(CLIPPED_NOTE)] + CLIPPED_NOTE
+        out[key] = text
+    return out
+
+
+def filter_literal(value: str) -> str:
+    """``value`` as a string literal of an MLflow filter: quoted with the quote it lacks.
+
+    MLflow's filter grammar has no escape inside a literal, so a value holding both
+    quotes cannot be matched exactly and raises :class:`ValueError` (suite and study
+    names are checked on load and hold neither).
+    """
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"{value!r} holds both quote characters; no MLflow filter can match it")

@@ -131,7 +131,7 @@ def test_pairwise_compares_methods_only_at_the_same_target() -> None:
         "gmp@matched-0.9": matched.SeedFigures([0.60, 0.61, 0.62], [0.85] * 3),  # short
         "bsqh-mb@matched-0.9": matched.SeedFigures([0.70, 0.71, 0.72], [0.95] * 3),
     }
-    rows = matched.pairwise_rows(per_method, results)
+    rows = matched.pairwise_rows(per_method, results, focus={"bsqh-mb"})
     pairs = {(r["target_sparsity"], r["a"], r["b"]): r for r in rows}
     assert set(pairs) == {
         (0.5, "gmp", "bsqh-mb"),  # the leader at 0.5 against the others

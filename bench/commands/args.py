@@ -4,7 +4,7 @@ The shared flags (``--suite``, ``--out``, ``--device``) are defined once, so eve
 command spells, defaults and documents them alike.
 
 Numeric flags are finite and in range, or a usage error. Why at parse time: argparse
-then names the flag in its message (``argument --budget-seconds: must be a finite number
+then names the flag in its message (``argument --safety-cap-seconds: must be a finite number
 > 0, got 'inf'``) and exits with status 2 before anything is loaded. The bounds are
 described by the same :class:`optimizers.hparams.HParamSpec` that checks method
 hyperparameters, so flags and hyperparameters word their limits alike.
@@ -64,6 +64,7 @@ def bounded(
 
 #: The shapes of number the commands take.
 POSITIVE_NUMBER = bounded(float, low=0.0, low_open=True)
+NONNEGATIVE_NUMBER = bounded(float, low=0.0)
 POSITIVE_INT = bounded(int, low=1)
 NONNEGATIVE_INT = bounded(int, low=0)
 OPEN_FRACTION = bounded(float, low=0.0, high=1.0, low_open=True, high_open=True)

@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     studies.mkdir(parents=True, exist_ok=True)
     stem = studies / f"matched-{setting.name}"
     matched.write_csv(rows, stem.with_suffix(".csv"))
-    pairs = matched.pairwise_rows(per_method, results)
+    ours = {t.label for t in setting.targets if optimizers.algorithm(t.method) == "bsqh"}
+    pairs = matched.pairwise_rows(per_method, results, focus=ours)
     matched.write_csv(pairs, stem.with_name(stem.name + "-pairwise.csv"), matched.PAIRWISE_COLUMNS)
     text = (
         matched.markdown(rows, setting.name, base.seeds) + "\n" + matched.pairwise_markdown(pairs)

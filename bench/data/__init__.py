@@ -26,9 +26,17 @@ from bench.data.locate import (
     IDX_FILES,
     DatasetUnavailable,
 )
-from bench.data.registry import available_datasets, dataset_description, register_dataset
+from bench.data.registry import (
+    IntOption,
+    NumberOption,
+    RawData,
+    available_datasets,
+    dataset_description,
+    register_dataset,
+)
 from bench.data.splits import (
     SPLIT_OPTIONS,
+    DataOptionError,
     DataSplits,
     check_data_option,
     data_options,
@@ -42,8 +50,12 @@ __all__ = [
     "SPLIT_OPTIONS",
     "DataCache",
     "DataFileError",
+    "DataOptionError",
     "DataSplits",
     "DatasetUnavailable",
+    "IntOption",
+    "NumberOption",
+    "RawData",
     "available_datasets",
     "check_data_option",
     "data_options",

@@ -39,21 +39,31 @@ def _load_idx_dataset(name: str, files: dict[str, Path], source: str) -> RawData
             raise error.with_remedy(repair_advice(name, source, path)) from error.__cause__
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        images_file, labels_file = files[f"{split}_images"], files[f"{split}_labels"]
         if len(images) != len(labels):
-            raise ValueError(
-                f"{files[f'{split}_images']} has {len(images)} images but "
-                f"{files[f'{split}_labels']} has {len(labels)} labels"
+            raise DataFileError(
+                images_file,
+                f"has {len(images)} images but {labels_file} has {len(labels)} labels",
+                repair_advice(name, source, labels_file),
             )
         if images.shape[1] != images.shape[2]:
-            raise ValueError(
-                f"{files[f'{split}_images']}: images must be square, got {images.shape[1:]}"
+            raise DataFileError(
+                images_file,
+                f"images must be square, got {images.shape[1:]}",
+                repair_advice(name, source, images_file),
             )
         if len(labels) and labels.max() > 9:
-            raise ValueError(f"{files[f'{split}_labels']}: label {labels.max()} outside 0..9")
+            raise DataFileError(
+                labels_file,
+                f"label {labels.max()} outside 0..9",
+                repair_advice(name, source, labels_file),
+            )
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise ValueError(
-            f"train images {arrays['train_images'].shape[1:]} and test images "
-            f"{arrays['test_images'].shape[1:]} differ in size"
+        raise DataFileError(
+            files["test_images"],
+            f"test images {arrays['test_images'].shape[1:]} differ in size from the train "
+            f"images {arrays['train_images'].shape[1:]} of {files['train_images']}",
+            repair_advice(name, source, files["test_images"]),
         )
     return RawData(
         train_x=torch.from_numpy(arrays["train_images"]).unsqueeze(1),

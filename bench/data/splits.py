@@ -123,6 +123,11 @@ def data_options(dataset: str) -> list[str]:
     return sorted({*SPLIT_OPTIONS, *loader_options(dataset)})
 
 
+class DataOptionError(ValueError):
+    """A data option that does not fit the dataset as loaded (``train_subset`` larger
+    than its training split): a user's mistake, found when the files are read."""
+
+
 def check_data_option(dataset: str, key: str, value: object) -> None:
     """Check one ``load_dataset`` option of ``dataset`` without loading anything.
 
@@ -172,7 +177,7 @@ def load_dataset(
     test_size = _check_subset("test_subset", test_subset, n_test_all)
     n_val = round(val_fraction * pool_size)
     if not 1 <= n_val <= pool_size - 1:
-        raise ValueError(
+        raise DataOptionError(
             f"val_fraction={val_fraction} of {pool_size} training samples leaves {n_val} for "
             f"validation and {pool_size - n_val} for training; both need at least one sample"
         )
@@ -224,5 +229,5 @@ def _check_subset(what: str, value: int | None, available: int) -> int:
     if value is None:
         return available
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= available:
-        raise ValueError(f"{what} must be an integer in [1, {available}], got {value!r}")
+        raise DataOptionError(f"{what} must be an integer in [1, {available}], got {value!r}")
     return value

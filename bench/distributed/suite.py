@@ -53,6 +53,7 @@ from bench.runner import (
     cell_key,
     cells_dir,
     is_done,
+    load_cell_data,
     one_line,
     select,
     settled,
@@ -136,7 +137,7 @@ def run_suite_distributed(
         with open_cluster(scheduler) as cluster:  # an unreachable one fails first, in seconds
             data = DataCache(torch.device("cpu"))  # every data file is checked before training
             for cell in pending:
-                data.get(cell.dataset, cell.data)
+                load_cell_data(cell, data, suite.path)
             problems = device_problems(cluster, device)
             if problems:
                 worker, problem = next(iter(problems.items()))

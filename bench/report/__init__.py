@@ -1,25 +1,30 @@
 """The report stage of ``make bench``: cell records in, CSV files, figures and REPORT.md out.
 
 Modules, one job each: ``frames`` flattens records into the runs and curves tables,
-``stats`` computes medians, spreads and seed bands, ``significance`` bootstrap intervals
-and rank tests, ``profiles`` joint time-to-target and performance profiles, ``claims``
-checks statements against the numbers, ``figures`` draws the PNGs, ``markdown`` writes
-the text and ``comparison`` the sections that compare methods with their uncertainty.
-Only this module touches the file system layout of a report.
+``stats`` computes medians, spreads and seed bands, ``significance`` paired exact tests,
+intervals with their exact level and the Holm adjustment, ``profiles`` joint
+time-to-target and performance profiles, ``claims`` checks statements against the numbers,
+``figures`` draws the PNGs, ``markdown`` writes the text, ``comparison`` the sections that
+compare methods with their uncertainty and ``budgets`` whether their ranking holds across
+the budgets of a budget sweep. Only this module touches the file system layout of a report.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bench.locking import process_alive
 from bench.records import CellRecord
-from bench.report import comparison
+from bench.report import budgets, comparison
 from bench.report.claims import Claim, compute_claims
 from bench.report.figures import FigureFile, draw_figures
 from bench.report.frames import curves_frame, layer_frame, runs_frame
@@ -73,7 +78,8 @@ def write_report(
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-tmp-"))
+        remove_stale_folders(out_dir)
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=_folder_prefix("tmp")))
     except OSError as error:
         raise describe_write_error(error, out_dir) from error
     try:
@@ -84,6 +90,39 @@ def write_report(
         return _swap_in(staging, out_dir, staged)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+#: ``.report-tmp-<host>-<pid>-<random>`` (``old`` for the figures being replaced).
+_FOLDER = re.compile(r"\.report-(?:tmp|old)-(?:(?P<host>.+)-(?P<pid>\d+)-)?[a-z0-9_]+")
+#: A report folder of an earlier version (no owner in its name) this old is stale.
+LEGACY_STALE_S = 3600.0
+
+
+def _folder_prefix(kind: str) -> str:
+    return f".report-{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_folders(out_dir: Path) -> list[Path]:
+    """Remove the temporary folders of reports whose process died (SIGKILL, power cut).
+
+    A folder names its host and process; one of this host whose process is gone is
+    removed, one of another host is left alone (its process cannot be checked).
+    """
+    removed = []
+    for path in Path(out_dir).glob(".report-*"):
+        match = _FOLDER.fullmatch(path.name)
+        if match is None or not path.is_dir():
+            continue
+        stale = False
+        if match["pid"] is None:
+            with contextlib.suppress(OSError):
+                stale = time.time() - path.stat().st_mtime > LEGACY_STALE_S
+        elif match["host"] == socket.gethostname():  # another host's cannot be checked
+            stale = not process_alive(int(match["pid"]))
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _write_into(
@@ -133,6 +172,7 @@ def _write_into(
             *comparison.confidence_section(method_rows),
             *comparison.targets_section(compared),
             *comparison.profile_section(compared, profile_figure, folder),
+            *budgets.section(runs),
         ],
     )
     paths.report_md.write_text(text, encoding="utf-8")
@@ -149,7 +189,7 @@ def _swap_in(staging: Path, out_dir: Path, staged: ReportPaths) -> ReportPaths:
     old = None
     try:
         if final.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-old-"))
+            old = Path(tempfile.mkdtemp(dir=out_dir, prefix=_folder_prefix("old")))
             final.replace(old / FIGURES_DIR)
         (staging / FIGURES_DIR).replace(final)
         for name in ("runs.csv", "curves.csv", "targets.csv", "profile.csv", "REPORT.md"):

@@ -39,6 +39,7 @@ import torch
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
+from bench.interrupts import describe
 from bench.mlflow_meta import RUN_KIND_TAG, TRIAL_KIND
 from bench.mlflow_run import RunLog, Sink, is_number
 from bench.training import train_cell
@@ -111,8 +112,8 @@ class Objective:
             self._close(trial, run, "pruned", "PRUNED", "KILLED", {}, curve=seen)
             self.plan.say(f"trial {trial.number}: pruned ({pruned})")
             raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
+            trial.set_user_attr("error", describe(interrupt))
             self._close(trial, run, "killed", "FAIL", "KILLED", {}, curve=seen)
             raise
         except Exception as error:
@@ -176,7 +177,7 @@ class Objective:
             trial.set_user_attr("sparsity", float(point["sparsity"]))
             trial.report(float(point["val_accuracy"]), evals)
             if trial.should_prune():
-                constrain(trial, plan, float(point["sparsity"]))
+                constrain(trial, plan, float(point["sparsity"]), float(point["val_accuracy"]))
                 raise optuna.TrialPruned(
                     f"val accuracy {point['val_accuracy']:.4f} at evaluation {evals} "
                     f"(epoch {point['epoch']:.2f}) is below the median of earlier trials"
@@ -191,8 +192,7 @@ class Objective:
         diverged = status == "diverged"
         accuracy = 0.0 if diverged else float(summary["val_accuracy"])
         sparsity = 0.0 if diverged else float(summary["sparsity"])
-        if self.plan.objective == "accuracy":
-            constrain(trial, self.plan, sparsity)
+        constrain(trial, self.plan, sparsity, accuracy)
         attrs: dict[str, Any] = {
             "status": status,
             "val_accuracy": accuracy,

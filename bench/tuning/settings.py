@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.numerics import DEFAULT_PRECISION
-from bench.suites import Cell, MethodSpec, SuiteError, load_suite, resolve_toml
+from bench.suites import (
+    SAFE_NAME_RULE,
+    Cell,
+    MethodSpec,
+    SuiteError,
+    is_safe_name,
+    load_suite,
+    read_toml,
+    resolve_toml,
+)
 
 #: ``--setting NAME`` resolves to ``bench/suites/<NAME><SETTING_SUFFIX>.toml``.
 SETTING_SUFFIX = "-tuned"
@@ -145,13 +154,8 @@ def resolve_setting_path(name_or_path: str | Path) -> Path:
 
 def load_setting(name_or_path: str | Path, *, seed: int = 0) -> Setting:
     """Read a setting from a suite file whose every method is ``tuned:<study>``."""
-    import tomllib
-
     path = resolve_setting_path(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise SettingError(f"{path}: not valid TOML: {error}") from None
+    raw = read_toml(path, SettingError)
     studies = []
     for i, entry in enumerate(raw.get("methods") or []):
         hparams = entry.get("hparams") if isinstance(entry, dict) else None
@@ -160,7 +164,12 @@ def load_setting(name_or_path: str | Path, *, seed: int = 0) -> Setting:
                 f'{path}: methods[{i}].hparams must be "tuned:<study>" in a setting file, '
                 f"got {hparams!r}"
             )
-        studies.append(hparams[len("tuned:") :])
+        study = hparams[len("tuned:") :]
+        if not is_safe_name(study):  # checked before it names a placeholder folder below
+            raise SettingError(
+                f"{path}: methods[{i}].hparams: the study name {SAFE_NAME_RULE}; got {study!r}"
+            )
+        studies.append(study)
     with tempfile.TemporaryDirectory() as tmp:
         for study in studies:  # placeholders: validate the file without tuned settings
             (Path(tmp) / study).mkdir(parents=True, exist_ok=True)

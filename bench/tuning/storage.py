@@ -26,6 +26,7 @@ to start (:meth:`StorageSpec.exclusive`) instead of failing later inside SQLite.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -225,6 +226,35 @@ def _check_writable(path: Path, what: str) -> None:
         raise StorageError(str(error)) from None
 
 
+def check_journal(path: Path) -> None:
+    """Refuse a journal file with a line that is not a JSON object (garbage, a cut line).
+
+    Optuna reads such a file lazily and fails later, at the first write after the bad
+    line, with a bare ``JSONDecodeError``; checked here, the error names the file and line.
+    """
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                problem = None
+                if not line.endswith(b"\n"):
+                    problem = "is cut short (no line end)"
+                else:
+                    try:
+                        if not isinstance(json.loads(line.decode("utf-8")), dict):
+                            problem = "is not a JSON object"
+                    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+                        problem = f"is not JSON ({type(error).__name__}: {error})"
+                if problem:
+                    raise StorageError(
+                        f"journal storage {path}: line {number} {problem}; it is not an Optuna "
+                        "journal or is damaged: pass another --storage file, or remove that line"
+                    )
+    except OSError as error:
+        raise StorageError(f"journal storage {path} cannot be read: {error}") from None
+
+
 def check_storage(spec: StorageSpec, workers: int) -> None:
     """Fail fast, before any training, on a storage that cannot work."""
     if spec.kind == "journal":
@@ -232,6 +262,7 @@ def check_storage(spec: StorageSpec, workers: int) -> None:
         if not parent.is_dir():
             raise StorageError(f"journal storage {spec.location}: folder {parent} does not exist")
         _check_writable(Path(spec.location), "journal storage")
+        check_journal(Path(spec.location))
         return
     try:
         from sqlalchemy import create_engine, text
