@@ -502,3 +502,26 @@ def test_after_the_first_timeout_the_store_is_left_alone_for_the_rest_of_the_run
     assert len(_Silent.requests) == 1  # the first call timed out; nothing was sent after it
     for record in load_records(cells_dir(tmp_path, "t")):
         assert record.status == "finished" and "timed out" in str(record.mlflow_error)
+
+
+def test_the_sql_stores_traceback_for_a_full_disk_is_not_printed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import sqlite3
+
+    import sqlalchemy
+
+    import bench.tracking  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    full = sqlite3.OperationalError("database or disk is full")
+    with caplog.at_level(logging.DEBUG):
+        try:  # what mlflow.store.db.utils does before it raises MlflowException
+            raise sqlalchemy.exc.OperationalError("INSERT INTO metrics", {}, full)
+        except sqlalchemy.exc.OperationalError as error:
+            logger.exception(
+                "SQLAlchemy database error. The following exception is caught.\n%s", error
+            )
+        logger.warning("other messages of that logger stay")
+    assert [r.getMessage() for r in caplog.records] == ["other messages of that logger stay"]
