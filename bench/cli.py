@@ -30,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("bench.commands.data", "find or install a dataset's files"),
     "tune": ("bench.commands.tune", "run an Optuna study for one method"),
     "tune-all": ("bench.commands.tune_all", "equal-budget studies for every method"),
-    "matched": ("bench.commands.matched", "test accuracy at matched sparsity from tuned fronts"),
+    "matched": ("bench.commands.matched", "test accuracy at sparsity matched by construction"),
+    "matched-fronts": (
+        "bench.commands.matched_fronts",
+        "extra: test accuracy at sparsity >= s picked from tuned fronts",
+    ),
     "perf": ("bench.commands.perf", "step-time harness: every method against SGD"),
 }
 DEBUG_FLAG = "--debug"

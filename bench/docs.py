@@ -56,7 +56,13 @@ def spaces_table() -> str:
             label = f"`{method}`" if i == 0 else ""
             lines.append(f"| {label} | `{p.name}` | {text} | {p.note} |")
     variants = ", ".join(f"`{k}` ({v[0]}, fixed {v[1]})" for k, v in spaces._VARIANTS.items())
-    lines.append(f"| variants | {variants}; every `<method>-graph` uses `<method>`'s | | |")
+    lines.append(
+        f"| execution variants | {variants}; every `<method>-graph` uses `<method>`'s | | |"
+    )
+    lines.append(
+        f"| trials | {spaces.TRIALS_PER_DIMENSION} per searched parameter, at least "
+        f"{spaces.MIN_TRIALS} | | |"
+    )
     return "\n".join(lines)
 
 

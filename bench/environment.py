@@ -75,6 +75,8 @@ RESULT_SOURCES = (
     "bench/training.py",
     "bench/evaluation.py",
     "bench/timing.py",
+    "bench/budget.py",  # when a cell stops
+    "bench/interference.py",  # what its summary says about the steps' times
     "bench/numerics.py",
 )
 

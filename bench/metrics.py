@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 import optimizers
 from bench.evaluation import accuracy, mean_loss
+from bench.interference import SLOW_FACTOR, STARVED_FACTOR
 from bench.models import nonzero_macs_per_sample
 
 Aggregate = Literal["median", "sum", "none"]
@@ -38,6 +39,7 @@ class Probe(Protocol):
     val_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    num_classes: int
     use_test: bool
     input_shape: tuple[int, int, int]
     per_epoch: int
@@ -54,6 +56,8 @@ class Probe(Protocol):
     device_seconds: float
     eval_seconds: float
     warmup_seconds: float
+    step_wall_seconds: float | None
+    interference: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,8 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "device_time_s",
-        "device time of training steps only (CUDA events / monotonic clock), cumulative",
+        "device time of training steps only, cumulative: CUDA events on a GPU, the "
+        "process's CPU time on a CPU (robust to other processes; see Performance)",
         compute=lambda p: p.device_seconds,
         final=lambda p: p.device_seconds,  # a diverged cell's steps after its last point
         fmt="s",
@@ -209,6 +214,36 @@ METRICS: tuple[Metric, ...] = (
         aggregate="sum",
     ),
     Metric(
+        "step_wall_time_s",
+        "CPU only: wall time of the training steps (what other processes slow down)",
+        final=lambda p: p.step_wall_seconds,
+        fmt="s",
+    ),
+    Metric(
+        "interference",
+        "whether other processes slowed this cell's steps (bench.interference; the "
+        "report names such cells)",
+        final=lambda p: p.interference.get("interference"),
+        aggregate="none",
+        mlflow=False,  # a tag
+    ),
+    Metric(
+        "slowed_step_share",
+        f"share of steps slower than {SLOW_FACTOR:g}x the cell's median step",
+        final=lambda p: p.interference.get("slowed_step_share"),
+    ),
+    Metric(
+        "starved_step_share",
+        f"CPU only: share of steps whose wall time exceeded {STARVED_FACTOR:g}x their "
+        "process CPU time",
+        final=lambda p: p.interference.get("starved_step_share"),
+    ),
+    Metric(
+        "wall_cpu_ratio",
+        "CPU only: wall time / process CPU time of the steps (grows under load)",
+        final=lambda p: p.interference.get("wall_cpu_ratio"),
+    ),
+    Metric(
         "iterations",
         "training steps taken (full-batch: iterations)",
         final=lambda p: p.iterations,
@@ -221,6 +256,7 @@ METRICS: tuple[Metric, ...] = (
         "epochs",
         "passes over the training split",
         final=lambda p: p.iterations / p.per_epoch,
+        mlflow=False,  # MLflow has one name per idea: the `epoch` curve's last point
     ),
     Metric(
         "attempts",
@@ -251,6 +287,16 @@ METRICS: tuple[Metric, ...] = (
         final=lambda p: p.checked_steps if p.fullbatch else None,
         integer=True,
         fmt=",.0f",
+    ),
+    Metric(
+        "num_classes",
+        "classes of the dataset: a cell that did not finish counts at chance accuracy, "
+        "1 / num_classes, in every comparison",
+        final=lambda p: p.num_classes,
+        integer=True,
+        aggregate="none",
+        fmt=".0f",
+        mlflow=False,
     ),
     Metric(
         "step_ms",
@@ -311,19 +357,27 @@ def derived(summary_values: Mapping[str, Any]) -> dict[str, Any]:
     return {m.name: m.derive(summary_values) for m in METRICS if m.derive is not None}
 
 
-def mlflow_summary_metrics(summary_values: Mapping[str, Any]) -> dict[str, float]:
-    """Summary figures worth a metric in MLflow: numeric ones not already on the curve.
+#: Prefix of the MLflow tags that carry a cell's summary-only figures.
+MLFLOW_SUMMARY_PREFIX = "final."
 
-    Curve metrics are logged at every evaluation, so their last value is already there;
-    logging it again as ``final_*`` would only add single-point charts.
+
+def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
+    """Summary figures not on the curve, as MLflow tags ``final.<name>``.
+
+    Tags, not metrics: a number logged once is a single-point chart in MLflow's chart
+    view, and a cell has eight of them (``iterations``, ``eval_time_s``, ...). Curve
+    metrics are logged at every evaluation, so their last point is their final value
+    already (no ``final_*`` copies). Tags, not params, because a run that ``bench sync``
+    completes again may overwrite them.
     """
-    out: dict[str, float] = {}
+    out: dict[str, str] = {}
     for m in METRICS:
         if not m.mlflow or m.curve or not m.summary:
             continue
         value = summary_values.get(m.name)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            out[m.name] = float(value)
+            text = f"{value:d}" if isinstance(value, int) else f"{value:.6g}"
+            out[MLFLOW_SUMMARY_PREFIX + m.name] = text
     return out
 
 

@@ -7,8 +7,9 @@ experiment in its GenAI view), the source and user columns, a description, the
 logged model. Each of those is built here, once, for the suite runner and the tuner.
 
 System metrics are sampled in a background thread every
-:data:`SYSTEM_METRICS_INTERVAL_S` seconds: a CPU/memory reading (and an NVML query on
-CUDA) that rare costs nothing measurable against training steps (README, MLflow).
+:data:`SYSTEM_METRICS_INTERVAL_S` seconds, often enough that a cell of a few seconds
+draws a curve; one cycle (a CPU/memory reading, an NVML query on CUDA, a store write)
+runs off the training thread (its cost: README, MLflow).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import getpass
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,9 +41,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
 CONTEXT_TAG = "mlflow.data.context"
-SYSTEM_METRICS_INTERVAL_S = 10.0
-#: The artifact name of a cell's trained network.
-MODEL_NAME = "model"
+SYSTEM_METRICS_INTERVAL_S = 1.0
 #: What a run is (filter on it): in a suite's experiment a cell or the suite's report, in
 #: the tuning experiment a study invocation's parent run or one of its trials.
 RUN_KIND_TAG = "run_kind"
@@ -67,6 +70,11 @@ def suite_experiment_tags(suite: Suite) -> dict[str, str]:
 def run_name(label: str, seed: Any) -> str:
     """A short run name that shows the seed in the run table: ``bsqh-mb/s0``."""
     return f"{label}/s{seed}"
+
+
+def model_name(run: str) -> str:
+    """A logged model's name from its run's: ``bsqh-mb-s0`` (MLflow forbids ``/`` there)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", run).strip("-") or "model"
 
 
 def source_name() -> str:
@@ -174,15 +182,29 @@ def dataset_inputs(dataset: str, options: Mapping[str, Any], splits: Any) -> lis
 # --------------------------------------------------------------------------- system metrics
 
 
+def sampling_interval() -> float:
+    """Seconds between system-metric samples: MLflow's variable, else the bench's default."""
+    from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+
+    return MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or SYSTEM_METRICS_INTERVAL_S
+
+
 @contextlib.contextmanager
 def system_metrics(
     run_id: str | None,
     tracking_uri: str,
     *,
     enabled: bool = True,
-    interval_s: float = SYSTEM_METRICS_INTERVAL_S,
-) -> Iterator[None]:
+    interval_s: float | None = None,
+) -> Iterator[Callable[[], None]]:
     """Sample CPU, memory (and GPU) metrics into ``run_id`` while the block runs.
+
+    Yields ``sample()``, which takes one more sample at once: the runner calls it at
+    every evaluation (off the timed training path), so a cell that trains for less time
+    than ten sampling intervals still draws a curve, one point per evaluation at least.
+    ``interval_s``: seconds between background samples; by default MLflow's own
+    ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` if set, else
+    :data:`SYSTEM_METRICS_INTERVAL_S`.
 
     Explicit runs made with ``MlflowClient`` get no monitor from MLflow's global switch
     (that hooks ``mlflow.start_run``), so one is started here per run. Missing
@@ -195,38 +217,83 @@ def system_metrics(
 
             logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
             monitor = SystemMetricsMonitor(
-                run_id, sampling_interval=interval_s, tracking_uri=tracking_uri
+                run_id,
+                sampling_interval=interval_s or sampling_interval(),
+                tracking_uri=tracking_uri,
             )
+            _serialized(monitor)
             monitor.start()
         except Exception:  # psutil missing, an exotic platform: no system metrics
             monitor = None
+
+    def sample() -> None:
+        if monitor is None:
+            return
+        with contextlib.suppress(Exception), monitor._bench_lock:  # type: ignore[attr-defined]
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+
     try:
-        yield
+        yield sample
     finally:
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.finish()
                 if monitor._logging_step == 0:  # shorter than one interval: log one sample
-                    monitor.collect_metrics()
-                    monitor.publish_metrics(monitor.aggregate_metrics())
-                    monitor.mlflow_logger.flush()
+                    sample()
+                monitor.mlflow_logger.flush()
+
+
+def _serialized(monitor: Any) -> None:
+    """Make the monitor's collect/aggregate/publish calls take one lock, so a sample taken
+    from the training thread never interleaves with the background thread's."""
+    lock = threading.RLock()
+    monitor._bench_lock = lock
+    for name in ("collect_metrics", "aggregate_metrics", "publish_metrics"):
+        method = getattr(monitor, name)
+
+        def locked(*args: Any, _method: Any = method) -> Any:
+            with lock:
+                return _method(*args)
+
+        setattr(monitor, name, locked)
 
 
 # --------------------------------------------------------------------------- models
 
 
-def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: torch.Tensor) -> str:
+def log_model(
+    tracking_uri: str,
+    run_id: str,
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    *,
+    name: str,
+    step: int,
+    metrics: Mapping[str, Any],
+    timestamp_ms: int | None = None,
+) -> str:
     """Save ``model`` as the run's MLflow PyTorch model; returns its URI.
 
+    MLflow 3 stores a model as a *logged model* of an experiment, linked to the run by
+    ``source_run_id`` (the run table's *Models* column) and to a step of the run. Its
+    page lists the metrics logged *with its id*: ``metrics`` (the cell's last evaluation
+    point, the trained network's figures) at ``step`` (that point's iteration).
+    ``mlflow.pytorch.log_model(run_id=...)`` would instead copy every run metric at the
+    step it is given (default 0, the untrained network), system metrics whose sample
+    index happens to equal it included; so the model is created here, filled by
+    ``log_model(model_id=...)``, and linked explicitly. ``timestamp_ms``: when the
+    point was logged to the run, so the model's copy is the same row of the run's
+    history, not a second point.
+
     The input example (a few samples, on the CPU) gives the model a signature, so the
-    UI and ``mlflow.pytorch.load_model`` know what it takes. MLflow 3 stores a model as
-    a *logged model* of an experiment, linked to the run by ``source_run_id``; the run
-    table's *Models* column lists the logged models of the experiment shown. Without an
-    active run MLflow puts it in the default experiment ("0", its artifacts under
-    ``./mlruns`` of the working directory), so the run's experiment is named here.
+    UI and ``mlflow.pytorch.load_model`` know what it takes. Without an experiment MLflow
+    would put it in the default one ("0", its files under ``./mlruns`` of the working
+    directory), so the run's experiment is named here.
     """
     import mlflow
     import mlflow.pytorch
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
     from mlflow.models import infer_signature
 
     cpu_model = _on_cpu(model)
@@ -236,17 +303,32 @@ def log_model(tracking_uri: str, run_id: str, model: torch.nn.Module, example: t
     signature = infer_signature(example_np, output)
     # It warns on every pickle-format save; the format is chosen on purpose (see below).
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    experiment_id = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    experiment_id = run.info.experiment_id
+    logged = client.create_logged_model(
+        experiment_id, name=name, source_run_id=run_id, params=dict(run.data.params)
+    )
     with _tracking_uri(tracking_uri, experiment_id), silenced():
         info = mlflow.pytorch.log_model(
             cpu_model,
-            name=MODEL_NAME,
-            run_id=run_id,
+            name=name,
+            model_id=logged.model_id,
             input_example=example_np,
             signature=signature,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             serialization_format="pickle",  # torch.export costs seconds per model
         )
+    now_ms = timestamp_ms or int(time.time() * 1000)
+    values = [
+        Metric(k, float(v), now_ms, step, run_id=run_id, model_id=logged.model_id)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+    if values:
+        client.log_batch(run_id, metrics=values)
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return info.model_uri
 
 

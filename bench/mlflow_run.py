@@ -11,18 +11,19 @@ evaluation point), and the caller records ``synced``/``error`` next to its resul
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.locking import process_alive
-from bench.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_metrics
+from bench.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_tags
 from bench.tracking import Tracker
 
 #: Attempts of each MLflow call before the run is marked not synced.
@@ -35,7 +36,13 @@ DRIVER_TAGS = ("pmp.driver_host", "pmp.driver_pid")
 CLOSE_REASON_TAG = "pmp.close_reason"
 #: Set when a run holds everything its record has (so `bench sync` can leave it alone).
 COMPLETE_TAG = "pmp.complete"
-TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+TERMINAL = {
+    "finished": "FINISHED",
+    "diverged": "FINISHED",
+    "capped": "FINISHED",  # the `status` tag says capped: out of every verdict
+    "failed": "FAILED",
+    "killed": "KILLED",
+}
 
 
 def short_reason(error: BaseException) -> str:
@@ -131,6 +138,7 @@ class Sink:
     ) -> RunLog:
         """A new run (or a not-synced stand-in when MLflow cannot be reached)."""
         log = self.new_log()
+        log.name = name
         log.run_id = log._call(
             "start",
             lambda: self.tracker().start(
@@ -146,6 +154,11 @@ class RunLog:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.run_id: str | None = None
+        self.name = ""
+        #: The last evaluation point logged: the trained network's figures, for its model.
+        self.last_point: dict[str, Any] = {}
+        self.last_point_ms = 0
+        self._sample: Callable[[], None] | None = None  # set while system metrics run
         self.error: str | None = None
         self.closed = False
 
@@ -171,19 +184,25 @@ class RunLog:
                 time.sleep(RETRY_PAUSE_S)
         return None
 
-    def log_metrics(self, values: dict[str, Any], step: int) -> None:
-        """Numeric ``values`` (others are skipped) as metrics at ``step``."""
+    def log_metrics(self, values: dict[str, Any], step: int) -> int:
+        """Numeric ``values`` (others are skipped) as metrics at ``step``; returns the
+        timestamp (ms) they carry."""
+        now_ms = int(time.time() * 1000)
         self._call(
             "log metrics",
             lambda: self.sink.tracker().log_metrics(
-                self.run_id, values, step=step, timestamp_ms=int(time.time() * 1000)
+                self.run_id, values, step=step, timestamp_ms=now_ms
             ),
         )
+        return now_ms
 
     def log_point(self, point: dict[str, Any]) -> None:
         """One evaluation point as metrics at step = its iteration (not itself a metric)."""
         values = {k: point[k] for k in MLFLOW_CURVE_FIELDS if k in point}
-        self.log_metrics(values, step=int(point["iteration"]))
+        self.last_point = dict(point)
+        self.last_point_ms = self.log_metrics(values, step=int(point["iteration"]))
+        if self._sample is not None:
+            self._sample()
 
     def log_inputs(self, datasets: Sequence[Any]) -> None:
         """Dataset inputs (MLflow's *Dataset* column): ``mlflow_meta.dataset_inputs``."""
@@ -193,19 +212,44 @@ class RunLog:
         )
 
     def log_model(self, model: Any, example: Any) -> str | None:
-        """The trained network as the run's MLflow model; its URI, or None on failure."""
-        from bench.mlflow_meta import log_model
+        """The trained network as the run's MLflow model; its URI, or None on failure.
+
+        Named after the run (``bsqh-mb-s0``), with the last logged evaluation point's
+        metrics at its iteration: the figures of the network that was saved.
+        """
+        from bench.mlflow_meta import log_model, model_name
 
         uri = self.sink.tracker().uri if self.synced else None
-        return self._call("log model", lambda: log_model(uri, self.run_id, model, example))
+        point = self.last_point
+        values = {k: point[k] for k in MLFLOW_CURVE_FIELDS if k in point}
+        return self._call(
+            "log model",
+            lambda: log_model(
+                uri,
+                self.run_id,
+                model,
+                example,
+                name=model_name(self.name),
+                step=int(point.get("iteration") or 0),
+                metrics=values,
+                timestamp_ms=self.last_point_ms or None,
+            ),
+        )
 
-    def system_metrics(self, enabled: bool = True) -> Any:
-        """A context that samples system metrics into this run (nothing if not synced)."""
+    @contextlib.contextmanager
+    def system_metrics(self, enabled: bool = True) -> Iterator[None]:
+        """Sample system metrics into this run while the block runs (nothing if not
+        synced), and once more at every :meth:`log_point` (an evaluation)."""
         from bench.mlflow_meta import system_metrics
 
         active = enabled and self.synced and self.run_id is not None
         uri = self.sink.tracker().uri if active else ""
-        return system_metrics(self.run_id if active else None, uri, enabled=active)
+        with system_metrics(self.run_id if active else None, uri, enabled=active) as sample:
+            self._sample = sample
+            try:
+                yield
+            finally:
+                self._sample = None
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         """``path`` into the run's artifacts (``artifact_path``: a folder there)."""
@@ -273,16 +317,16 @@ class RunLog:
     ) -> None:
         """Close a training run, a suite cell's or a tuning trial's, the one same way.
 
-        The summary's figures that are not on the curve become metrics at the last step
-        (a curve metric's last point is its final value already: no ``final_*`` copies),
-        its points in time become tags, and the curve, layer sparsity and error are JSON
-        artifacts. ``metrics`` and ``tags`` add what only the caller knows.
+        The summary's figures that are not on the curve become ``final.*`` tags
+        (:func:`bench.metrics.mlflow_summary_tags`), its points in time tags, and the
+        curve, layer sparsity and error JSON artifacts. ``metrics`` and ``tags`` add
+        what only the caller knows.
         """
         self.finish(
             status,
-            metrics={**mlflow_summary_metrics(summary), **(metrics or {})},
+            metrics=metrics,
             step=int(summary.get("iterations") or 0),
-            tags={**timestamp_tags(summary), **(tags or {})},
+            tags={**mlflow_summary_tags(summary), **timestamp_tags(summary), **(tags or {})},
             json_artifacts={
                 "layer_sparsity.json": layer_sparsity,
                 "curve.json": list(curve),

@@ -19,6 +19,7 @@ ReLU is offered (``act="relu"``) as an ablation.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from bench.references import find
 
 __all__ = [
     "ACTIVATIONS",
@@ -88,6 +91,59 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return decorator
 
 
+#: Entry-point group where installed packages declare model builders by name.
+MODEL_ENTRY_POINTS = "pmp_bench.models"
+
+
+def ensure_model(name: str) -> None:
+    """Make ``name`` buildable: registered, or a ``"package.module:function"`` builder
+    or an entry point of :data:`MODEL_ENTRY_POINTS`, imported and registered now.
+
+    Raises ValueError naming the model and the problem (unknown name, module not
+    importable, attribute missing, not callable, a signature without ``in_channels``,
+    ``image_size`` and ``num_classes``, a return annotation that is no ``nn.Sequential``).
+    """
+    if name in _MODELS:
+        return
+    builder = find(
+        name, what="model builder", group=MODEL_ENTRY_POINTS, kind="model",
+        known=available_models(),
+    )  # fmt: skip
+    returns = _return_annotation(builder)
+    if isinstance(returns, type) and not issubclass(returns, nn.Sequential):
+        raise ValueError(
+            f"model builder {name!r} is annotated to return {returns.__name__}; it must "
+            "return a torch.nn.Sequential whose children are the stages"
+        )
+    try:
+        register_model(name)(_returning_sequential(name, builder))
+    except TypeError as error:
+        raise ValueError(f"{error} (it is called with them as keywords)") from None
+
+
+def _return_annotation(function: Callable[..., object]) -> object:
+    try:
+        return inspect.get_annotations(function, eval_str=True).get("return")
+    except Exception:  # an annotation that cannot be evaluated: checked when it builds
+        return None
+
+
+def _returning_sequential(name: str, builder: ModelBuilder) -> ModelBuilder:
+    """``builder`` that fails clearly when it returns anything but an ``nn.Sequential``."""
+
+    @functools.wraps(builder)
+    def build(**kwargs: Any) -> nn.Sequential:
+        model = builder(**kwargs)
+        if not isinstance(model, nn.Sequential):
+            raise ValueError(
+                f"model builder {name!r} returned a {type(model).__name__}; it must return "
+                "a torch.nn.Sequential whose children are the stages"
+            )
+        return model
+
+    return build
+
+
 def available_models() -> list[str]:
     """Names of all registered models, sorted, for CLIs, suites and error messages."""
     return sorted(_MODELS)
@@ -95,8 +151,7 @@ def available_models() -> list[str]:
 
 def model_description(name: str) -> str:
     """The first line of the builder's docstring (``bench list``)."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    ensure_model(name)
     doc = (_MODELS[name].builder.__doc__ or "").strip()
     return doc.splitlines()[0].strip() if doc else ""
 
@@ -125,9 +180,8 @@ def check_model_options(name: str, options: Mapping[str, object]) -> _ModelSpec:
     Raises ``ValueError`` for an unknown model, an option the builder does not declare
     (listing the allowed ones) or a bad value (naming it and the allowed values).
     """
-    spec = _MODELS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    ensure_model(name)
+    spec = _MODELS[name]
     for option, value in options.items():
         if option not in spec.options:
             allowed = ", ".join(spec.options) or "(none)"

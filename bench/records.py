@@ -65,6 +65,10 @@ class CellRecord:
     wall_time_s: float = 0.0
     mlflow_synced: bool = True  # False: MLflow lacks (part of) this record; `bench sync`
     mlflow_error: str | None = None  # why the last attempt to reach MLflow failed
+    # Set when training continued from a checkpoint (bench.checkpoints): the iteration
+    # of the last resume and how many resumes the cell took in all.
+    resumed_from_step: int | None = None
+    resumes: int = 0
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -104,6 +108,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _is_optional_text(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
@@ -132,6 +140,11 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
     ),
     "mlflow_synced": ("true or false", lambda v: isinstance(v, bool)),
     "mlflow_error": ("a string or null", _is_optional_text),
+    "resumed_from_step": (
+        "an integer >= 0 or null",
+        lambda v: v is None or _is_count(v),
+    ),
+    "resumes": ("an integer >= 0", _is_count),
 }
 
 
@@ -145,8 +158,13 @@ def check_fields(data: dict[str, Any]) -> None:
         if name in data and not valid(data[name]):
             raise ValueError(f"field {name!r} must be {kind}, got {data[name]!r:.80}")
     for name, value in data.get("summary", {}).items():
-        if name in SUMMARY_FIELDS and not (value is None or _is_number(value)):
-            raise ValueError(f"summary figure {name!r} must be a number or null, got {value!r:.80}")
+        # A figure is a number, or a flag (true/false, e.g. ``interference``), or null.
+        if name in SUMMARY_FIELDS and not (
+            value is None or isinstance(value, bool) or _is_number(value)
+        ):
+            raise ValueError(
+                f"summary figure {name!r} must be a number, true/false or null, got {value!r:.80}"
+            )
         if name in SUMMARY_TEXT and not _is_optional_text(value):
             raise ValueError(f"summary entry {name!r} must be text, got {value!r:.80}")
 

@@ -1,11 +1,11 @@
 """The suite's report as one MLflow run: a comparison of the methods that needs no clicks.
 
 ``bench report`` writes REPORT.md and its figures; this module copies them into the
-suite's experiment as a run named ``report`` (``REPORT.md`` and ``figures/*.png`` as
-artifacts, the figures also shown inline in the run's description), so the UI offers
-the like-with-like comparison without configuring a chart. ``bench sync`` logs it again
-when the store lacks the current report (a new store, a report written while MLflow was
-down).
+suite's experiment as a run named ``report`` (``REPORT.md``, ``REPORT.html`` and
+``figures/*.png`` as artifacts, the figures also shown inline in the run's
+description), so the UI offers the like-with-like comparison without configuring a
+chart. ``bench sync`` logs it again when the store lacks the current report (a new
+store, a report written while MLflow was down).
 
 It is not a cell: its tag ``run_kind = report`` (cells carry ``run_kind = cell``) keeps
 it out of anything that counts or filters cells, and it has no ``suite`` or
@@ -15,7 +15,11 @@ run per output folder and suite: a new one replaces (deletes) the previous one.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
+import re
+import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,8 @@ REPORT_DIR_TAG = "pmp.report_dir"
 #: A hash of the files copied: an equal one means the store has this report already.
 DIGEST_TAG = "pmp.report_digest"
 REPORT_FILE = "REPORT.md"
+#: The report as one self-contained page, for MLflow's artifact view.
+HTML_FILE = "REPORT.html"
 FIGURES = "figures"
 
 
@@ -73,20 +79,61 @@ def report_digest(files: list[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
-def description(run_id: str, suite: str, figures: list[Path]) -> str:
-    """Markdown for the run page: the figures inline, served by the tracking server.
+def artifact_link(run_id: str, name: str) -> str:
+    """A figure of the run as the tracking server serves it.
 
     ``get-artifact`` is relative to the UI's address, so it works behind any host or
     port the server is reached at.
     """
+    query = urllib.parse.urlencode({"path": f"{FIGURES}/{name}", "run_uuid": run_id})
+    return f"get-artifact?{query}"
+
+
+def standalone_html(markdown: str, report_dir: Path, suite: str) -> str:
+    """REPORT.md as one self-contained HTML page, its figures inlined as data URIs.
+
+    MLflow's artifact view renders Markdown without images (``![...](...)`` shows as
+    link text, whatever the link) and cuts wide table headers, but renders HTML files
+    whole; the report run carries this page beside REPORT.md, so the report reads in
+    the UI as it does on GitHub. Figures whose file is missing keep their link.
+    """
+    from markdown_it import MarkdownIt
+
+    def inline(match: re.Match[str]) -> str:
+        path = report_dir / urllib.parse.unquote(match.group(2))
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    text = re.sub(rf"!\[([^\]]*)\]\(({FIGURES}/[^)\s]+\.png)\)", inline, markdown)
+    body = MarkdownIt("commonmark").enable("table").render(text)
+    return (
+        "<!doctype html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(suite)}: {REPORT_FILE}</title><style>{REPORT_CSS}</style>"
+        f"</head><body>\n{body}</body></html>\n"
+    )
+
+
+#: Readable on a run page: figures never wider than the pane, tables scroll, not cut.
+REPORT_CSS = (
+    "body{font-family:system-ui,sans-serif;font-size:14px;line-height:1.45;margin:12px;"
+    "max-width:1100px}img{max-width:100%;height:auto}"
+    "table{border-collapse:collapse;display:block;overflow-x:auto;margin:8px 0}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;white-space:nowrap}"
+    "th{background:#f3f3f3;text-align:left}code{background:#f3f3f3;padding:0 3px}"
+)
+
+
+def description(run_id: str, suite: str, figures: list[Path]) -> str:
+    """Markdown for the run page: the figures inline, served by the tracking server."""
     lines = [
         f"Report of suite **{suite}**: the figures of `{REPORT_FILE}` (in *Artifacts*, "
         "with the tables and claims). Medians over seeds with min–max bands.",
         "",
     ]
     for figure in figures:
-        query = urllib.parse.urlencode({"path": f"{FIGURES}/{figure.name}", "run_uuid": run_id})
-        lines += [f"![{figure.stem}](get-artifact?{query})", ""]
+        lines += [f"![{figure.stem}]({artifact_link(run_id, figure.name)})", ""]
     return "\n".join(lines)
 
 
@@ -143,11 +190,16 @@ def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcom
 
 def _copy(run: RunLog, files: list[Path], suite: str) -> None:
     report, *figures = files
+    if run.run_id is None:
+        return
     run.log_file(report)
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / HTML_FILE
+        page.write_text(standalone_html(report.read_text("utf-8"), report.parent, suite), "utf-8")
+        run.log_file(page)
     for figure in figures:
         run.log_file(figure, artifact_path=FIGURES)
-    if run.run_id is not None:
-        run.set_tags({NOTE_TAG: description(run.run_id, suite, figures)})
+    run.set_tags({NOTE_TAG: description(run.run_id, suite, figures)})
 
 
 def report_runs(sink: Sink, report_dir: str) -> list[Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bench.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
 from bench.claims import WAIT_POLL_S, CellClaims
 from bench.data import DataCache, DataOptionError, DataSplits
 from bench.environment import code_version, environment
@@ -49,8 +50,13 @@ from bench.sync import (
 from bench.tracking import EXPERIMENT_PREFIX
 from bench.training import TrainingResult, iterations_per_epoch, train_cell
 
-#: Statuses a rerun keeps; failed and killed cells run again.
+#: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
+#: its clock safety net, which a quieter machine may not).
 DONE = ("finished", "diverged")
+#: Statuses after which a cell's checkpoint is deleted: final ones, and ``capped``, whose
+#: rerun starts afresh (resumed, it would carry the device time that hit the cap). A
+#: failed or killed cell keeps its checkpoint and resumes from it.
+RESTART = (*DONE, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
 
@@ -125,10 +131,13 @@ def run_suite(
     progress: bool = True,
     sink: Sink | None = None,
     models: bool = True,
+    checkpoint_minutes: float | None = DEFAULT_MINUTES,
 ) -> SuiteOutcome:
     """Run the suite's remaining cells, each under its claim (see the module docstring).
 
-    ``models``: save each finished cell's network as its run's MLflow model. The data
+    ``models``: save each finished cell's network as its run's MLflow model.
+    ``checkpoint_minutes``: wall-clock minutes between checkpoints of a cell in training
+    (None: only when interrupted); an interrupted cell resumes on the next run. The data
     of every cell still to run is loaded before the first cell trains, so a missing or
     damaged data file stops the suite at once with the loader's message. Cells another
     live driver has claimed are left to it and waited for at the end.
@@ -176,6 +185,7 @@ def run_suite(
                         record = run_cell(
                             cell, key, sink, data, device, env, ledger, guard,
                             progress=progress, models=models,
+                            checkpoint_minutes=checkpoint_minutes,
                         )  # fmt: skip
                         outcome.count_trained(record)
                         tqdm.write(one_line(record), file=None)
@@ -239,6 +249,7 @@ def run_cell(
     progress: bool = True,
     models: bool = True,
     finish: Callable[[CellRecord, Any, Path], None] | None = None,
+    checkpoint_minutes: float | None = DEFAULT_MINUTES,
 ) -> CellRecord:
     """Train one cell, write its record, then close its MLflow run; returns the record.
 
@@ -246,6 +257,10 @@ def run_cell(
     and (``models``) the trained network of a finished cell as its MLflow model.
     ``finish(record, run, ledger)`` replaces :func:`record_and_close` where the record
     is written elsewhere: a Dask worker hands both back to the driver, which writes them.
+    The cell resumes from its checkpoint (``<out>/<suite>/checkpoints/<key>.pt``) if a
+    stopped attempt left one, writes one every ``checkpoint_minutes`` and on Ctrl-C, and
+    deletes it once the record is final; a resume is recorded in the record
+    (``resumed_from_step``, ``resumes``), whose closing gives the MLflow run those tags.
     """
     finish = finish or record_and_close
     guard = guard or InterruptGuard()
@@ -256,6 +271,11 @@ def run_cell(
     run = sink.start(name, params, {**tags, "status": "running"})
     record.mlflow_run_id = run.run_id
     seen: list[dict[str, Any]] = []
+    checkpoints = CellCheckpoints(
+        checkpoint_path(ledger, key),
+        None if checkpoint_minutes is None else checkpoint_minutes * 60.0,
+        guard,
+    )
 
     def on_eval(point: dict[str, Any]) -> None:
         seen.append(point)
@@ -266,11 +286,14 @@ def run_cell(
         splits = data.get(cell.dataset, cell.data)
         run.log_inputs(dataset_inputs(cell.dataset, cell.data, splits))
         with run.system_metrics():
-            result = train_cell(cell, splits, device, on_eval=on_eval, progress=progress)
+            result = train_cell(
+                cell, splits, device, on_eval=on_eval, progress=progress, checkpoints=checkpoints
+            )
         if models and result.status == "finished" and result.model is not None:
             run.log_model(result.model, splits.test_x[:MODEL_EXAMPLE_SIZE])
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM
         with guard.deferred():
+            _note_resume(record, checkpoints)
             record.status = "killed"
             record.error = describe(interrupt)
             record.curve = seen
@@ -284,10 +307,20 @@ def run_cell(
         record.summary = {"traceback": traceback.format_exc()}
     else:
         _fill(record, result)
+    _note_resume(record, checkpoints)
     record.wall_time_s = time.perf_counter() - began
     with guard.deferred():
         finish(record, run, ledger)
+        if record.status in RESTART:
+            checkpoints.delete()
     return record
+
+
+def _note_resume(record: CellRecord, checkpoints: CellCheckpoints) -> None:
+    """A resumed attempt says so in its record (and so as tags of its MLflow run)."""
+    if checkpoints.resumes:
+        record.resumed_from_step = checkpoints.resumed_from_step
+        record.resumes = checkpoints.resumes
 
 
 def record_and_close(record: CellRecord, run: Any, ledger: Path) -> None:
@@ -309,8 +342,8 @@ def _fill(record: CellRecord, result: TrainingResult) -> None:
     record.summary = result.summary
     record.curve = result.curve
     record.layer_sparsity = result.layer_sparsity
-    if result.status == "diverged":
-        record.error = result.summary.get("diverged_reason")
+    if result.status in ("diverged", "capped"):
+        record.error = result.summary.get(f"{result.status}_reason")
 
 
 def one_line(record: CellRecord) -> str:

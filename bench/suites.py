@@ -19,9 +19,9 @@ loaded or any model trained. Layout (every key documented in the README)::
     [model_options.lenet5]            # build_model options per model
     act = "tanh"
 
-    [budget]                          # per cell; training stops at whichever comes first
-    epochs = 3                        # passes over the training split (full-batch: iterations)
-    device_seconds = 20
+    [budget]                          # per cell: exactly one clock-free count (bench.budget)
+    epochs = 3                        # or steps = N, or passes = N (forward + backward)
+    safety_cap_seconds = 60           # optional safety net: a cell that hits it is `capped`
 
     [eval]
     every_epochs = 0.5                # evaluation cadence (full-batch: every k iterations)
@@ -42,7 +42,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,13 @@ from typing import Any
 import torch
 
 import optimizers
+from bench.budget import KEYS as BUDGET_KEYS
+from bench.budget import RETIRED as RETIRED_BUDGET_KEYS
+from bench.budget import UNITS as BUDGET_UNITS
+from bench.budget import Budget, BudgetError
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
-from bench.models import available_models, check_model_options
+from bench.data.registry import ensure_dataset_name
+from bench.models import available_models, check_model_options, ensure_model
 from bench.numerics import DEFAULT_PRECISION, check_precision
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -73,7 +78,6 @@ _TOP_KEYS = {
     "methods",
 }
 _METHOD_KEYS = {"label", "name", "mode", "batch_size", "chunk_size", "hparams"}
-_BUDGET_KEYS = {"epochs", "device_seconds"}
 _EVAL_KEYS = {"every_epochs", "train_eval_size"}
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 #: Defaults of ``[eval]``, shared with ``bench tune``'s flags so a study and a suite
@@ -170,27 +174,52 @@ class Suite:
     target_accuracy: float | None = None
     precision: str = DEFAULT_PRECISION
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Several budgets make the budget an axis of the grid (a budget sweep); ``budget`` is
+    # then the first of them (what a tuning setting read from this suite trains with).
+    budgets: list[dict[str, float]] = field(default_factory=list)
+
+    def grid_budgets(self) -> list[dict[str, float]]:
+        """The budgets the grid spans: the axis, unless ``budget`` was since replaced by
+        one outside it (``dataclasses.replace(suite, budget=...)`` sets one budget)."""
+        return self.budgets if self.budget in self.budgets else [self.budget]
 
     def cells(self) -> list[Cell]:
-        """The grid, in a stable order: dataset, model, method, seed."""
+        """The grid, in a stable order: dataset, model, budget, method, seed.
+
+        With several budgets each method's label gets the budget as a suffix
+        (``adam@20ep``), so every table and figure of the report keeps the cells of one
+        budget together and says which one it is.
+        """
+        budgets = self.grid_budgets()
         return [
             Cell(
                 suite=self.name,
-                method=method,
+                method=method
+                if len(budgets) == 1
+                else replace(method, label=f"{method.label}@{budget_tag(budget)}"),
                 model=model,
                 model_options=self.model_options.get(model, {}),
                 dataset=dataset,
                 data=self.data[dataset],
                 seed=seed,
-                budget=self.budget,
+                budget=budget,
                 eval_every_epochs=self.eval_every_epochs,
                 train_eval_size=self.train_eval_size,
                 precision=self.precision,
             )
-            for dataset, model, method, seed in product(
-                self.datasets, self.models, self.methods, self.seeds
+            for dataset, model, budget, method, seed in product(
+                self.datasets, self.models, budgets, self.methods, self.seeds
             )
         ]
+
+
+def budget_tag(budget: dict[str, float]) -> str:
+    """The short form of a budget in a label: ``6ep``, ``300st``, ``20000pa``."""
+    unit = Budget.from_config(budget).unit
+    return f"{budget[unit]:g}{BUDGET_TAGS[unit]}"
+
+
+BUDGET_TAGS = {"epochs": "ep", "steps": "st", "passes": "pa"}
 
 
 def available_suites() -> list[str]:
@@ -273,9 +302,16 @@ class _Validator:
         value = raw.get(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise self.fail(key, f"must be a non-empty list of names, got {value!r}")
+        ensure = {"models": ensure_model, "datasets": ensure_dataset_name}.get(key)
         for item in value:
-            if item not in known:
+            if item in known:
+                continue
+            if ensure is None:
                 raise self.fail(key, f"unknown name {item!r}; known: {', '.join(known)}")
+            try:  # your own builder or loader (reference or entry point): checked now
+                ensure(item)
+            except ValueError as error:
+                raise self.fail(key, str(error)) from None
         if len(set(value)) != len(value):
             raise self.fail(key, f"lists a name twice: {value!r}")
         return value
@@ -323,11 +359,7 @@ class _Validator:
         except ValueError as error:
             raise self.fail("precision", str(error)) from None
 
-        budget_raw = self.keys(raw.get("budget", {}), _BUDGET_KEYS, "budget")
-        budget = {k: self.number(budget_raw, k, "budget") for k in _BUDGET_KEYS}
-        budget = {k: v for k, v in budget.items() if v is not None}
-        if not budget:
-            raise self.fail("budget", "needs epochs and/or device_seconds")
+        budgets = self.budgets(raw.get("budget", {}))
         eval_raw = self.keys(raw.get("eval", {}), _EVAL_KEYS, "eval")
         every = self.number(eval_raw, "every_epochs", "eval") or DEFAULT_EVAL_EVERY_EPOCHS
         train_eval = (
@@ -348,13 +380,45 @@ class _Validator:
             methods=methods,
             data=data,
             model_options=model_options,
-            budget=budget,
+            budget=budgets[0],
+            budgets=budgets,
             eval_every_epochs=float(every),
             train_eval_size=int(train_eval),
             target_accuracy=None if target is None else float(target),
             precision=precision,
             raw=raw,
         )
+
+    def budgets(self, table: Any) -> list[dict[str, float]]:
+        """``[budget]``: one clock-free count (a list of them: a budget axis of the grid)
+        and an optional safety cap; see :mod:`bench.budget`."""
+        self.keys(table, set(BUDGET_KEYS), "budget")
+        for key, reason in RETIRED_BUDGET_KEYS.items():
+            if key in table:
+                raise self.fail(f"budget.{key}", reason)
+        fixed: dict[str, float] = {}
+        axis: tuple[str, list[float]] | None = None
+        for key in BUDGET_KEYS:
+            integer = key in BUDGET_UNITS and key != "epochs"
+            value = table.get(key)
+            if key in BUDGET_UNITS and isinstance(value, list):
+                if not value or len(set(value)) != len(value):
+                    raise self.fail(
+                        f"budget.{key}",
+                        f"a list of budgets must be non-empty and distinct, got {value!r}",
+                    )
+                axis = (key, [self.number({key: v}, key, "budget", integer=integer) for v in value])
+                continue
+            number = self.number(table, key, "budget", integer=integer)
+            if number is not None:
+                fixed[key] = number
+        budgets = [fixed] if axis is None else [{**fixed, axis[0]: v} for v in axis[1]]
+        for budget in budgets:
+            try:
+                Budget.from_config(budget)
+            except BudgetError as error:
+                raise self.fail("budget", str(error)) from None
+        return budgets
 
     def data(self, table: Any, datasets: list[str]) -> dict[str, dict[str, Any]]:
         """``[data]`` defaults and ``[data.<dataset>]`` overrides, every key and value checked.

@@ -102,14 +102,26 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     """Final figures, artifacts, figure, status tag and end status from the record."""
     summary = record.summary
     error = {"error": record.error, **summary} if record.error else None
+    resumed = (
+        {"resumed_from_step": str(record.resumed_from_step), "resumes": str(record.resumes)}
+        if record.resumes
+        else None
+    )
     run.finish_training(
         record.status,
         summary,
+        tags={**(resumed or {}), **interference_tag(summary)} or None,
         curve=record.curve,
         layer_sparsity=record.layer_sparsity,
         error=error,
         figure=(lambda folder: draw_cell_figure(record, folder)) if record.curve else None,
     )
+
+
+def interference_tag(summary: dict[str, Any]) -> dict[str, str]:
+    """``interference = true|false`` where the cell's steps were checked (a filter in the UI)."""
+    flag = summary.get("interference")
+    return {} if flag is None else {"interference": str(bool(flag)).lower()}
 
 
 def retire_replaced_runs(run: RunLog, record: CellRecord, ledger: Path) -> int:

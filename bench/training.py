@@ -2,22 +2,25 @@
 
 Only ``method.step`` runs inside the device timer. Warm-up (a throwaway copy of the model
 and method stepping twice, plus the method's optional ``prepare`` for compilation or
-CUDA-graph capture), evaluation and logging are timed separately. On CUDA the budget
-and the divergence check are looked at on the evaluation cadence only, so the host never
-waits for the device between steps, and a run may overshoot a device-seconds budget by up
-to one evaluation interval; on a CPU, where reading the clock is free, the device-seconds
-budget is checked after every step.
+CUDA-graph capture), evaluation and logging are timed separately.
+
+The stopping rule is the cell's clock-free budget (:mod:`bench.budget`): a step or epoch
+budget is checked after every step, a pass budget too on a CPU; on CUDA the pass count
+(and the safety cap) is read at the evaluation cadence only, so the host never waits for
+the device between steps. A cell that reaches its safety cap before its budget ends
+``capped``. Each step's time is kept, and :mod:`bench.interference` reads it at the end.
 
 A cell *diverges* (status ``diverged``, with the reason in its summary) when, at an
 evaluation point or a step, the objective is NaN or infinite, or when at an evaluation
 point the objective on the training-evaluation samples exceeds ``DIVERGENCE_FACTOR``
 times its initial value plus ``DIVERGENCE_MARGIN``: training that explodes but stays
 finite (lr = 1e6 lifting 2.3 to millions) is not a result to compare. The curve keeps
-the last good point; the report leaves diverged cells out of medians and claims.
+the last good point; the report leaves diverged and capped cells out of medians and claims.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
@@ -28,7 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 import optimizers
-from bench import metrics
+from bench import interference, metrics
+from bench.budget import Budget
+from bench.checkpoints import CellCheckpoints
 from bench.data import DataSplits
 from bench.models import build_model
 from bench.numerics import numerics
@@ -60,7 +65,7 @@ def divergence_limit(initial_objective: float) -> float:
 
 @dataclass
 class TrainingResult:
-    status: str  # finished | diverged
+    status: str  # finished | diverged | capped
     curve: list[dict[str, Any]]
     summary: dict[str, Any]
     layer_sparsity: dict[str, float] = field(default_factory=dict)
@@ -95,6 +100,13 @@ class _Counters:
     device_seconds: float = 0.0
     eval_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    step_wall_seconds: float | None = None  # CPU only: the steps' summed wall time
+    interference: dict[str, Any] = field(default_factory=dict)  # bench.interference.detect
+
+    @property
+    def passes(self) -> float:
+        """Network-equivalent forward plus backward passes so far (a pass budget's count)."""
+        return self.forward + self.backward
 
     # Read through, never copied: tuning must not touch the test split at all.
     @property
@@ -113,12 +125,20 @@ class _Counters:
     def test_y(self) -> torch.Tensor:
         return self.data.test_y
 
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
 
-def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+
+def batches(
+    cell: Cell, data: DataSplits, start: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless stream of training batches, drawn by index from the on-device tensors.
 
     Mini-batch order is a seeded permutation per epoch; the last partial batch is dropped
     so every step has the same shape (CUDA graphs and fair step times need that).
+    ``start`` skips that many batches (a resumed cell continues where it stopped): whole
+    epochs cost one permutation each, no indexing.
     """
     x, y = data.train_x, data.train_y
     if cell.method.mode == "fullbatch":
@@ -127,11 +147,16 @@ def batches(cell: Cell, data: DataSplits) -> Iterator[tuple[torch.Tensor, torch.
     generator = torch.Generator().manual_seed(cell.seed)
     size = cell.method.batch_size
     assert size is not None
+    per_epoch = len(y) // size
+    skip_epochs, skip = divmod(start, per_epoch)
+    for _ in range(skip_epochs):
+        torch.randperm(len(y), generator=generator)
     while True:
         order = torch.randperm(len(y), generator=generator).to(y.device)
-        for i in range(0, len(y) - size + 1, size):
+        for i in range(skip * size, len(y) - size + 1, size):
             index = order[i : i + size]
             yield x[index], y[index]
+        skip = 0
 
 
 def iterations_per_epoch(cell: Cell, n_train: int) -> int:
@@ -150,9 +175,9 @@ def iterations_per_epoch(cell: Cell, n_train: int) -> int:
 def method_hparams(cell: Cell, total_steps: int | None = None) -> dict[str, Any]:
     """The cell's hyperparameters plus the runtime options the runner sets.
 
-    ``total_steps`` (the epoch budget in steps) is handed to methods with a schedule over
-    the run (GMP's pruning window as fractions of it); a budget of device seconds alone
-    gives no step count, and such methods fall back to their absolute step settings.
+    ``total_steps`` (the budget in steps) is handed to methods with a schedule over the
+    run (GMP's pruning window as fractions of it); a budget of passes gives no step
+    count in advance, and such methods fall back to their absolute step settings.
     """
     hparams = dict(cell.method.hparams)
     runtime = optimizers.runtime_options(cell.method.name)
@@ -174,16 +199,22 @@ def train_cell(
     on_eval: EvalCallback | None = None,
     use_test: bool = True,
     progress: bool = True,
+    checkpoints: CellCheckpoints | None = None,
 ) -> TrainingResult:
     """Train ``cell`` on ``data`` (already on ``device``) and return its curve and summary.
 
     ``use_test=False`` (tuning) never touches the test split: test accuracy stays None.
     ``on_eval`` sees each evaluation point as it is made (MLflow logging, Optuna pruning);
     it may raise to stop training. The cell's precision (``bench.numerics``) holds
-    throughout, evaluation included.
+    throughout, evaluation included. With ``checkpoints`` the cell resumes from its
+    checkpoint if one exists and writes new ones as :mod:`bench.checkpoints` describes
+    (restored curve points are passed to ``on_eval`` too, so its log is whole).
     """
     with numerics(cell.precision):
-        return _train(cell, data, device, on_eval=on_eval, use_test=use_test, progress=progress)
+        return _train(
+            cell, data, device,
+            on_eval=on_eval, use_test=use_test, progress=progress, checkpoints=checkpoints,
+        )  # fmt: skip
 
 
 def _train(
@@ -194,6 +225,7 @@ def _train(
     on_eval: EvalCallback | None,
     use_test: bool,
     progress: bool,
+    checkpoints: CellCheckpoints | None = None,
 ) -> TrainingResult:
     torch.manual_seed(cell.seed)
     model = build_model(
@@ -207,10 +239,9 @@ def _train(
     n_train = len(data.train_y)
     per_epoch = iterations_per_epoch(cell, n_train)
     every = max(1, round(cell.eval_every_epochs * per_epoch))
-    epochs = cell.budget.get("epochs")
-    max_iterations = math.ceil(epochs * per_epoch) if epochs else None
+    budget = Budget.from_config(cell.budget)
+    max_iterations = budget.max_steps(per_epoch)
     hparams = method_hparams(cell, max_iterations)
-    max_seconds = cell.budget.get("device_seconds")
     eval_x = data.train_x[: cell.train_eval_size]
     eval_y = data.train_y[: cell.train_eval_size]
 
@@ -223,12 +254,17 @@ def _train(
             scratch.step(first_x, first_y)
         del scratch
         method = optimizers.make(cell.method.name, model, **hparams)
+        saved = checkpoints.load() if checkpoints is not None else None
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            method.load_state_dict(saved["method"])
         prepare = getattr(method, "prepare", None)
         if callable(prepare):
             prepare(first_x, first_y)
-    stream = batches(cell, data)  # restart: the warm-up must not shift the batch order
 
-    timer = StepTimer(device)
+    timer = StepTimer(device, keep_steps=True)
+    # Pass budgets need each step's pass count at once: free on a CPU, a sync on CUDA.
+    count_each_step = budget.unit == "passes" and not timer.cuda
     evaluation = Stopwatch(device)
     fullbatch = cell.method.mode == "fullbatch"
     counters = _Counters(
@@ -245,7 +281,13 @@ def _train(
     )
     pending: list[optimizers.StepStats] = []
     curve: list[dict[str, Any]] = []
-    if fullbatch:
+    if saved is not None:
+        assert checkpoints is not None
+        _resume(saved, counters, curve, timer, evaluation, on_eval)
+        checkpoints.resumed(saved)
+    # restart (or skip to the resume point): the warm-up must not shift the batch order
+    stream = batches(cell, data, start=counters.iterations)
+    if fullbatch and saved is None:
         with evaluation.measure():
             counters.last_objective = float(method.objective(data.train_x, data.train_y))
 
@@ -269,36 +311,64 @@ def _train(
         return point
 
     status = "finished"
+    capped = False
     bar = tqdm(total=max_iterations, desc=cell.name, unit="it", leave=False, disable=not progress)
+    bar.update(counters.iterations)  # a resumed cell's bar starts where it stopped
+    held = contextlib.ExitStack()
     try:
-        with evaluation.measure():
-            evaluate()
+        if saved is None:
+            with evaluation.measure():
+                evaluate()
+        held.enter_context(
+            checkpoints.holding_interrupts() if checkpoints else contextlib.nullcontext()
+        )  # a Ctrl-C waits for the step boundary, where the checkpoint is written
         while True:
             x, y = next(stream)
             with timer.step():
                 stats = method.step(x, y)
             pending.append(stats)
+            if count_each_step:
+                _absorb(pending, counters, fullbatch)
+                pending.clear()
             counters.iterations += 1
             bar.update(1)
-            done = max_iterations is not None and counters.iterations >= max_iterations
-            if max_seconds is not None and (timer.seconds_if_free() or 0.0) >= max_seconds:
-                done = True  # on a CPU the budget is exact; CUDA checks it at evaluations
-            if counters.iterations % every == 0 or done:
+            done = budget.spent(counters.iterations, counters.passes, per_epoch)
+            capped = budget.capped(timer.seconds_if_free() or 0.0)
+            if counters.iterations % every == 0 or done or capped:
                 with evaluation.measure():
                     point = evaluate()
-                if done or (max_seconds is not None and point["device_time_s"] >= max_seconds):
+                done = budget.spent(counters.iterations, counters.passes, per_epoch)
+                capped = not done and (capped or budget.capped(point["device_time_s"]))
+                if done or capped:
                     break
+            if checkpoints is not None and checkpoints.due():
+                _absorb(pending, counters, fullbatch)
+                pending.clear()
+                checkpoints.save(_snapshot(model, method, counters, curve, timer, evaluation))
+                checkpoints.raise_if_interrupted()
     except Diverged as error:
         status = "diverged"
         diverged_reason = str(error)
     finally:
+        held.close()
         bar.close()
 
+    if capped and status == "finished":
+        status = "capped"
     counters.device_seconds = timer.seconds()
     counters.eval_seconds = evaluation.total
+    counters.step_wall_seconds = timer.wall_seconds()
+    counters.interference = interference.detect(
+        timer.step_milliseconds(), timer.wall_milliseconds()
+    )
     summary = metrics.summary(counters, curve[-1] if curve else {})
     if status == "diverged":
         summary["diverged_reason"] = diverged_reason
+    if status == "capped":
+        summary["capped_reason"] = (
+            f"safety cap of {budget.safety_cap_seconds:g} device-seconds reached after "
+            f"{counters.iterations} steps, before the budget of {budget.describe()}"
+        )
     return TrainingResult(
         status=status,
         curve=curve,
@@ -306,6 +376,56 @@ def _train(
         layer_sparsity=optimizers.layer_sparsity(model),
         model=model,
     )
+
+
+#: The loop counters a checkpoint keeps (the rest is rebuilt or measured afresh).
+_RESUMED_COUNTERS = (
+    "iterations", "attempts", "rejected", "forward", "backward", "accepted_increases",
+    "accepted_steps", "checked_steps", "eps", "last_objective",
+)  # fmt: skip
+
+
+def _snapshot(
+    model: torch.nn.Module,
+    method: optimizers.Method,
+    counters: _Counters,
+    curve: list[dict[str, Any]],
+    timer: StepTimer,
+    evaluation: Stopwatch,
+) -> dict[str, Any]:
+    """Everything a resumed cell needs to end as if it had never stopped."""
+    return {
+        "model": model.state_dict(),
+        "method": method.state_dict(),
+        "counters": {name: getattr(counters, name) for name in _RESUMED_COUNTERS},
+        "curve": list(curve),
+        "device_seconds": timer.seconds(),
+        "eval_seconds": evaluation.total,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+    }
+
+
+def _resume(
+    saved: dict[str, Any],
+    counters: _Counters,
+    curve: list[dict[str, Any]],
+    timer: StepTimer,
+    evaluation: Stopwatch,
+    on_eval: EvalCallback | None,
+) -> None:
+    """Put a checkpoint's loop state back (model and method are loaded already)."""
+    for name, value in saved["counters"].items():
+        setattr(counters, name, value)
+    curve.extend(saved["curve"])
+    timer.continue_from(saved["device_seconds"])
+    evaluation.total += saved["eval_seconds"]
+    torch.set_rng_state(saved["rng"])
+    if saved["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    if on_eval is not None:
+        for point in curve:
+            on_eval(point)
 
 
 def _absorb(pending: list[optimizers.StepStats], counters: _Counters, fullbatch: bool) -> None:

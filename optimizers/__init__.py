@@ -5,7 +5,7 @@ This package knows nothing of the benchmark suite (``bench``) that drives it.
 """
 
 from . import baselines as _baselines  # noqa: F401  (registers the baselines and *-graph)
-from . import emsa as _emsa  # noqa: F401  (registers emsa)
+from . import emsa as _emsa  # noqa: F401  (registers emsa and emsa-l0)
 from . import gmp as _gmp  # noqa: F401  (registers gmp)
 from . import l0hc as _l0hc  # noqa: F401  (registers l0-hc)
 from .baselines import AdamHParams, SGDHParams
@@ -14,6 +14,7 @@ from .graphs import GraphedStep, graphed_variant
 from .hparams import HParams, HParamSpec, hparam
 from .registry import (
     Method,
+    algorithm,
     available,
     effective_hparams,
     hparams_class,
@@ -21,6 +22,7 @@ from .registry import (
     make,
     register,
     runtime_options,
+    variant_label,
 )
 from .regularizers import (
     L0L2,
@@ -50,6 +52,7 @@ __all__ = [
     "Regularizer",
     "SGDHParams",
     "StepStats",
+    "algorithm",
     "available",
     "effective_hparams",
     "graphed_variant",
@@ -65,4 +68,5 @@ __all__ = [
     "register",
     "runtime_options",
     "sparsity",
+    "variant_label",
 ]

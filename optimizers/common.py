@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from . import validation
+from .checkpoint import Checkpointable
 from .passes import LossFn, batch_loss, split_batch, squared_distance
 from .regularizers import Regularizer
 from .stats import StepStats
@@ -33,7 +34,7 @@ def trainable_parameters(model: nn.Module) -> list[Tensor]:
     return [p for _, p in trainable_named_parameters(model)]
 
 
-class ChunkedMethod:
+class ChunkedMethod(Checkpointable):
     """Runtime options and the objective ``J = mean loss + R`` shared by every method.
 
     Subclasses set ``model``, ``regularizer`` and ``params`` and call ``_set_runtime``;

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import validation
+from .checkpoint import indexed
 from .common import GradientStyleMethod, trainable_parameters
 from .graphs import GraphedStep
 from .hparams import HParams, hparam
@@ -215,6 +216,22 @@ class GMP(GradientStyleMethod):
             self.prune(self.schedule.sparsity(self.steps))
         return self._report(chunks, loss, objective, self._moved())
 
+    # ---------------------------------------------------------------- checkpoints
+    def _state_tensors(self) -> dict[str, Tensor | None]:
+        return indexed("masks", self.masks)
+
+    def _state_counters(self) -> dict[str, int]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As every method's; the masks exist here exactly when they do in ``state``."""
+        saved = any(name.startswith("masks.") for name in state.get("tensors", {}))
+        if not saved:
+            self.masks = None
+        elif self.masks is None:
+            self.masks = [torch.ones_like(p) for p in self.prunable]
+        super().load_state_dict(state)
+
     @torch.no_grad()
     def prune(self, target: float) -> None:
         """Mask the smallest weights so that ``target`` of them are zero (per scope).
@@ -264,7 +281,7 @@ def _mask_smallest(mask: Tensor, score: Tensor, count: int) -> None:
 PRUNE = "prune"  # a pruning step: topk over a host-computed count, run eagerly
 
 
-@register("gmp-graph", hparams=GMPHParams, runtime=(*RUNTIME, "cuda_graph"))
+@register("gmp-graph", hparams=GMPHParams, runtime=(*RUNTIME, "cuda_graph"), same_as="gmp")
 class GraphedGMP(GraphedStep, GMP):
     """``gmp`` with its training steps replayed as one CUDA graph; pruning steps eager.
 

@@ -230,6 +230,9 @@ class GraphedStep:
         self._graphs = GraphCache(self.method_name, self.cuda_graph)
         super().__init__(model, hp, **runtime)  # type: ignore[call-arg]
         self._pointers = [p.data_ptr() for p in self.params]
+        self._capturable_counts()
+
+    def _capturable_counts(self) -> None:
         optimizer = self._torch_optimizer()
         if optimizer is not None and self.cuda_graph and self.params[0].is_cuda:
             for group in optimizer.param_groups:  # step counts live on the device
@@ -286,6 +289,13 @@ class GraphedStep:
 
     def _graph_restored(self) -> None:
         return None
+
+    def _state_loaded(self) -> None:
+        """After ``load_state_dict``: the optimizer's state tensors are new, so every graph
+        is captured again, with step counts on the device as at construction."""
+        super()._state_loaded()  # type: ignore[misc]
+        self._graphs.clear()
+        self._capturable_counts()
 
     # ---------------------------------------------------------------- internals
     def _torch_optimizer(self) -> torch.optim.Optimizer | None:
@@ -359,19 +369,30 @@ class GraphedStep:
         self._graph_restored()
 
 
-def graphed_variant(base: type[Any], name: str | None = None) -> type[Any]:
+def graphed_variant(
+    base: type[Any], name: str | None = None, hooks: tuple[type[Any], ...] = ()
+) -> type[Any]:
     """Register ``name`` (default ``<base name>-graph``): ``base`` with its step graphed.
 
-    The variant takes the base's hyperparameters and runtime options plus ``cuda_graph``.
+    The variant takes the base's hyperparameters, pinned values and runtime options plus
+    ``cuda_graph``; it is an execution variant of ``base`` (``same_as``). ``hooks`` are
+    mixins placed before :class:`GraphedStep` that override its hooks (for example a
+    step kind that must always run eagerly).
     """
     found = entry(base.method_name)
     name = name or f"{found.name}-graph"
     cls = type(
         f"{base.__name__}Graph",
-        (GraphedStep, base),
+        (*hooks, GraphedStep, base),
         {
             "__module__": base.__module__,
             "__doc__": f"``{found.name}`` with its whole step captured as a CUDA graph.",
         },
     )
-    return register(name, hparams=found.hparams, runtime=(*found.runtime, "cuda_graph"))(cls)
+    return register(
+        name,
+        hparams=found.hparams,
+        runtime=(*found.runtime, "cuda_graph"),
+        same_as=found.name,
+        pinned=dict(found.pinned),
+    )(cls)

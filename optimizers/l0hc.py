@@ -1,31 +1,44 @@
 """L0 regularisation with hard-concrete gates (Louizos, Welling & Kingma 2018, arXiv 1712.01312).
 
-Every prunable weight ``theta`` gets a gate ``z`` in [0, 1] with a learned logit
-``log_alpha``. During training the gate is a hard-concrete sample
+Every prunable weight tensor gets gates ``z`` in [0, 1] with learned logits
+``log_alpha``. With ``gates = "group"`` (default, the paper's and its reference code's,
+AMLab-Amsterdam/L0_regularization) a convolution has one gate per OUTPUT feature map and
+a dense layer one per INPUT neuron; ``gates = "weight"`` gives every weight its own gate.
+During training a gate is a hard-concrete sample, drawn once per gate and step,
 
     s = sigmoid((log u - log(1 - u) + log_alpha) / temperature),   u ~ U(0, 1),
     z = min(1, max(0, s (zeta - gamma_) + gamma_)),   gamma_ = -0.1, zeta = 1.1,
 
-so it has point masses at exactly 0 and 1, and the network runs with ``theta * z``. The
-expected number of nonzero gates is differentiable,
-``P(z != 0) = sigmoid(log_alpha - temperature * log(-gamma_ / zeta))``, and the training loss
-is ``CE + lam * sum P(z != 0) + gamma/2 |theta|^2``, minimised by Adam over ``theta``,
-``log_alpha`` and the unpenalised parameters (biases) together. The L2 term is plain
-``gamma/2 |theta|^2`` rather than the paper's gate-weighted expectation, so that ``gamma``
-means what it means for every other method here.
+so it has point masses at exactly 0 and 1, and the network runs with ``theta * z`` (a
+gate multiplies its whole group). The training loss is the reference's: the expected L0
+norm of the weights, with the L2 of each group weighted by the probability that its gate
+is open,
+
+    CE + sum_g P(z_g != 0) * (lam * |g| + gamma/2 |theta_g|^2),
+    P(z != 0) = sigmoid(log_alpha - temperature * log(-gamma_ / zeta)),
+
+so ``lam`` prices one expected nonzero weight in units of the mean cross-entropy, as
+``beta`` does for bSQH (the reference divides its penalty by the training-set size, which
+``lam`` absorbs). Adam trains ``theta``, ``log_alpha`` and the unpenalised parameters
+(biases) together; after every step ``log_alpha`` is clamped to [log 1e-2, log 1e2], the
+reference's ``constrain_parameters``. Differences from the reference: the logits start
+at exactly ``log(1 - d) - log(d)`` (it adds N(0, 1e-2) noise); biases are neither gated
+nor decayed (a closed feature-map gate zeroes the map's kernel, its bias stays), as for
+every method here, so the sparsity figures count prunable weights alone.
 
 The optimizer owns ``theta`` and ``log_alpha``; the model's prunable parameters hold the
 deterministic test-time weights ``theta * z_hat``, ``z_hat = min(1, max(0,
 sigmoid(log_alpha) (zeta - gamma_) + gamma_))``, rewritten after every step, so evaluation
-and the sparsity figures see exact zeros wherever a gate is closed. The training forward
-uses ``torch.func.functional_call`` with the gated weights: the model keeps its structure
-and its own parameter tensors.
+and the sparsity figures see exact zeros wherever a gate is closed (a whole output map's
+kernel, or a whole input column of a dense layer). The training forward uses
+``torch.func.functional_call`` with the gated weights: the model keeps its structure and
+its own parameter tensors.
 
 Reported figures: ``objective(x, y)`` and, with ``post_step_loss=True``, the step's
 ``loss``/``objective`` are the cross-entropy of the model as evaluated (test-time gates)
-plus ``lam * sum P(z != 0) + gamma/2 |theta|^2``. With ``post_step_loss=False`` they are the
-sampled-gate training loss of the iterate before the step plus the same penalty at that
-iterate (what the step computed anyway).
+plus the penalty above. With ``post_step_loss=False`` they are the sampled-gate training
+loss of the iterate before the step plus the same penalty at that iterate (what the step
+computed anyway).
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import validation
+from .checkpoint import indexed
 from .common import GradientStyleMethod, trainable_named_parameters
 from .graphs import graphed_variant
 from .hparams import HParams, hparam
@@ -52,11 +66,17 @@ from .stats import StepStats
 #: Stretch interval (gamma_, zeta) of the hard-concrete distribution, as in the paper.
 LIMIT_LOW = -0.1
 LIMIT_HIGH = 1.1
+#: The reference's clamp of the gate logits (its ``constrain_parameters``).
+LOG_ALPHA_MIN = math.log(1e-2)
+LOG_ALPHA_MAX = math.log(1e2)
+GATES = ("group", "weight")
 
 
 @dataclass(frozen=True)
 class L0HCHParams(HParams):
-    lam: float = hparam(1e-4, "weight of the expected L0 norm sum P(z != 0)", low=0.0)
+    lam: float = hparam(
+        1e-4, "price of one expected nonzero weight: lam * sum_g |g| P(z_g != 0)", low=0.0
+    )
     lr: float = hparam(
         1e-3, "Adam learning rate (weights, gate logits, biases)", low=0.0, low_open=True
     )
@@ -67,7 +87,30 @@ class L0HCHParams(HParams):
     temperature: float = hparam(
         2.0 / 3.0, "temperature of the concrete sample", low=0.0, low_open=True
     )
-    gamma: float = hparam(0.0, "L2 weight gamma/2 |theta|^2", low=0.0)
+    gamma: float = hparam(
+        0.0, "L2 weight: gamma/2 |theta_g|^2 per group, weighted by P(z_g != 0)", low=0.0
+    )
+    gates: str = hparam(
+        "group",
+        "group: a gate per conv output map and dense input neuron (the paper's); weight: "
+        "a gate per weight",
+        choices=GATES,
+    )
+
+
+def gate_shape(weight: Tensor, gates: str) -> tuple[int, ...]:
+    """Shape of a prunable tensor's gates, broadcastable against it.
+
+    ``group``: a dense weight ``(out, in)`` gets ``(1, in)`` (its input neurons), a
+    convolution kernel ``(out, in, *k)`` gets ``(out, 1, ...)`` (its output maps);
+    ``weight``: the tensor's own shape.
+    """
+    validation.one_of("gates", gates, GATES)
+    if gates == "weight":
+        return tuple(weight.shape)
+    if weight.dim() == 2:
+        return (1, weight.shape[1])
+    return (weight.shape[0],) + (1,) * (weight.dim() - 1)
 
 
 def hard_concrete_sample(log_alpha: Tensor, u: Tensor, temperature: float) -> Tensor:
@@ -88,7 +131,7 @@ def deterministic_gate(log_alpha: Tensor) -> Tensor:
 
 @register("l0-hc", hparams=L0HCHParams, runtime=("chunk_size", "loss_fn", "post_step_loss"))
 class L0HardConcrete(GradientStyleMethod):
-    """Hard-concrete L0 gates trained with Adam; see the module docstring."""
+    """Hard-concrete L0 gates (the paper's group gates by default) trained with Adam."""
 
     #: Hyperparameters under which the method learns the tests' tiny problem.
     test_hparams: ClassVar[dict[str, Any]] = {"lr": 0.05}
@@ -111,7 +154,12 @@ class L0HardConcrete(GradientStyleMethod):
         self.others = [p for n, p in named if not is_prunable(p)]  # trained as they are
         self.theta = [p.detach().clone().requires_grad_(True) for p in self.gated]
         initial = math.log(1.0 - hp.droprate_init) - math.log(hp.droprate_init)
-        self.log_alpha = [torch.full_like(p, initial).requires_grad_(True) for p in self.gated]
+        self.log_alpha = [
+            torch.full(gate_shape(p, hp.gates), initial, dtype=p.dtype, device=p.device)
+            .clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+            .requires_grad_(True)
+            for p in self.gated
+        ]
         self.trained = [*self.theta, *self.log_alpha, *self.others]
         # Everything a step writes besides the optimizer's state (what a graphed step
         # rolls back after its warm-up).
@@ -124,25 +172,28 @@ class L0HardConcrete(GradientStyleMethod):
 
     # ---------------------------------------------------------------- public API
     def penalty(self) -> Tensor:
-        """``lam * sum P(z != 0) + gamma/2 |theta|^2`` (differentiable)."""
-        terms = []
-        if self.hp.lam and self.theta:
-            opened = torch.stack(
-                [open_probability(a, self.hp.temperature).sum() for a in self.log_alpha]
-            )
-            terms.append(opened.sum() * self.hp.lam)
-        if self.hp.gamma and self.theta:
-            norms = torch.stack([torch.dot(t.reshape(-1), t.reshape(-1)) for t in self.theta])
-            terms.append(norms.sum() * (0.5 * self.hp.gamma))
-        if not terms:
+        """``sum_g P(z_g != 0) (lam |g| + gamma/2 |theta_g|^2)`` (differentiable).
+
+        The gate probabilities broadcast over their groups, so the sum runs over weights:
+        ``sum_w P(z_g(w) != 0) (lam + gamma/2 theta_w^2)``.
+        """
+        if not (self.hp.lam or self.hp.gamma) or not self.theta:
             return self.trained[0].new_zeros(())
-        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        terms = []
+        for theta, alpha in zip(self.theta, self.log_alpha, strict=True):
+            opened = open_probability(alpha, self.hp.temperature)
+            price = theta * theta * (0.5 * self.hp.gamma) + self.hp.lam
+            terms.append(torch.sum(opened * price))
+        return torch.stack(terms).sum()
 
     def expected_l0(self) -> Tensor:
-        """Expected number of open gates, ``sum P(z != 0)`` (no graph)."""
+        """Expected number of nonzero weights, ``sum_g |g| P(z_g != 0)`` (no graph)."""
         with torch.no_grad():
             return sum(
-                (open_probability(a, self.hp.temperature).sum() for a in self.log_alpha),
+                (
+                    open_probability(a, self.hp.temperature).sum() * (t.numel() // a.numel())
+                    for t, a in zip(self.theta, self.log_alpha, strict=True)
+                ),
                 start=self.trained[0].new_zeros(()),
             )
 
@@ -152,10 +203,16 @@ class L0HardConcrete(GradientStyleMethod):
             return self.penalty()
 
     def sample_gates(self) -> list[Tensor]:
-        """Fresh training gates, one hard-concrete sample per weight."""
+        """Fresh training gates, one hard-concrete sample per gate."""
         return [
             hard_concrete_sample(a, _uniform_open(a), self.hp.temperature) for a in self.log_alpha
         ]
+
+    @torch.no_grad()
+    def clamp_log_alpha(self) -> None:
+        """The reference's bound on the gate logits, applied after every step."""
+        for a in self.log_alpha:
+            a.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 
     @torch.no_grad()
     def write_test_weights(self) -> None:
@@ -167,7 +224,7 @@ class L0HardConcrete(GradientStyleMethod):
         chunks = split_batch(x, y, self.chunk_size)
         for p in self.trained:
             p.grad = None
-        noise = [_uniform_open(a) for a in self.log_alpha]  # one sample per weight and step
+        noise = [_uniform_open(a) for a in self.log_alpha]  # one sample per gate and step
         loss: Tensor | None = None
         for xc, yc, weight in chunks:
             with torch.enable_grad():
@@ -186,8 +243,16 @@ class L0HardConcrete(GradientStyleMethod):
         objective = None if self.post_step_loss else loss + penalty.detach()
         self._remember()
         self.optimizer.step()
+        self.clamp_log_alpha()
         self.write_test_weights()
         return self._report(chunks, loss, objective, self._moved())
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state_tensors(self) -> dict[str, Tensor | None]:
+        return {**indexed("theta", self.theta), **indexed("log_alpha", self.log_alpha)}
+
+    def _samples(self) -> bool:
+        return True  # the gates' noise: the generator's state is saved with the rest
 
     # ---------------------------------------------------------------- internals
     def _gated_forward(self, x: Tensor, gates: Sequence[Tensor]) -> Tensor:

@@ -16,8 +16,12 @@ from tests.helpers import learnable_data, linear_model, stage_model
 
 
 def bsqh(model, **kwargs):
-    """The reference bSQH, hyperparameters and runtime options given flat."""
-    return optimizers.make("bsqh", model, **kwargs)
+    """The reference bSQH, hyperparameters and runtime options given flat.
+
+    ``sweep="parallel"`` is the ablation, registered as ``bsqh-parallel``.
+    """
+    name = "bsqh-parallel" if kwargs.get("sweep") == "parallel" else "bsqh"
+    return optimizers.make(name, model, **kwargs)
 
 
 def snapshot(model):

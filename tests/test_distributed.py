@@ -36,7 +36,7 @@ from tests.test_runner import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "PMP_BENCH_TEST_POSTGRES"
-#: Cells long enough to be killed in the middle: 3 device-seconds of SGD on synthetic data.
+#: Cells long enough to be killed in the middle: 1,500 SGD steps on synthetic data (a few s).
 LONG = """
 datasets = ["synthetic"]
 models = ["cnn-tiny"]
@@ -44,8 +44,7 @@ seeds = [0, 1, 2]
 [data]
 val_fraction = 0.2
 [budget]
-epochs = 500
-device_seconds = 3
+steps = 1500
 [eval]
 every_epochs = 1
 train_eval_size = 128

@@ -73,8 +73,9 @@ def run(method, batches, steps):
 def pair(device="cpu", dtype=torch.float32, seed=3, fast_options=None, **hparams):
     """A reference and a fast bSQH on identical models."""
     options = {**HPARAMS, **hparams}
+    name = "bsqh-parallel" if options.get("sweep") == "parallel" else "bsqh"  # the ablation
     reference = optimizers.make(
-        "bsqh", stage_model(seed, dtype=dtype).to(device), max_retries=0, **options
+        name, stage_model(seed, dtype=dtype).to(device), max_retries=0, **options
     )
     fast = optimizers.make(
         "bsqh-fast", stage_model(seed, dtype=dtype).to(device), **options, **(fast_options or {})
@@ -486,11 +487,11 @@ def test_cuda_graphed_baselines_equal_their_eager_steps():
 @needs_cuda
 def test_cuda_graphed_peers_equal_their_eager_steps():
     """l0-hc-graph draws its gates' noise inside the graph (the warm-up's draws are rolled
-    back) and emsa-graph captures a double backward: both give the eager iterates."""
+    back) and emsa-l0-graph captures a double backward: both give the eager iterates."""
     x, y = _cuda_data()
     for name, hparams in [
         ("l0-hc", {"lr": 0.03, "lam": 1e-3}),
-        ("emsa", {"inner_lr": 0.5, "inner_steps": 2, "rho": 0.1, "beta": 1e-4}),
+        ("emsa-l0", {"inner_lr": 0.5, "inner_steps": 2, "rho": 0.1, "beta": 1e-4}),
     ]:
         methods = []
         for variant in (name, f"{name}-graph"):

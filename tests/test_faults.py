@@ -175,10 +175,11 @@ def edit(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
         (lambda d: d.update(summary="oops"), "field 'summary' must be an object"),
         (
             lambda d: d["summary"].update(test_accuracy="high"),
-            "summary figure 'test_accuracy' must be a number or null",
+            "summary figure 'test_accuracy' must be a number, true/false or null",
         ),
         (lambda d: d.update(wall_time_s="long"), "field 'wall_time_s' must be a finite number"),
         (lambda d: d.update(curve={"a": 1}), "field 'curve' must be a list of objects"),
+        (lambda d: d.update(resumes=-1), "field 'resumes' must be an integer >= 0"),
         (lambda d: d.update(status="great"), "status must be one of"),
         (lambda d: d["config"]["hparams"].update(lr=0.5), "does not hash to its key"),
     ],

@@ -7,6 +7,7 @@ and a learning rate that blows the objective up while it stays finite.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 from dataclasses import dataclass
@@ -97,15 +98,47 @@ def test_the_base_suite_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "key"),
     [
-        ({"budget": "device_seconds = inf"}, "budget.device_seconds"),
-        ({"budget": "device_seconds = nan"}, "budget.device_seconds"),
-        ({"budget": "device_seconds = -inf"}, "budget.device_seconds"),
-        ({"budget": "device_seconds = 0"}, "budget.device_seconds"),
+        ({"budget": "safety_cap_seconds = inf"}, "budget.safety_cap_seconds"),
+        ({"budget": "safety_cap_seconds = nan"}, "budget.safety_cap_seconds"),
+        ({"budget": "safety_cap_seconds = -inf"}, "budget.safety_cap_seconds"),
+        ({"budget": "safety_cap_seconds = 0"}, "budget.safety_cap_seconds"),
     ],
 )
 def test_budget_must_be_finite_and_positive(tmp_path: Path, change: dict, key: str) -> None:
     with pytest.raises(SuiteError, match=rf"key '{key}': must be a positive number.*got"):
         load_suite(write(tmp_path, suite_text(**change)))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("epochs = 1\n", "device_seconds = 12\n", "a clock is no longer a budget"),
+        ("epochs = 1\n", "epochs = 1\ndevice_seconds = 12\n", "a clock is no longer a budget"),
+        ("epochs = 1\n", "safety_cap_seconds = 12\n", "exactly one clock-free stopping rule"),
+        ("epochs = 1\n", "epochs = 1\nsteps = 10\n", r"given: epochs, steps"),
+        ("epochs = 1\n", "steps = 10.5\n", "budget.steps': must be a positive integer"),
+        ("epochs = 1\n", "passes = [10, 10]\n", "must be non-empty and distinct"),
+        ("epochs = 1\n", "hours = 1\n", "budget.hours': unknown key"),
+    ],
+)
+def test_a_budget_is_one_clock_free_count(tmp_path: Path, old: str, new: str, problem: str):
+    """A suite that stops on a clock (alone or beside a count) is refused on load."""
+    with pytest.raises(SuiteError, match=problem):
+        load_suite(write(tmp_path, suite_text().replace(old, new, 1)))
+
+
+def test_a_list_of_budgets_is_an_axis_of_the_grid(tmp_path: Path) -> None:
+    text = suite_text().replace("epochs = 1\n", "epochs = [1, 2.5]\nsafety_cap_seconds = 9\n")
+    suite = load_suite(write(tmp_path, text))
+    cells = suite.cells()
+    assert [c.method.label for c in cells] == ["sgd@1ep", "sgd@2.5ep"]
+    assert [c.budget for c in cells] == [
+        {"epochs": 1, "safety_cap_seconds": 9},
+        {"epochs": 2.5, "safety_cap_seconds": 9},
+    ]
+    assert suite.budget == cells[0].budget
+    one = dataclasses.replace(suite, budget={"epochs": 3})  # how a study sets its budget
+    assert [c.method.label for c in one.cells()] == ["sgd"]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
@@ -307,8 +340,8 @@ def test_eval_defaults_are_shared_by_suites_and_tune(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        ([*TUNE, "--trials", "1", "--budget-seconds", "inf"], "--budget-seconds"),
-        ([*TUNE, "--trials", "1", "--budget-seconds", "nan"], "--budget-seconds"),
+        ([*TUNE, "--trials", "1", "--safety-cap-seconds", "inf"], "--safety-cap-seconds"),
+        ([*TUNE, "--trials", "1", "--safety-cap-seconds", "nan"], "--safety-cap-seconds"),
         ([*TUNE, "--trials", "1", "--budget-epochs", "-1"], "--budget-epochs"),
         ([*TUNE, *ONE, "--eval-every", "inf"], "--eval-every"),
         (

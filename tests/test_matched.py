@@ -102,7 +102,7 @@ def test_dry_run_prints_picks_from_the_studies(tmp_path: Path, capsys) -> None:
         (studies / study / "best.json").write_text(json.dumps({"params": {}}))
         front = [dict(p, params={}) for p in POINTS]
         (studies / study / "pareto.json").write_text(json.dumps({"front": front}))
-    code = main(["matched", "--setting", "quick", "--out", str(tmp_path), "--dry-run"])
+    code = main(["matched-fronts", "--setting", "quick", "--out", str(tmp_path), "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
     assert "bsqh-mb at sparsity >= 0.8: trial 2 (val acc 0.8300" in out
@@ -110,7 +110,7 @@ def test_dry_run_prints_picks_from_the_studies(tmp_path: Path, capsys) -> None:
 
 
 def test_missing_study_is_one_line_error(tmp_path: Path, capsys) -> None:
-    code = main(["matched", "--setting", "quick", "--out", str(tmp_path), "--dry-run"])
+    code = main(["matched-fronts", "--setting", "quick", "--out", str(tmp_path), "--dry-run"])
     assert code == 2
     assert "make tune" in capsys.readouterr().err
 
@@ -131,7 +131,7 @@ def test_pairwise_compares_methods_only_at_the_same_target() -> None:
         "gmp@matched-0.9": matched.SeedFigures([0.60, 0.61, 0.62], [0.85] * 3),  # short
         "bsqh-mb@matched-0.9": matched.SeedFigures([0.70, 0.71, 0.72], [0.95] * 3),
     }
-    rows = matched.pairwise_rows(per_method, results)
+    rows = matched.pairwise_rows(per_method, results, focus={"bsqh-mb"})
     pairs = {(r["target_sparsity"], r["a"], r["b"]): r for r in rows}
     assert set(pairs) == {
         (0.5, "gmp", "bsqh-mb"),  # the leader at 0.5 against the others

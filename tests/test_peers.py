@@ -1,4 +1,9 @@
-"""The field's peer methods: GMP, L0 hard-concrete gates and E-MSA, by their defining properties."""
+"""The field's peer methods: GMP, L0 hard-concrete gates and E-MSA, by their defining properties.
+
+Each peer's convention is checked against a hand computation on a tiny network: E-MSA's
+augmented Hamiltonian at the reference's scaling, the hard-concrete group gates, clamp,
+P(z != 0) and gate-weighted L2.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ from torch.func import functional_call, grad
 
 import optimizers
 from optimizers import L0L2, StepStats
-from optimizers.emsa import EMSA, EMSAHParams
+from optimizers.emsa import EMSA, EMSAL0, EMSAHParams, EMSAL0HParams
 from optimizers.gmp import GMP, GMPHParams
 from optimizers.l0hc import (
     LIMIT_HIGH,
     LIMIT_LOW,
+    LOG_ALPHA_MAX,
+    LOG_ALPHA_MIN,
     L0HardConcrete,
     L0HCHParams,
     deterministic_gate,
@@ -26,11 +33,19 @@ from optimizers.l0hc import (
 from optimizers.regularizers import prunable_parameters
 from tests.helpers import learnable_data, stage_model
 
-PEERS = ["gmp", "l0-hc", "emsa"]
+PEERS = ["gmp", "l0-hc", "emsa", "emsa-l0"]
 LEARNS = {
     "gmp": {"lr": 0.5, "momentum": 0.9, "final_sparsity": 0.5, "end_step": 20, "frequency": 5},
     "l0-hc": {"lr": 0.03, "lam": 1e-3},
-    "emsa": {"inner_lr": 0.5, "inner_steps": 2, "beta": 1e-4, "gamma": 1e-4},
+    "emsa": {"inner_steps": 3},  # the reference's L-BFGS, three iterations per stage
+    # rho at the reference's scale: the batch-summed feasibility terms need a small rho
+    # for the ascent's fixed step at 128 samples.
+    "emsa-l0": {"inner_lr": 0.5, "inner_steps": 2, "rho": 0.003, "beta": 1e-4, "gamma": 1e-4},
+}
+#: Peers whose step never reads a device value on the host (L-BFGS's line search does).
+NO_HOST_READS = {
+    **LEARNS,
+    "emsa": {"inner_solver": "ascent", "inner_lr": 0.5, "inner_steps": 2, "rho": 0.003},
 }
 
 
@@ -44,6 +59,7 @@ def test_the_peers_are_registered_with_typed_hyperparameters():
     assert optimizers.hparams_class("gmp") is GMPHParams
     assert optimizers.hparams_class("l0-hc") is L0HCHParams
     assert optimizers.hparams_class("emsa") is EMSAHParams
+    assert optimizers.hparams_class("emsa-l0") is EMSAL0HParams
     assert "total_steps" in optimizers.runtime_options("gmp")
     for name in PEERS:
         assert {"chunk_size", "loss_fn", "post_step_loss"} <= set(optimizers.runtime_options(name))
@@ -127,7 +143,13 @@ BAD = [
     ("emsa", {"rho": -0.1}, "rho must be a finite number >= 0, got -0.1"),
     ("emsa", {"inner_steps": 0}, "inner_steps must be an integer >= 1, got 0"),
     ("emsa", {"inner_lr": 0.0}, "inner_lr must be a finite number > 0"),
-    ("emsa", {"beta": float("nan")}, "beta must be a finite number >= 0"),
+    ("emsa", {"inner_solver": "adam"}, "inner_solver must be one of ['lbfgs', 'ascent']"),
+    ("emsa", {"beta": 1e-4}, "unknown hyperparameter(s) ['beta'] for optimizer 'emsa'"),
+    ("emsa-l0", {"beta": float("nan")}, "beta must be a finite number >= 0"),
+    ("emsa-l0", {"inner_solver": "lbfgs"}, "inner_solver must be 'ascent' for emsa-l0"),
+    ("l0-hc", {"gates": "row"}, "gates must be one of ['group', 'weight'], got 'row'"),
+    ("bsqh", {"sweep": "parallel"}, "sweep='parallel' is method 'bsqh-parallel'"),
+    ("bsqh-parallel", {"sweep": "sequential"}, "sweep='sequential' is method 'bsqh'"),
     ("emsa", {"momentum": 0.9}, "unknown hyperparameter(s) ['momentum'] for optimizer 'emsa'"),
 ]  # fmt: skip
 
@@ -210,11 +232,12 @@ def test_graphed_gmp_gives_gmps_iterates_and_prunes_eagerly(fake_graphs, scope, 
     ("name", "hparams"),
     [
         ("l0-hc", {"lr": 0.03, "lam": 1e-3, "gamma": 1e-3}),
-        ("emsa", {"inner_lr": 0.5, "inner_steps": 2, "rho": 0.1, "beta": 1e-4, "gamma": 1e-4}),
+        ("emsa-l0", {"inner_lr": 0.5, "inner_steps": 2, "rho": 0.1, "beta": 1e-4, "gamma": 1e-4}),
+        ("emsa", {"inner_solver": "ascent", "inner_lr": 0.5, "inner_steps": 2, "rho": 0.1}),
     ],
 )
 def test_graphed_peers_give_the_eager_iterates(fake_graphs, name, hparams):
-    """``l0-hc-graph`` and ``emsa-graph`` through the CPU stand-in for a CUDA graph: the
+    """``l0-hc-graph`` and ``emsa(-l0)-graph`` through the CPU stand-in for a CUDA graph: the
     same iterates bit for bit; for the gates' noise, the capture's warm-up draws are
     rolled back with the generator's state, so the replayed steps draw the eager noise."""
     x, y = learnable_data(n=64)
@@ -230,6 +253,22 @@ def test_graphed_peers_give_the_eager_iterates(fake_graphs, name, hparams):
     (eager, eager_losses), (graphed, graph_losses) = runs
     assert graphed.uses_cuda_graph
     assert eager_losses == graph_losses
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_emsa_graph_runs_its_lbfgs_steps_eagerly(fake_graphs):
+    """L-BFGS reads its line search on the host: ``emsa-graph`` never captures such a step
+    (no failed capture, no warning) and gives ``emsa``'s iterates."""
+    x, y = learnable_data(n=32)
+    eager = optimizers.make("emsa", stage_model(seed=2), inner_steps=2)
+    graphed = optimizers.make("emsa-graph", stage_model(seed=2), inner_steps=2)
+    graphed.prepare(x, y)
+    for _ in range(2):
+        expected, stats = eager.step(x, y), graphed.step(x, y)
+        assert not graphed.uses_cuda_graph
+        assert float(stats.loss) == float(expected.loss)
+    assert graphed._graphs.graphs == {} and graphed._graphs.failure is None
     for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -330,11 +369,11 @@ def test_the_training_forward_runs_theta_times_sampled_gates():
 def test_test_time_weights_are_theta_times_the_deterministic_gate():
     x, y = learnable_data()
     model = stage_model(seed=4)
-    method = L0HardConcrete(model, L0HCHParams(lr=0.01, lam=1e-3))
+    method = L0HardConcrete(model, L0HCHParams(lr=0.01, lam=1e-3, gates="weight"))
     with torch.no_grad():
         for a in method.log_alpha:  # closed (z_hat = 0), half open, fully open gates
             a.copy_(
-                torch.tensor([-6.0, 0.0, 6.0]).repeat(a.numel() // 3 + 1)[: a.numel()].view_as(a)
+                torch.tensor([-4.0, 0.0, 4.0]).repeat(a.numel() // 3 + 1)[: a.numel()].view_as(a)
             )
     method.write_test_weights()
     for p, theta, a in zip(method.gated, method.theta, method.log_alpha, strict=True):
@@ -346,6 +385,64 @@ def test_test_time_weights_are_theta_times_the_deterministic_gate():
         assert torch.equal(p, (theta * deterministic_gate(a)).detach())
         assert bool((p[deterministic_gate(a) == 0] == 0).all())
     assert optimizers.sparsity(model) > 0.3
+
+
+def test_group_gates_are_output_maps_of_convs_and_input_neurons_of_dense_layers():
+    model = stage_model(seed=4, channels=3)  # conv 3x1x3x3, dense 12x27, dense 3x12
+    method = L0HardConcrete(model, L0HCHParams())
+    shapes = [tuple(a.shape) for a in method.log_alpha]
+    assert shapes == [(3, 1, 1, 1), (1, 27), (1, 12)]
+    per_weight = L0HardConcrete(stage_model(seed=4), L0HCHParams(gates="weight"))
+    assert [a.shape for a in per_weight.log_alpha] == [t.shape for t in per_weight.theta]
+    # Closing one gate zeroes its whole group in the model the runner measures: a conv's
+    # output map (a kernel row) and a dense layer's input column.
+    with torch.no_grad():
+        method.log_alpha[0][1] = LOG_ALPHA_MIN
+        method.log_alpha[1][0, 5] = LOG_ALPHA_MIN
+    method.write_test_weights()
+    conv, dense = method.gated[0], method.gated[1]
+    assert bool((conv[1] == 0).all()) and bool((conv[0] != 0).all())
+    assert bool((dense[:, 5] == 0).all()) and int((dense == 0).sum()) == dense.shape[0]
+    assert optimizers.sparsity(model) == pytest.approx((9 + 12) / (27 + 324 + 36))
+
+
+def test_gate_logits_start_inside_and_stay_inside_the_reference_clamp():
+    assert math.exp(LOG_ALPHA_MIN) == pytest.approx(1e-2)
+    assert math.exp(LOG_ALPHA_MAX) == pytest.approx(1e2)
+    x, y = learnable_data()
+    tiny = L0HardConcrete(stage_model(seed=4), L0HCHParams(droprate_init=1e-4))
+    assert all(bool((a == LOG_ALPHA_MAX).all()) for a in tiny.log_alpha)  # log(9999) clamped
+    torch.manual_seed(0)
+    method = L0HardConcrete(stage_model(seed=4), L0HCHParams(lr=5.0, lam=1.0))  # huge steps
+    for _ in range(3):
+        method.step(x, y)
+    values = torch.cat([a.detach().flatten() for a in method.log_alpha])
+    assert float(values.min()) == pytest.approx(LOG_ALPHA_MIN)  # pushed to the bound, held
+    assert float(values.max()) <= LOG_ALPHA_MAX
+
+
+def test_penalty_is_the_gate_weighted_l2_plus_lam_per_expected_nonzero_weight():
+    """By hand on a net with one 2x3 dense layer: group gates on its 3 input neurons."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).double()
+    lam, gamma, temperature = 0.3, 0.7, 2 / 3
+    method = L0HardConcrete(model, L0HCHParams(lam=lam, gamma=gamma, temperature=temperature))
+    logits = [-1.0, 0.5, 2.0]
+    with torch.no_grad():
+        method.log_alpha[0].copy_(torch.tensor([logits], dtype=torch.float64))
+    theta = method.theta[0].detach()
+    shift = temperature * math.log(0.1 / 1.1)
+    total, expected_l0 = 0.0, 0.0
+    for j, log_alpha in enumerate(logits):  # input neuron j gates column j (2 weights)
+        opened = 1 / (1 + math.exp(-(log_alpha - shift)))
+        column = [float(theta[i, j]) for i in range(2)]
+        total += opened * (lam * 2 + gamma / 2 * sum(w * w for w in column))
+        expected_l0 += 2 * opened
+    assert float(method.penalty().detach()) == pytest.approx(total, rel=1e-12)
+    assert float(method.expected_l0()) == pytest.approx(expected_l0, rel=1e-12)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    ce = F.cross_entropy(model(x), y).detach()  # the model holds theta * z_hat
+    assert float(method.objective(x, y)) == pytest.approx(float(ce) + total, rel=1e-12)
 
 
 def test_l0_penalty_closes_gates_and_keeps_the_model_structure():
@@ -365,24 +462,27 @@ def test_l0_penalty_closes_gates_and_keeps_the_model_structure():
 
 
 # --------------------------------------------------------------------------- E-MSA
+def reference_costates(model, x, y, theta_k):
+    """States and costates at theta_k: p_l = -d(mean loss)/dx_l, as the reference derives them."""
+    stages = list(model)
+    states = [x.detach().requires_grad_(True)]
+    for stage, old in zip(stages, theta_k, strict=True):
+        params = {**dict(stage.named_parameters()), **old}
+        states.append(functional_call(stage, params, (states[-1],)))
+    costates = torch.autograd.grad(-F.cross_entropy(states[-1], y), states)
+    return [s.detach() for s in states], list(costates)
+
+
 def reference_hamiltonian_gradients(model, x, y, theta_k, rho, gamma):
     """grad_theta H~_l written from the definition with torch.func, stage by stage."""
-    stages = list(model)
-    params_k = [dict(s.named_parameters()) for s in stages]
-    for params, old in zip(params_k, theta_k, strict=True):
-        params.update(old)
-    n = x.shape[0]
-    states = [x.detach().requires_grad_(True)]
-    for stage, params in zip(stages, params_k, strict=True):
-        states.append(functional_call(stage, params, (states[-1],)))
-    costates = torch.autograd.grad(-F.cross_entropy(states[-1], y) * n, states)
+    states, costates = reference_costates(model, x, y, theta_k)
     gradients = []
-    for l, stage in enumerate(stages):
+    for l, stage in enumerate(model):
         current = {k: v.detach() for k, v in stage.named_parameters()}
         if not current:
             gradients.append({})
             continue
-        x_l, x_next = states[l].detach(), states[l + 1].detach()
+        x_l, x_next = states[l], states[l + 1]
         p_l, p_next = costates[l], costates[l + 1]
 
         def h_tilde(theta, x_l=x_l, x_next=x_next, p_l=p_l, p_next=p_next, stage=stage):
@@ -397,10 +497,61 @@ def reference_hamiltonian_gradients(model, x, y, theta_k, rho, gamma):
                 - rho / 2 * ((p_l - grad_x) ** 2).flatten(1).sum(1)
             )
             l2 = sum((w**2).sum() for k, w in theta.items() if w.dim() >= 2)
-            return per_sample.mean() - gamma / 2 * l2
+            return per_sample.sum() - gamma / 2 * l2
 
         gradients.append(grad(h_tilde)(current))
     return gradients
+
+
+def test_emsa_augmented_hamiltonian_at_the_reference_scaling_by_hand():
+    """A 2-layer tanh net and a batch of 3, every term written out with explicit tensors.
+
+    The reference (msalib) takes p from the MEAN loss and sums H, rho * l2_loss(x gap) and
+    rho * l2_loss(p gap) over the batch, with l2_loss(t) = |t|^2 / 2 and reg * l2_loss(w).
+    """
+    torch.manual_seed(0)
+    w1, b1 = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    w2, b2 = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    y = torch.tensor([0, 2, 1])
+    rho, gamma = 0.03, 1e-3
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh()), torch.nn.Linear(4, 3)
+    ).double()
+    with torch.no_grad():
+        model[0][0].weight.copy_(w1), model[0][0].bias.copy_(b1)
+        model[1].weight.copy_(w2), model[1].bias.copy_(b2)
+    method = EMSA(model, EMSAHParams(rho=rho, gamma=gamma))
+    _, records, _ = method.linearise(x, y)
+
+    # By hand at theta_k: states, the mean loss's costates, p_l = W^T-chains.
+    x1 = torch.tanh(x @ w1.T + b1)
+    logits = x1 @ w2.T + b2
+    p2 = -(torch.softmax(logits, dim=1) - F.one_hot(y, 3)) / 3  # -d(mean CE)/d logits
+    p1 = p2 @ w2
+    p0 = (p1 * (1 - x1**2)) @ w1
+    # Move stage 0 to theta = theta_k + delta and evaluate H~_0 there by hand.
+    v1, c1 = w1 + 0.3 * torch.randn_like(w1), b1 - 0.2
+    with torch.no_grad():
+        model[0][0].weight.copy_(v1), model[0][0].bias.copy_(c1)
+    out = torch.tanh(x @ v1.T + c1)
+    grad_x = (p1 * (1 - out**2)) @ v1  # d/dx <p1, f_0(x, theta)>, per sample
+    by_hand = (
+        (p1 * out).sum()
+        - rho * 0.5 * ((x1 - out) ** 2).sum()
+        - rho * 0.5 * ((p0 - grad_x) ** 2).sum()
+        - gamma * 0.5 * (v1**2).sum()
+    )
+    assert torch.allclose(records[0].costates[1], p1, atol=1e-14)
+    assert torch.allclose(records[0].costates[0], p0, atol=1e-14)
+    assert float(method.augmented_hamiltonian(0, records).detach()) == pytest.approx(
+        float(by_hand), rel=1e-12
+    )
+    # Stage 1 (no activation) at theta_k: the feasibility terms vanish there.
+    plain = (p2 * logits).sum() - gamma * 0.5 * (w2**2).sum()
+    assert float(method.augmented_hamiltonian(1, records).detach()) == pytest.approx(
+        float(plain), rel=1e-12
+    )
 
 
 def test_emsa_hamiltonian_gradients_equal_autograd_of_its_definition():
@@ -434,6 +585,21 @@ def test_emsa_hamiltonian_gradients_equal_autograd_of_its_definition():
         assert torch.allclose(a, -g - (gamma * p.detach() if p.dim() >= 2 else 0), atol=1e-12)
 
 
+def test_emsa_defaults_are_the_references_and_lbfgs_raises_every_stages_hamiltonian():
+    hp = EMSAHParams()
+    assert (hp.rho, hp.inner_solver, hp.inner_steps, hp.gamma) == (0.03, "lbfgs", 10, 1e-3)
+    x, y = learnable_data(n=30, dtype=torch.float64)
+    model = stage_model(seed=6, dtype=torch.float64)
+    method = EMSA(model, EMSAHParams(rho=0.5))
+    _, records, _ = method.linearise(x, y)
+    before = [float(method.augmented_hamiltonian(l, records)) for l in method.param_stages]
+    stats = method.step(x, y)
+    after = [float(method.augmented_hamiltonian(l, records)) for l in method.param_stages]
+    assert all(b > a for a, b in zip(before, after, strict=True))
+    assert all(method.evaluations[l] >= 1 for l in method.param_stages)
+    assert stats.forward_passes > 2  # the evaluations are counted
+
+
 def hand_written_msa(model, x, y, lr, beta, gamma, inner_steps):
     """Plain MSA: states and costates at theta_k, proximal ascent on <p, f> - gamma/2|theta|^2."""
     reg = L0L2(beta=beta)
@@ -441,14 +607,14 @@ def hand_written_msa(model, x, y, lr, beta, gamma, inner_steps):
     states = [x]
     for stage in stages:
         states.append(stage(states[-1]))
-    costates = torch.autograd.grad(-F.cross_entropy(states[-1], y) * x.shape[0], states[1:])
+    costates = torch.autograd.grad(-F.cross_entropy(states[-1], y), states[1:])
     states = [s.detach() for s in states]
     for _ in range(inner_steps):
         for l, stage in enumerate(stages):
             params = list(stage.parameters())
             if not params:
                 continue
-            h = (costates[l] * stage(states[l])).sum() / x.shape[0]
+            h = (costates[l] * stage(states[l])).sum()
             grads = torch.autograd.grad(h, params)
             with torch.no_grad():
                 for p, g in zip(params, grads, strict=True):
@@ -462,7 +628,7 @@ def test_emsa_with_rho_zero_is_plain_msa_and_rho_matters_only_after_the_first_in
 
     def run(rho, inner_steps):
         model = stage_model(seed=8, dtype=torch.float64)
-        EMSA(model, EMSAHParams(rho=rho, inner_steps=inner_steps, **hp)).step(x, y)
+        EMSAL0(model, EMSAL0HParams(rho=rho, inner_steps=inner_steps, **hp)).step(x, y)
         return list(model.parameters())
 
     expected = stage_model(seed=8, dtype=torch.float64)
@@ -476,13 +642,45 @@ def test_emsa_with_rho_zero_is_plain_msa_and_rho_matters_only_after_the_first_in
     assert any(bool((p == 0).any()) for p in run(0.0, 3) if p.dim() >= 2)  # the L0 prox acts
 
 
+def test_emsa_has_no_l0_term_and_the_hybrid_is_a_labelled_variant():
+    x, y = learnable_data(n=48)
+    method = optimizers.make("emsa", stage_model(seed=8), inner_steps=2)
+    for _ in range(5):
+        method.step(x, y)
+    assert optimizers.sparsity(method.model) == 0.0
+    assert optimizers.registry.algorithm("emsa-l0-graph") == "emsa-l0"
+    assert optimizers.registry.algorithm("emsa-graph") == "emsa"
+    assert "our variant" in optimizers.registry.variant_label("emsa-l0")
+    assert optimizers.registry.variant_label("emsa") == ""
+    assert optimizers.registry.description("emsa-l0").startswith("[our variant")
+
+
+def test_the_reports_methods_table_names_labelled_variants_with_their_label():
+    import pandas as pd
+
+    from bench.report.markdown import methods_section
+
+    runs = pd.DataFrame(
+        {
+            "method": ["bsqh-par", "emsa-l0", "bsqh-mb"],
+            "optimizer": ["bsqh-parallel", "emsa-l0-graph", "bsqh-fast"],
+            "mode": ["minibatch"] * 3,
+            "batch_size": [128] * 3,
+        }
+    )
+    text = "\n".join(methods_section(runs))
+    assert "| bsqh-par | bsqh-parallel (ablation: proximal gradient with adaptive step) |" in text
+    assert "| emsa-l0 | emsa-l0-graph (our variant: E-MSA with the shared L0 prox) |" in text
+    assert "| bsqh-mb | bsqh-fast |" in text  # an execution variant is the method itself
+
+
 def test_emsa_full_batch_objective_decreases_and_chunks_equal_one_pass():
     x, y = learnable_data(n=60, dtype=torch.float64)
     results, curves = [], []
     for chunk_size in [None, 25]:
         model = stage_model(seed=9, dtype=torch.float64)
         method = optimizers.make(
-            "emsa", model, rho=0.03, inner_steps=3, inner_lr=0.4, beta=1e-4, gamma=1e-3,
+            "emsa-l0", model, rho=0.03, inner_steps=3, inner_lr=0.4, beta=1e-4, gamma=1e-3,
             chunk_size=chunk_size,
         )  # fmt: skip
         curve = [float(method.objective(x, y))]
@@ -503,7 +701,7 @@ def test_cuda_peer_steps_never_synchronise_the_host():
     x, y = (t.cuda() for t in learnable_data(n=96))
     for name in PEERS:
         method = optimizers.make(
-            name, stage_model(seed=3).cuda(), post_step_loss=False, **LEARNS[name]
+            name, stage_model(seed=3).cuda(), post_step_loss=False, **NO_HOST_READS[name]
         )
         for _ in range(3):  # warm: lazy initialisation may synchronise
             method.step(x, y)

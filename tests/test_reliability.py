@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 import bench.mlflow_run
 import bench.sync
+from bench.checkpoints import checkpoint_path
 from bench.claims import CellClaims
 from bench.cli import main
 from bench.locking import LockHeld, OwnerLock, file_lock
@@ -101,7 +102,7 @@ def test_unreachable_server_records_every_cell_and_sync_pushes_them_later(tmp_pa
         assert run.data.tags["cell_key"] == record.key and run.data.tags["status"] == "finished"
         history = client.get_metric_history(record.mlflow_run_id, "objective")
         assert sorted(m.step for m in history) == [p["iteration"] for p in record.curve]
-        assert run.data.metrics["iterations"] == record.summary["iterations"]
+        assert float(run.data.tags["final.iterations"]) == record.summary["iterations"]
     # Nothing left to push: a second sync changes nothing.
     assert main(["sync", "--suite", str(path), "--out", str(tmp_path)]) == 0
     assert len(runs_by_status(tmp_path)["FINISHED"]) == 2
@@ -215,8 +216,8 @@ def test_only_numeric_summary_figures_become_metrics_and_times_become_tags(tmp_p
     assert outcome.pushed == 1 and outcome.unsynced == 0
     (run,) = runs_by_status(tmp_path)["FINISHED"]
     assert run.data.metrics["test_accuracy"] == 0.5
-    assert run.data.metrics["iterations"] == 2
-    assert not [k for k in run.data.metrics if k.startswith("final_") or k.endswith("_at")]
+    assert run.data.tags["final.iterations"] == "2" and "iterations" not in run.data.metrics
+    assert not [k for k in run.data.metrics if k.startswith("final") or k.endswith("_at")]
     assert run.data.tags["completed_at"] == "2023-11-14T22:13:20+00:00"
     assert not run.inputs.dataset_inputs  # the data cannot be loaded: no inputs, no failure
 
@@ -278,7 +279,9 @@ def test_a_swallowed_ctrl_c_still_stops_the_suite(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_suite(suite, tmp_path, CPU, progress=False)
     (record,) = load_records(cells_dir(tmp_path, "t"))
-    assert record.status == "finished" and record.mlflow_synced
+    # Honoured at the cell's first step boundary: checkpointed, recorded, suite stopped.
+    assert record.status == "killed" and record.mlflow_synced
+    assert checkpoint_path(cells_dir(tmp_path, "t"), record.key).exists()
 
 
 def _bench(*args: str) -> subprocess.Popen:

@@ -49,7 +49,9 @@ def report_runs(out: Path, suite: str, view: str = "ACTIVE_ONLY"):
 
 
 def test_report_run_holds_the_figures_and_is_replaced_not_duplicated(out):
-    folder = write_report(out / "t")
+    folder = write_report(
+        out / "t", "# Report\n\n![curves](figures/d__m__test_accuracy_curves.png)\n"
+    )
     sink = Sink.for_output(out, EXPERIMENT_PREFIX + "t")
     first = log_report_run(sink, folder, "t")
     assert first.logged and first.error is None
@@ -59,11 +61,18 @@ def test_report_run_holds_the_figures_and_is_replaced_not_duplicated(out):
     assert "suite" not in run.data.tags and "cell_key" not in run.data.tags  # not a cell
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert top == {"REPORT.md", "figures"}
+    assert top == {"REPORT.md", "REPORT.html", "figures"}
     assert figures == {"figures/d__m__test_accuracy_curves.png", "figures/performance_profile.png"}
     note = run.data.tags["mlflow.note.content"]  # the figures inline, headline first
     assert note.index("test_accuracy_curves") < note.index("performance_profile")
     assert f"run_uuid={run.info.run_id}" in note
+    # REPORT.html: the report as one page with its figures inline (MLflow's artifact view
+    # shows Markdown without images); REPORT.md as on disk, relative links (GitHub).
+    (out / "download").mkdir()
+    page = client.download_artifacts(run.info.run_id, "REPORT.html", str(out / "download"))
+    page = Path(page).read_text()
+    assert '<img src="data:image/png;base64,' in page and 'alt="curves"' in page
+    assert "(figures/d__m__test_accuracy_curves.png)" in (folder / "REPORT.md").read_text()
 
     again = log_report_run(sink, folder, "t")  # the same report: nothing new
     assert not again.logged and again.run_id == first.run_id

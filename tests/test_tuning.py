@@ -102,9 +102,8 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     study = load(out, "tiny-bsqh")
     done = finished(study)
     assert len(done) == 3 and len(study.trials) == 3
-    assert {"eps", "sigma", "zeta", "eta", "beta", "gamma", "sweep", "inner_steps"} <= set(
-        done[0].params
-    )
+    assert {"eps", "sigma", "zeta", "eta", "beta", "gamma", "inner_steps"} <= set(done[0].params)
+    assert "sweep" not in done[0].params  # bsqh is the sequential sweep
     assert study.user_attrs["pmp_bench"]["space_version"] >= 1
     # Readable metadata, one key each, and the dashboard's note explaining the study.
     attrs = study.user_attrs
@@ -131,10 +130,11 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     assert {"value_val_accuracy", "value_sparsity", "val_accuracy"} <= set(child.data.metrics)
     history = client.get_metric_history(child.info.run_id, "val_accuracy")
     assert len(history) >= 2  # intermediate points, not only the final value
-    # Logged as a cell's run is: summary-only figures once, no final_* copies of the curve.
+    # Logged as a cell's run is: summary-only figures as final.* tags, no final_* copies.
     for c in children:
-        assert not [k for k in c.data.metrics if k.startswith("final_")], c.data.metrics
-        assert {"iterations", "eval_time_s", "warmup_time_s"} <= set(c.data.metrics)
+        assert not [k for k in c.data.metrics if k.startswith("final")], c.data.metrics
+        assert {"final.iterations", "final.eval_time_s", "final.warmup_time_s"} <= set(c.data.tags)
+        assert not {"iterations", "eval_time_s", "epochs"} & set(c.data.metrics)
         assert {"curve.json", "layer_sparsity.json"} <= {
             a.path for a in client.list_artifacts(c.info.run_id)
         }
@@ -147,11 +147,26 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
     pareto = json.loads((directory / "pareto.json").read_text())
     assert pareto["front"] and 0 <= pareto["hypervolume"] <= 1
+    # Reference at chance, so points that only guess add no area.
+    assert pareto["chance_accuracy"] and pareto["reference_point"] == [
+        pareto["chance_accuracy"],
+        0.0,
+    ]
     summary = json.loads((directory / "summary.json").read_text())
     assert any("3 trials only (< 20)" in note for note in summary["notes"])
 
     best = json.loads((directory / "best.json").read_text())
     assert best["study"] == "tiny-bsqh" and best["picked_by"]
+    # The dashboard shows the pick (study attributes) and never a guessing network as best.
+    study = load(out, "tiny-bsqh")
+    assert study.user_attrs["picked_trial"] == best["trial"]
+    assert study.user_attrs["picked_by"] == best["picked_by"]
+    floor = 0.1 + 0.1 * 0.9  # ten classes: chance 0.1, the useful floor 0.19
+    for trial in finished(study):
+        expected = floor - trial.user_attrs["val_accuracy"]
+        assert trial.constraints["above_chance"] == pytest.approx(expected)
+    for trial in study.best_trials:
+        assert trial.user_attrs["val_accuracy"] > floor
     assert best["params"]["max_retries"] == 5  # the fixed part of the space travels too
     suite = tmp_path / "suite.toml"
     suite.write_text(
@@ -162,6 +177,34 @@ def test_three_trial_study_end_to_end(setting_file: Path, out: Path, tmp_path: P
     # the tuned values, completed by the defaults of what was not searched
     assert loaded.methods[0].hparams == optimizers.effective_hparams("bsqh", **best["params"])
     assert loaded.methods[0].tuned_from == "tiny-bsqh"
+
+
+def test_tune_all_runs_every_method_with_three_tuning_seeds(
+    setting_file: Path, tmp_path: Path
+) -> None:
+    """Seed k trains with --seed + k and samples with --sampler-seed + k; seed 0 keeps the
+    setting's study name (what the suite reads); the report lists every seed's pick."""
+    code = main(
+        ["tune-all", "--setting", str(setting_file), "--out", str(tmp_path), "--quiet",
+         "--only", "sgd", "--trials", "1", "--seed", "5", "--sampler-seed", "7"]
+    )  # fmt: skip
+    assert code == 0
+    studies = tmp_path / "studies"
+    seeds = {}
+    for k, name in enumerate(["tiny-sgd", "tiny-sgd.t1", "tiny-sgd.t2"]):
+        summary = json.loads((studies / name / "summary.json").read_text())
+        assert (summary["tuning_seed"], summary["training_seed"]) == (k, 5 + k)
+        assert summary["sampler_seed"] == 7 + k and summary["picked"]["params"]
+        seeds[k] = summary["picked"]["params"]
+        study = load(tmp_path, name)
+        assert study.user_attrs["pmp_bench"]["setting"]["seed"] == 5 + k
+    assert (studies / "tiny-sgd" / "best.json").is_file()  # what tuned:tiny-sgd reads
+    assert len({json.dumps(p, sort_keys=True) for p in seeds.values()}) == 3  # three TPE seeds
+    report = (studies / "hypervolume-tiny.md").read_text()
+    assert "1 trials per study, 3 tuning seed(s) per method" in report
+    section = report[report.index("## Tuning seeds") :]
+    assert all(f"| {name} |" in section for name in ("tiny-sgd", "tiny-sgd.t1", "tiny-sgd.t2"))
+    assert "| sgd | 3 |" in section  # the spread row over the three seeds
 
 
 @pytest.mark.slow
@@ -303,7 +346,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         (["--method", "sgd", "--trials", "2", "--space", "lr=-1:0.1"], "log-scale"),
         (["--method", "sgd", "--trials", "2", "--space", "momentum=0.5:1.5"], "rejected"),
         (["--method", "sgd", "--trials", "2", "--space", "nope=1:2"], "no searched parameter"),
-        (["--method", "bsqh", "--trials", "2", "--space", "sweep=,"], "has no choices"),
+        (["--method", "bsqh", "--trials", "2", "--space", "inner_steps=,"], "has no choices"),
         (
             ["--method", "sgd", "--trials", "2", "--storage", "postgresql://u:p@127.0.0.1:9/x"],
             "cannot reach storage postgresql",
@@ -388,7 +431,7 @@ def test_hypervolume_of_a_hand_example() -> None:
 
 
 def test_overview_table_and_plot(tmp_path: Path) -> None:
-    """tune-all's table: one row per study, most hypervolume first, surplus not counted."""
+    """tune-all's table: one row per study in suite order (no ranking), surplus not counted."""
     import csv
 
     from bench.tuning.overview import TABLE_COLUMNS, write_overview
@@ -398,7 +441,8 @@ def test_overview_table_and_plot(tmp_path: Path) -> None:
         front = [dots[i] for i in pareto_indices(points)]
         return {"study": f"s-{label}", "label": label, "method": label, "mode": "minibatch",
                 "finished": len(points), "trials": {"FAIL": crashed + surplus}, "surplus": surplus,
-                "front_size": len(front), "hypervolume": hypervolume_2d(points),
+                "front_size": len(front), "hypervolume": hypervolume_2d(points, (0.1, 0.0)),
+                "hypervolume_reference": [0.1, 0.0],
                 "best_val_accuracy": max(a for a, _ in points),
                 "max_sparsity": max(s for _, s in points), "picked": dots[0],
                 "points": dots, "front": front}  # fmt: skip
@@ -407,14 +451,55 @@ def test_overview_table_and_plot(tmp_path: Path) -> None:
     sparse = summary("bsqh", [(0.85, 0.6), (0.5, 0.9)], crashed=1, surplus=0)
     paths = write_overview([dense, sparse], tmp_path, "x", caption="one caption")
     rows = list(csv.DictReader(paths["csv"].open()))
-    assert [r["label"] for r in rows] == ["bsqh", "sgd"]  # most hypervolume first
-    assert [r["failed"] for r in rows] == ["1", "0"]  # surplus trials are not failures
-    assert math.isclose(float(rows[0]["hypervolume"]), hypervolume_2d([(0.85, 0.6), (0.5, 0.9)]))
+    assert [r["label"] for r in rows] == ["sgd", "bsqh"]  # as given, not ranked
+    assert [r["failed"] for r in rows] == ["0", "1"]  # surplus trials are not failures
+    # Above chance: (0.85 - 0.1) x 0.6 + (0.5 - 0.1) x (0.9 - 0.6).
+    assert math.isclose(float(rows[1]["hypervolume"]), 0.75 * 0.6 + 0.4 * 0.3)
+    assert rows[1]["hv_reference"] == "(0.1, 0)"
     markdown = paths["markdown"].read_text().splitlines()
-    table = [line for line in markdown if line.startswith("|")]
+    first = markdown[: markdown.index("## Tuning seeds")]
+    table = [line for line in first if line.startswith("|")]
     assert table[0] == "| " + " | ".join(TABLE_COLUMNS) + " |" and len(table) == 2 + 2
     assert "one caption" in markdown and markdown[0].endswith("setting x")
+    assert any("**not a ranking**" in line for line in markdown)
     assert paths["figure"].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_tuning_seeds_spread_and_every_picked_configuration_in_the_report(
+    tmp_path: Path,
+) -> None:
+    from bench.tuning.overview import write_overview
+    from bench.tuning.seeds import seed_rows, spread_rows, study_name
+
+    assert [study_name("quick-sgd", k) for k in range(3)] == [
+        "quick-sgd",
+        "quick-sgd.t1",
+        "quick-sgd.t2",
+    ]
+    with pytest.raises(ValueError, match="tuning seed must be >= 0"):
+        study_name("quick-sgd", -1)
+
+    def summary(seed: int, best: float, picked: float, lr: float) -> dict:
+        dot = {"trial": seed, "val_accuracy": picked, "sparsity": 0.5, "params": {"lr": lr}}
+        return {"study": study_name("s-bsqh", seed), "label": "bsqh", "method": "bsqh",
+                "mode": "minibatch", "tuning_seed": seed, "finished": 8,
+                "trials": {"FAIL": 0}, "front_size": 1, "hypervolume": 0.2 + seed / 10,
+                "best_val_accuracy": best, "max_sparsity": 0.5, "picked": dot,
+                "points": [dot], "front": [dot]}  # fmt: skip
+
+    summaries = [summary(0, 0.80, 0.78, 0.1), summary(1, 0.84, 0.80, 0.1),
+                 summary(2, 0.82, 0.81, 0.0123456)]  # fmt: skip
+    (spread,) = spread_rows(seed_rows(summaries))
+    assert spread["seeds"] == 3 and spread["same_pick_params"] is False
+    assert math.isclose(spread["best_val_accuracy_spread"], 0.04)
+    assert math.isclose(spread["picked_val_accuracy_spread"], 0.03)
+    assert math.isclose(spread["hypervolume_spread"], 0.2)
+    text = write_overview(summaries, tmp_path, "x")["markdown"].read_text()
+    section = text[text.index("## Tuning seeds") :]
+    for name in ("s-bsqh", "s-bsqh.t1", "s-bsqh.t2"):
+        assert f"| {name} |" in section
+    assert '{"lr": 0.1}' in section and '{"lr": 0.0123}' in section  # every pick, rounded
+    assert "| 0.0400 |" in section
 
 
 def test_pick_rule() -> None:
@@ -453,7 +538,7 @@ def test_every_method_has_a_valid_space() -> None:
         assert space_for("bsqh-fast").fixed == {"max_retries": 0}
         assert space_for("bsqh-fast").names() == space_for("bsqh").names()
     assert "max_retries" not in space_for("bsqh", "fullbatch").fixed
-    narrowed = space_for("bsqh").with_overrides(["eps=0.5:2", "inner_steps=1,2", "sweep=parallel"])
+    narrowed = space_for("bsqh").with_overrides(["eps=0.5:2", "inner_steps=1,2"])
     params = {p.name: p for p in narrowed.params}
     assert (params["eps"].low, params["eps"].high, params["eps"].log) == (0.5, 2.0, True)
     assert params["inner_steps"].choices == (1, 2)
@@ -461,6 +546,58 @@ def test_every_method_has_a_valid_space() -> None:
         space_for("bsqh").with_overrides(["inner_steps=one"])
     with pytest.raises(SpaceError, match="unknown method"):
         space_for("nope")
+
+
+def test_bsqh_is_never_tuned_as_the_parallel_ablation() -> None:
+    """The parallel sweep is proximal gradient: only ``bsqh-parallel`` runs it, by name."""
+    for method in tunable_methods():
+        if optimizers.algorithm(method) == "bsqh":
+            for mode in ("minibatch", "fullbatch"):
+                assert "sweep" not in space_for(method, mode).names(), method
+    with pytest.raises(SpaceError, match="no searched parameter 'sweep'"):
+        space_for("bsqh").with_overrides(["sweep=parallel"])
+    ablation = space_for("bsqh-parallel")
+    assert ablation.names() == space_for("bsqh").names()  # the same ranges, its own name
+    assert optimizers.effective_hparams("bsqh-parallel")["sweep"] == "parallel"
+    assert optimizers.variant_label("bsqh-parallel").startswith("ablation: proximal gradient")
+    assert optimizers.registry.description("bsqh-parallel").startswith("[ablation")
+    # Every method's J at the space's corners: bsqh's corners never run the parallel sweep.
+    for value in ablation.params:
+        assert value.name != "sweep"
+
+
+def test_shared_knobs_are_searched_for_all_or_none() -> None:
+    from bench.tuning import spaces
+
+    assert spaces.knob_asymmetries() == []
+    penalised = [m for m in spaces._SPACES if m not in spaces.REPORT_ONLY]
+    assert {"prox-sgd-l0", "bsqh", "emsa", "emsa-l0", "l0-hc"} <= set(penalised)
+    for method in penalised:
+        assert "gamma" in space_for(method).names(), method
+    for method in ("sgd", "prox-sgd-l0", "prox-sgd-l1", "gmp"):  # the SGD family
+        assert "momentum" in space_for(method).names(), method
+    assert "weight_decay" not in space_for("adam").names()
+    # The check catches a breach: gamma searched by one penalised method only.
+    original = spaces._SPACES["prox-sgd-l0"]
+    spaces._SPACES["prox-sgd-l0"] = tuple(p for p in original if p.name != "gamma")
+    try:
+        assert spaces.knob_asymmetries() == [
+            "'prox-sgd-l0' does not search 'gamma', which the rule gamma='all' requires"
+        ]
+    finally:
+        spaces._SPACES["prox-sgd-l0"] = original
+
+
+def test_trials_grow_with_the_dimension_of_the_space() -> None:
+    from bench.tuning.spaces import MIN_TRIALS, TRIALS_PER_DIMENSION, trials_for
+
+    assert (TRIALS_PER_DIMENSION, MIN_TRIALS) == (4, 8)
+    assert trials_for(space_for("adam")) == 8  # 1 parameter: the floor
+    assert trials_for(space_for("prox-sgd-l0")) == 16  # lr, momentum, beta, gamma
+    assert trials_for(space_for("bsqh")) == 4 * 7
+    for method in tunable_methods():
+        space = space_for(method)
+        assert trials_for(space) == max(8, 4 * len(space.names()))
 
 
 def test_quick_setting_matches_the_quick_suite() -> None:

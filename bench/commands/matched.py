@@ -1,167 +1,193 @@
-"""``python -m bench matched --setting quick``: test accuracy at matched sparsity.
+"""``python -m bench matched``: test accuracy at sparsity matched by construction.
 
-Run after ``make tune`` (``tune-all``). For every method of the setting and every target
-sparsity (default 0.5, 0.8, 0.9, 0.95) it picks, on validation, the most accurate trial
-of the method's study with at least that sparsity (``bench.tuning.matched``), retrains
-each distinct pick with the setting file's seeds, evaluates on test and writes:
+For every method of a matched suite (default ``matched-digits``), every target sparsity
+(default 0.5, 0.8, 0.9, 0.95) and every epoch budget (default a short and a long one):
+GMP is set to the target, each penalty method's weight is calibrated on validation
+until its sparsity is within ``--tolerance`` of the target, and each configuration so
+found is retrained with the suite's paired seeds and evaluated on test
+(:mod:`bench.matched`). A rerun resumes: finished calibration runs and retrained cells
+are read back, not trained again. Outputs under ``<out>/matched-<suite>/``:
 
-- the ledger, MLflow runs and a full ``REPORT.md`` of the retrained cells under
-  ``<out>/<setting>-matched/`` (experiment ``pmp-bench/<setting>-matched``); cells are
-  labelled ``<method>@matched-<s>[+<s>...]``, so a rerun resumes;
-- ``<out>/studies/matched-<setting>.{csv,md,png}``: the accuracy-at-sparsity table and
-  its figure, next to the hypervolume table of ``tune-all``.
-
-``--dry-run`` prints the picks and trains nothing.
+- ``matched.csv`` / ``paired.csv``: the tables of every budget, the calibrated knob values
+  included (:mod:`bench.matched.table`);
+- ``MATCHED.md``: both, per budget, in Markdown; ``matched.png``: accuracy vs nonzeros;
+- ``epochs-<E>/calibration/<method>@<s>.json``: every calibration run;
+- ``epochs-<E>/matched-<suite>-e<E>/cells/`` and ``epochs-<E>/mlflow.db``: the retrained
+  cells' ledger and runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
-import optimizers
-from bench.commands.args import add_device, add_out
+import torch
+
+from bench.commands.args import (
+    CLOSED_FRACTION,
+    OPEN_FRACTION,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    add_device,
+    add_out,
+    number_list,
+)
 from bench.environment import resolve_device
-from bench.records import load_records
-from bench.report import write_report
-from bench.report.significance import bootstrap_median_ci
-from bench.runner import cell_key, cells_dir, run_suite, suite_dir
-from bench.safe_files import OutputWriteError
-from bench.suites import Suite, SuiteError, load_suite
-from bench.tuning import matched
-from bench.tuning.plan import study_dir
-from bench.tuning.settings import SettingError, load_setting, resolve_setting_path
+from bench.matched import calibration, study, table
+from bench.safe_files import OutputWriteError, atomic_write_text
+from bench.suites import SuiteError, load_suite
 
-
-def _targets(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--targets must be comma-separated numbers in [0, 1), got {text!r}"
-        ) from None
-    if not values or not all(0.0 <= v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"--targets must be comma-separated numbers in [0, 1), got {text!r}"
-        )
-    return values
+TARGETS = (0.5, 0.8, 0.9, 0.95)
+BUDGETS = (2.0, 4.0)
+REFERENCE = "bsqh"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--setting", default="quick", help="quick (default), or a setting file (tuned:<study>)"
+        "--suite", default="matched-digits", help="matched suite (default: matched-digits)"
     )
     parser.add_argument(
         "--targets",
-        type=_targets,
-        default=matched.MATCHED_SPARSITIES,
-        help="target sparsities (default: "
-        + ",".join(f"{s:g}" for s in matched.MATCHED_SPARSITIES)
-        + ")",
+        type=number_list(OPEN_FRACTION),
+        default=TARGETS,
+        help="target sparsities in (0, 1) (default: 0.5,0.8,0.9,0.95)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=number_list(POSITIVE_NUMBER),
+        default=BUDGETS,
+        help="epoch budgets, one study each (default: 2,4)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=CLOSED_FRACTION,
+        default=calibration.DEFAULT_TOLERANCE,
+        help="accepted |sparsity - target| (default: 0.01)",
+    )
+    parser.add_argument(
+        "--max-runs",
+        type=POSITIVE_INT,
+        default=calibration.DEFAULT_MAX_RUNS,
+        help="calibration runs per method and target before 'not reached' (default: 12)",
+    )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: tables from the traces and cells recorded so far",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated labels: calibrate and retrain only these (default: all); a "
+        "second driver on the same --out shares the cells through the ledger's claims",
+    )
+    parser.add_argument(
+        "--reference", default=REFERENCE, help="method the others are paired with (default: bsqh)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=POSITIVE_INT,
+        default=1,
+        help="CPU threads for torch (default: 1; see the README, Matched sparsity)",
     )
     add_out(parser)
     add_device(parser)
-    parser.add_argument("--dry-run", action="store_true", help="print the picks, train nothing")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def matched_suite(
-    base: Suite, picks: list[matched.MatchedPick], name: str, description: str
-) -> Suite:
-    """The setting's grid (data, model, budget, seeds) with one method per distinct pick."""
-    by_label = {m.label: m for m in base.methods}
-    methods = []
-    for pick in picks:
-        spec = by_label[pick.label]  # the same method, mode and batch with the picked values
-        methods.append(
-            replace(
-                spec,
-                label=pick.cell_label,
-                hparams=optimizers.effective_hparams(spec.name, **pick.params),
-                tuned_from=f"{pick.study}#trial{pick.trial}",
-            )
-        )
-    return replace(base, name=name, description=description, methods=methods)
 
 
 def run(args: argparse.Namespace) -> int:
-    studies = args.out / "studies"
+    began = time.perf_counter()
     try:
-        setting = load_setting(args.setting)
-        base = load_suite(resolve_setting_path(args.setting), studies_dir=studies)
-    except (SettingError, SuiteError) as error:
+        suite = load_suite(args.suite)
+        study.check_suite(suite)
+    except (SuiteError, study.MatchedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    picks: list[matched.MatchedPick] = []
-    per_method: dict[str, dict[float, matched.MatchedPick | str]] = {}
-    for target in setting.targets:
-        front = study_dir(args.out, target.study) / "pareto.json"
-        if not front.is_file():
+    labels = [m.label for m in suite.methods]
+    if args.reference not in labels:
+        print(
+            f"error: --reference {args.reference!r} is not a method of suite "
+            f"{suite.name!r}; its methods: {', '.join(labels)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.methods is not None:
+        chosen = [label.strip() for label in args.methods.split(",") if label.strip()]
+        unknown = [label for label in chosen if label not in labels]
+        if not chosen or unknown:
             print(
-                f"error: study {target.study!r} has no {front}; run `make tune` first",
+                f"error: --methods {args.methods!r}: unknown label(s) "
+                f"{', '.join(unknown) or '(none given)'}; suite {suite.name!r} has: "
+                f"{', '.join(labels)}",
                 file=sys.stderr,
             )
             return 2
-        points, chance = matched.front_points(front)
-        found, per_target = matched.picks_for_study(
-            target.label, target.study, points, args.targets, chance
-        )
-        picks += found
-        per_method[target.label] = per_target
-        for s, pick in per_target.items():
-            what = (
-                pick
-                if isinstance(pick, str)
-                else (
-                    f"trial {pick.trial} (val acc {pick.val_accuracy:.4f}, "
-                    f"sparsity {pick.val_sparsity:.3f})"
-                )
-            )
-            print(f"{target.label} at sparsity >= {s:g}: {what}")
-    if args.dry_run:
-        return 0
-
-    name = f"{setting.name}-matched"
-    suite = matched_suite(
-        base,
-        picks,
-        name,
-        f"Accuracy at matched sparsity for setting {setting.name}: picked on validation, "
-        f"retrained with seeds {base.seeds}, evaluated on test. {base.description}",
-    )
+        suite = replace(suite, methods=[m for m in suite.methods if m.label in chosen])
+    device = resolve_device(args.device)
+    # These networks are tiny: intra-op threads buy nothing, and with another process on
+    # the other core two threads ran a cell ten times slower than one (README).
+    torch.set_num_threads(args.threads)
+    folder = Path(args.out) / f"matched-{suite.name}"
+    matched_rows: list[dict[str, object]] = []
+    paired_rows: list[dict[str, object]] = []
+    sections = []
+    exit_code = 0
     try:
-        outcome = run_suite(
-            suite, args.out, resolve_device(args.device), progress=not args.no_progress
+        for epochs in args.epochs:
+            print(f"== budget {epochs:g} epochs: calibrating on validation")
+            _, calibrated, figures, outcome = study.run_budget(
+                suite,
+                epochs,
+                args.targets,
+                args.out,
+                device,
+                tolerance=args.tolerance,
+                max_runs=args.max_runs,
+                train=not args.no_train,
+            )
+            exit_code = max(exit_code, outcome.exit_code if outcome else 0)
+            rows = table.matched_rows(calibrated, figures, epochs, args.tolerance)
+            pairs = table.paired_rows(figures, calibrated, args.reference, epochs)
+            matched_rows += rows
+            paired_rows += pairs
+            sections.append(
+                table.matched_markdown(rows, epochs, args.tolerance)
+                + "\n"
+                + table.paired_markdown(pairs, epochs)
+            )
+        table.write_csv(matched_rows, folder / "matched.csv", table.MATCHED_COLUMNS)
+        table.write_csv(paired_rows, folder / "paired.csv", table.PAIRED_COLUMNS)
+        text = header(suite.description, suite.seeds, args) + "\n" + "\n".join(sections)
+        atomic_write_text(folder / "MATCHED.md", text)
+        table.plot(
+            matched_rows, folder / "matched.png", f"Accuracy at matched sparsity: {suite.name}"
         )
     except OutputWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    wanted = {cell_key(cell) for cell in suite.cells()}
-    records = [r for r in load_records(cells_dir(args.out, name)) if r.key in wanted]
-    if records:
-        write_report(records, suite_dir(args.out, name), suite=name, description=suite.description)
-    results: dict[str, matched.SeedFigures] = {}
-    for record in records:
-        if record.status != "finished":
-            continue
-        label = record.config["label"]
-        figures = results.setdefault(label, matched.SeedFigures([], []))
-        figures.test_accuracy.append(record.summary.get("test_accuracy"))
-        figures.sparsity.append(record.summary.get("sparsity"))
-    rows = matched.matched_rows(per_method, results, bootstrap_median_ci)
-    studies.mkdir(parents=True, exist_ok=True)
-    stem = studies / f"matched-{setting.name}"
-    matched.write_csv(rows, stem.with_suffix(".csv"))
-    pairs = matched.pairwise_rows(per_method, results)
-    matched.write_csv(pairs, stem.with_name(stem.name + "-pairwise.csv"), matched.PAIRWISE_COLUMNS)
-    text = (
-        matched.markdown(rows, setting.name, base.seeds) + "\n" + matched.pairwise_markdown(pairs)
-    )
-    stem.with_suffix(".md").write_text(text)
-    matched.plot(
-        rows, stem.with_suffix(".png"), f"Test accuracy at matched sparsity, setting {setting.name}"
-    )
     print(text)
-    print(f"figure: {stem.with_suffix('.png')}; cells and REPORT.md: {suite_dir(args.out, name)}")
-    return outcome.exit_code
+    print(f"tables, figure and traces: {folder} ({time.perf_counter() - began:.0f} s)")
+    return exit_code
+
+
+def header(description: str, seeds: list[int], args: argparse.Namespace) -> str:
+    return "\n".join(
+        [
+            f"# Accuracy at matched sparsity: suite {args.suite}",
+            "",
+            description,
+            "",
+            "Each method is brought to every target sparsity itself: GMP by its "
+            "`final_sparsity`, each penalty method by calibrating its penalty weight on the "
+            f"**validation** split (seed {study.CALIBRATION_SEED}) until its sparsity is within "
+            f"±{args.tolerance:g} of the target. The calibrated configurations are retrained "
+            f"with the paired seeds {', '.join(map(str, seeds))} (same initialisation per "
+            "seed for every method) and evaluated on **test**. Prunable weights, the same "
+            "for every method: the kernels of every convolution and linear layer (tensors "
+            "with 2+ dimensions); biases are not pruned. Paired rows: method − "
+            f"{args.reference} per seed; Holm–Bonferroni within each target.",
+            "",
+        ]
+    )

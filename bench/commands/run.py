@@ -7,8 +7,8 @@ the same suite and ``--out`` is no error: the two share the cells (:mod:`bench.c
 
 ``--dry-run`` trains nothing: it lists the cells the command would run, their keys, which
 the ledger already holds (and so would be skipped) and an estimate of the time the rest
-needs, from the budget's device-seconds cap or, for an epochs-only budget, from earlier
-records of the same method, model and dataset.
+needs, from earlier records of the same method, model and dataset, else bounded by the
+budget's safety cap.
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from bench.commands.args import add_device, add_out, add_suite
+from bench.budget import SAFETY_CAP
+from bench.checkpoints import DEFAULT_MINUTES
+from bench.commands.args import NONNEGATIVE_NUMBER, add_device, add_out, add_suite
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.errors import UsageError
 from bench.records import CellRecord, load_records
+from bench.runner import DONE as RERUN_KEEPS
 from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite, select
 from bench.suites import Cell, Suite, load_suite
 from bench.writable import ensure_writable_dir
 
 #: Ledger statuses a rerun skips.
-DONE = ("finished", "diverged")
+DONE = RERUN_KEEPS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +52,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-models",
         action="store_true",
         help="do not save each finished cell's network as an MLflow model (large sweeps)",
+    )
+    parser.add_argument(
+        "--checkpoint-minutes",
+        type=NONNEGATIVE_NUMBER,
+        default=DEFAULT_MINUTES,
+        metavar="M",
+        help="write a cell's training state every M minutes of wall clock and on Ctrl-C "
+        "or SIGTERM; "
+        f"the next run resumes it (default: {DEFAULT_MINUTES:g}; 0: only when interrupted)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_scheduler_option(parser, "the cells")
@@ -82,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         progress=not args.no_progress,
         models=not args.no_models,
+        checkpoint_minutes=args.checkpoint_minutes or None,
     )
     return report(args, suite, outcome)
 
@@ -134,23 +147,25 @@ def estimate_seconds(cell: Cell, records: Sequence[CellRecord]) -> tuple[float |
     """Seconds one cell should take and where the figure comes from.
 
     Earlier records of the same method, model and dataset (any code version) give the
-    median wall time; without them, the budget's device-seconds cap bounds the training
-    steps (evaluation comes on top); an epochs-only budget without records has no estimate.
+    median wall time; without them, the budget's safety cap bounds the training steps
+    (evaluation comes on top); a budget without a cap and without records has no
+    estimate.
     """
     past = [r.wall_time_s for r in records if _similar(cell, r) and r.wall_time_s > 0]
     if past:
         return statistics.median(past), "earlier records"
-    cap = cell.budget.get("device_seconds")
+    cap = cell.budget.get(SAFETY_CAP)
     if cap is not None:
-        return float(cap), "device-seconds budget"
-    return None, "no estimate (epochs-only budget, no earlier record)"
+        return float(cap), "at most its safety cap"
+    return None, "no estimate (no safety cap, no earlier record)"
 
 
 def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellRecord]) -> str:
     """The dry run's listing: one line per cell, then the totals."""
     status = {r.key: r.status for r in records}
     width = max(len(c.name) for c in cells)
-    lines = [f"suite {suite.name}: {len(cells)} cells (budget {_budget(suite.budget)})"]
+    budgets = "; ".join(_budget(b) for b in suite.grid_budgets())
+    lines = [f"suite {suite.name}: {len(cells)} cells (budget {budgets})"]
     pending_seconds, unknown, pending = 0.0, 0, 0
     for cell in cells:
         key = cell_key(cell)

@@ -7,14 +7,14 @@ Two ways to say what a trial trains:
   SUITE=quick-tuned`` evaluates afterwards; the study is named as that file says
   (``quick-<label>``). Flags that would change the setting are refused, so every method
   of a setting is tuned on the same budget.
-- ``--model X --dataset D`` and a budget (``--budget-epochs E`` and/or
-  ``--budget-seconds T``, whichever ends first), with ``--batch-size``, ``--mode``,
+- ``--model X --dataset D`` and a budget (``--budget-epochs E``; ``--safety-cap-seconds
+  T`` adds a safety net, never a budget: see ``bench.budget``), with ``--batch-size``, ``--mode``,
   ``--train-subset``... The study defaults to ``<method>-<mode>-<model>-<dataset>``.
 
 Every bad input fails at once, exit code 2, before any data is trained on: unknown
 method or setting, an empty or inverted ``--space`` range, an unreachable ``--storage``
 or one in a folder that cannot be written, a read-only ``--out``, a number flag that is
-not finite or out of range (``--budget-seconds inf``, ``--trials 0``: refused by argparse,
+not finite or out of range (``--safety-cap-seconds inf``, ``--trials 0``: refused by argparse,
 naming the flag), a study resumed with another objective, space or budget.
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import optimizers
+from bench.budget import SAFETY_CAP
 from bench.commands.args import (
     CLOSED_FRACTION,
     NONNEGATIVE_INT,
@@ -59,7 +60,13 @@ from bench.tuning.objective import load_tuning_data
 from bench.tuning.pareto import DEFAULT_MIN_SPARSITY
 from bench.tuning.plan import OBJECTIVES, StudyPlan
 from bench.tuning.settings import Setting, SettingError, Target, load_setting
-from bench.tuning.spaces import SpaceError, space_for
+from bench.tuning.spaces import (
+    MIN_TRIALS,
+    TRIALS_PER_DIMENSION,
+    SpaceError,
+    space_for,
+    trials_for,
+)
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
 from bench.tuning.study import TuneResult, tune
 from bench.tuning.validation import StudyError
@@ -81,7 +88,7 @@ _SETTING_FLAGS = (
     "model",
     "dataset",
     "budget_epochs",
-    "budget_seconds",
+    "safety_cap_seconds",
     "batch_size",
     "chunk_size",
     "train_subset",
@@ -150,8 +157,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trials",
         type=POSITIVE_INT,
-        required=True,
-        help="N: run until the study holds N finished (complete or pruned) trials",
+        default=None,
+        help="N: run until the study holds N finished (complete or pruned) trials "
+        f"(default: {TRIALS_PER_DIMENSION} per searched parameter, at least {MIN_TRIALS})",
     )
     parser.add_argument(
         "--study",
@@ -176,10 +184,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", choices=available_datasets(), default=None)
     group.add_argument("--budget-epochs", type=POSITIVE_NUMBER, default=None)
     group.add_argument(
-        "--budget-seconds",
+        "--safety-cap-seconds",
         type=POSITIVE_NUMBER,
         default=None,
-        help="device seconds of training steps per trial",
+        help="safety net only: a trial whose steps reach T device-seconds ends capped",
     )
     group.add_argument(
         "--batch-size", type=POSITIVE_INT, default=None, help="mini-batch size (default 128)"
@@ -224,11 +232,13 @@ def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, 
     if args.model is None or args.dataset is None:
         raise InputError("pass --setting, or both --model and --dataset")
     budget: dict[str, float] = {}
-    for key, value in (("epochs", args.budget_epochs), ("device_seconds", args.budget_seconds)):
+    for key, value in (("epochs", args.budget_epochs), (SAFETY_CAP, args.safety_cap_seconds)):
         if value is not None:  # finite and > 0: checked by the flag's type
             budget[key] = value
-    if not budget:
-        raise InputError("pass a budget: --budget-epochs E and/or --budget-seconds T")
+    if args.budget_epochs is None:  # a clock is never a budget (bench.budget)
+        raise InputError(
+            "pass a budget: --budget-epochs E (and, as a safety net only, --safety-cap-seconds T)"
+        )
     mode = args.mode or "minibatch"
     batch = args.batch_size if args.batch_size is not None else 128
     if mode == "fullbatch":
@@ -385,8 +395,9 @@ def resolve_method(args: argparse.Namespace) -> tuple[Setting, Target]:
 def run(args: argparse.Namespace) -> int:
     try:
         setting, target = resolve_method(args)
+        trials = args.trials or trials_for(space_for(target.method, target.mode))
         plan = make_plan(
-            args, setting, target, trials=args.trials, study=args.study, overrides=args.space
+            args, setting, target, trials=trials, study=args.study, overrides=args.space
         )
         data = load_checked_data(setting, [target], args.device)
         plan = replace(plan, num_classes=data.num_classes)

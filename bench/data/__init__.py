@@ -26,7 +26,14 @@ from bench.data.locate import (
     IDX_FILES,
     DatasetUnavailable,
 )
-from bench.data.registry import available_datasets, dataset_description, register_dataset
+from bench.data.registry import (
+    IntOption,
+    NumberOption,
+    RawData,
+    available_datasets,
+    dataset_description,
+    register_dataset,
+)
 from bench.data.splits import (
     SPLIT_OPTIONS,
     DataOptionError,
@@ -46,6 +53,9 @@ __all__ = [
     "DataOptionError",
     "DataSplits",
     "DatasetUnavailable",
+    "IntOption",
+    "NumberOption",
+    "RawData",
     "available_datasets",
     "check_data_option",
     "data_options",

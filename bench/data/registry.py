@@ -8,12 +8,16 @@ data is loaded, and by the suite validator when a suite file is read, so a typo 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from bench.references import find
 
 __all__ = [
     "DatasetLoader",
@@ -116,13 +120,61 @@ def available_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def _entry(name: str) -> _Entry:
-    entry = _DATASETS.get(name)
-    if entry is None:
+#: Entry-point group where installed packages declare dataset loaders by name.
+DATASET_ENTRY_POINTS = "pmp_bench.datasets"
+
+
+def ensure_dataset_name(name: str) -> None:
+    """Make ``name`` loadable: registered, or a ``"package.module:function"`` loader or
+    an entry point of :data:`DATASET_ENTRY_POINTS`, imported and registered now.
+
+    Such a loader is called as ``loader(root, *, allow_download)`` (plus the options it
+    declares in a ``loader.options`` mapping of :class:`IntOption`/:class:`NumberOption`)
+    and returns :class:`RawData`. Raises ValueError naming the dataset and the problem.
+    """
+    if name in _DATASETS:
+        return
+    loader = find(
+        name, what="dataset loader", group=DATASET_ENTRY_POINTS, kind="dataset",
+        known=available_datasets(),
+    )  # fmt: skip
+    options = getattr(loader, "options", {})
+    if not isinstance(options, Mapping) or not all(
+        isinstance(o, IntOption | NumberOption) for o in options.values()
+    ):
         raise ValueError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}"
+            f"dataset loader {name!r}: its 'options' must map option names to "
+            f"IntOption or NumberOption, got {options!r}"
         )
-    return entry
+    try:
+        inspect.signature(loader).bind(Path("datasets"), allow_download=False, **options)
+    except TypeError as error:
+        raise ValueError(
+            f"dataset loader {name!r} cannot be called as loader(root, *, allow_download"
+            f"{''.join(', ' + k for k in options)}): {error}"
+        ) from None
+    register_dataset(name, options)(_returning_raw_data(name, loader))
+
+
+def _returning_raw_data(name: str, loader: DatasetLoader) -> DatasetLoader:
+    """``loader`` that fails clearly when it returns anything but :class:`RawData`."""
+
+    @functools.wraps(loader)
+    def load(root: Path, **kwargs: object) -> RawData:
+        raw = loader(root, **kwargs)
+        if not isinstance(raw, RawData):
+            raise ValueError(
+                f"dataset loader {name!r} returned a {type(raw).__name__}; it must return "
+                "bench.data.RawData (train/test images NCHW, labels, num_classes, source)"
+            )
+        return raw
+
+    return load
+
+
+def _entry(name: str) -> _Entry:
+    ensure_dataset_name(name)
+    return _DATASETS[name]
 
 
 def dataset_description(name: str) -> str:

@@ -1,11 +1,12 @@
 """The report stage of ``make bench``: cell records in, CSV files, figures and REPORT.md out.
 
 Modules, one job each: ``frames`` flattens records into the runs and curves tables,
-``stats`` computes medians, spreads and seed bands, ``significance`` bootstrap intervals
-and rank tests, ``profiles`` joint time-to-target and performance profiles, ``claims``
-checks statements against the numbers, ``figures`` draws the PNGs, ``markdown`` writes
-the text and ``comparison`` the sections that compare methods with their uncertainty.
-Only this module touches the file system layout of a report.
+``stats`` computes medians, spreads and seed bands, ``significance`` paired exact tests,
+intervals with their exact level and the Holm adjustment, ``profiles`` joint
+time-to-target and performance profiles, ``claims`` checks statements against the numbers,
+``figures`` draws the PNGs, ``markdown`` writes the text, ``comparison`` the sections that
+compare methods with their uncertainty and ``budgets`` whether their ranking holds across
+the budgets of a budget sweep. Only this module touches the file system layout of a report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bench.locking import process_alive
 from bench.records import CellRecord
-from bench.report import comparison
+from bench.report import budgets, comparison
 from bench.report.claims import Claim, compute_claims
 from bench.report.figures import FigureFile, draw_figures
 from bench.report.frames import curves_frame, layer_frame, runs_frame
@@ -171,6 +172,7 @@ def _write_into(
             *comparison.confidence_section(method_rows),
             *comparison.targets_section(compared),
             *comparison.profile_section(compared, profile_figure, folder),
+            *budgets.section(runs),
         ],
     )
     paths.report_md.write_text(text, encoding="utf-8")

@@ -9,19 +9,32 @@ objective) shows up as "does not hold" instead of as prose that silently went st
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+import optimizers
 from bench import matched_labels
-from bench.report.significance import ALPHA, Comparison, compare, too_few_seeds
-from bench.report.stats import FINISHED, GROUP_COLUMNS
+from bench.report.significance import (
+    ALPHA,
+    FAILS,
+    HOLDS,
+    TOO_FEW_FOR_FAMILY,
+    Comparison,
+    Judged,
+    PairedComparison,
+    judge,
+    paired_compare,
+    too_few_seeds,
+    verdict_for,
+)
+from bench.report.stats import GROUP_COLUMNS, chance_accuracy, scored_accuracy
 
-HOLDS = "holds"
-FAILS = "does not hold"
 NOT_APPLICABLE = "not applicable"
-NOT_SIGNIFICANT = f"no significant difference at p <= {ALPHA:g}"
+#: The verdict of the unpaired comparisons that ``bench.tuning.matched`` still makes.
+NOT_SIGNIFICANT_UNPAIRED = f"no significant difference at p <= {ALPHA:g}"
 #: A figure rather than a yes/no statement.
 MEASURED = "measured"
 
@@ -61,6 +74,22 @@ def _accepted_steps(row: pd.Series) -> int:
     return int(_number(row.get("iterations")) or 0)
 
 
+def is_bsqh(optimizer: str) -> bool:
+    """Whether a registry name runs bSQH itself (``bsqh``, ``bsqh-fast``), never an ablation
+    such as ``bsqh-parallel`` (``optimizers.algorithm`` decides, not a name prefix)."""
+    return optimizers.algorithm(optimizer) == "bsqh"
+
+
+def verdict(comparison: Comparison) -> str:
+    """The verdict of an unpaired comparison (``bench.tuning.matched`` until it moves to
+    the paired statistics): holds / does not hold / no significant difference / too few."""
+    if not comparison.enough_seeds:
+        return too_few_seeds(min(comparison.n_a, comparison.n_b))
+    if not comparison.significant:
+        return NOT_SIGNIFICANT_UNPAIRED
+    return HOLDS if comparison.median_a > comparison.median_b else FAILS
+
+
 def monotone_descent(runs: pd.DataFrame) -> Claim:
     """Full-batch acceptance must never let the objective rise (the paper's descent property).
 
@@ -69,7 +98,7 @@ def monotone_descent(runs: pd.DataFrame) -> Claim:
     checked, and counting its zero increases would make the claim hold by default.
     """
     statement = "Full-batch bSQH never increased its objective on an accepted step"
-    bsqh = runs["optimizer"].astype(str).str.startswith("bsqh")
+    bsqh = runs["optimizer"].astype(str).map(is_bsqh).astype(bool)
     fullbatch = runs[(runs["mode"] == "fullbatch") & bsqh]
     fullbatch = fullbatch[fullbatch["status"].isin(("finished", "diverged"))]
     if fullbatch.empty:
@@ -127,90 +156,154 @@ def rejection_share(runs: pd.DataFrame) -> Claim:
 
 
 def _ranked(group: pd.DataFrame) -> pd.DataFrame:
-    """Methods with at least one finished seed, most accurate (by median) first."""
-    ranked = group[group["n_finished"] > 0].dropna(subset=["acc_median"])
+    """Methods with at least one cell, most accurate (median, failures at chance) first."""
+    ranked = group[group["n_cells"] > 0].dropna(subset=["acc_median"])
     return ranked.sort_values(["acc_median", "method"], ascending=[False, True])
 
 
-def _seed_values(runs: pd.DataFrame, where: tuple[Any, Any], method: str) -> pd.Series:
-    """Test accuracies of a method's finished seeds on one dataset x model."""
+def paired_seeds(
+    runs: pd.DataFrame, where: tuple[Any, Any], a: str, b: str
+) -> tuple[list[float], list[float], int]:
+    """Test accuracies of methods ``a`` and ``b`` on the seeds both ran, aligned by seed
+    (failed cells at chance accuracy), and the number of seeds only one of them ran.
+
+    Pairing is by seed because a seed fixes the initialisation across methods: the
+    difference on one seed removes the luck of the draw that both share.
+    """
     dataset, model = where
-    cells = runs[
-        (runs["dataset"] == dataset)
-        & (runs["model"] == model)
-        & (runs["method"] == method)
-        & (runs["status"] == FINISHED)
-    ]
-    return cells["test_accuracy"]
+    group = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
+    chance = chance_accuracy(group)
+    by_seed = []
+    for method in (a, b):
+        cells = group[group["method"] == method].drop_duplicates("seed")
+        by_seed.append(dict(zip(cells["seed"], scored_accuracy(cells, chance), strict=True)))
+    common = sorted(set(by_seed[0]) & set(by_seed[1]))
+    unpaired = len(set(by_seed[0]) ^ set(by_seed[1]))
+    return [by_seed[0][s] for s in common], [by_seed[1][s] for s in common], unpaired
 
 
-def verdict(comparison: Comparison) -> str:
-    """holds / does not hold / no significant difference / too few seeds."""
-    if not comparison.enough_seeds:
-        return too_few_seeds(min(comparison.n_a, comparison.n_b))
-    if not comparison.significant:
-        return NOT_SIGNIFICANT
-    return HOLDS if comparison.median_a > comparison.median_b else FAILS
+@dataclass(frozen=True)
+class Contest:
+    """A comparative statement, A more accurate than B, before its family is judged."""
+
+    statement: str
+    context: str  # what the evidence starts with, e.g. which two methods
+    comparison: PairedComparison | None  # None: no seed that both methods ran
+    unpaired: int
+    #: The dataset, model and the two methods, unordered: one test per pair in a family.
+    pair: frozenset[Any] = frozenset()
 
 
-def most_accurate(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
+def contest(
+    statement: str, context: str, runs: pd.DataFrame, where: tuple[Any, Any], a: str, b: str
+) -> Contest:
+    """The paired comparison of ``a`` and ``b`` on one dataset x model."""
+    values_a, values_b, unpaired = paired_seeds(runs, where, a, b)
+    comparison = paired_compare(values_a, values_b) if values_a else None
+    return Contest(statement, context, comparison, unpaired, frozenset((where, a, b)))
+
+
+def most_accurate(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim | Contest]:
     """Per dataset x model: is the best median significantly above the runner-up's?"""
-    claims = []
+    claims: list[Claim | Contest] = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
         ranked = _ranked(group)
         name = f"{where[0]} × {where[1]}"
         if ranked.empty:
-            claims.append(
-                Claim(f"Most accurate method on {name}", NOT_APPLICABLE, "no finished cell")
-            )
+            claims.append(Claim(f"Most accurate method on {name}", NOT_APPLICABLE, "no cell"))
             continue
         best = ranked.iloc[0]
         statement = (
             f"Most accurate method on {name} is {best['method']}, significantly above the runner-up"
         )
         if len(ranked) == 1:
-            evidence = f"median test accuracy {best['acc_median']:.3f}, n={best['n_finished']}"
+            evidence = f"median test accuracy {best['acc_median']:.3f}, n={best['n_cells']}"
             claims.append(Claim(statement, NOT_APPLICABLE, evidence + "; no other method"))
             continue
         second = ranked.iloc[1]
-        comparison = compare(
-            best["method"],
-            _seed_values(runs, where, best["method"]),
-            second["method"],
-            _seed_values(runs, where, second["method"]),
+        context = (
+            f"{best['method']} (median {best['acc_median']:.3f}) vs runner-up "
+            f"{second['method']} (median {second['acc_median']:.3f})"
         )
-        evidence = f"{best['method']} vs runner-up {second['method']}: " + comparison.evidence()
-        claims.append(Claim(statement, verdict(comparison), evidence))
+        claims.append(contest(statement, context, runs, where, best["method"], second["method"]))
     return claims
 
 
-def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
+def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]:
     """Per dataset x model: each bSQH variant against every other method, on test accuracy.
 
-    The question a reader of the paper asks first; the answer states the test, its
-    p-value, or that there are too few seeds for one. Picks of ``bench matched`` are
-    compared only when they serve a common target sparsity (:mod:`bench.matched_labels`).
+    The question a reader of the paper asks first; the answer states the paired test, its
+    p-value before and after the family's adjustment, or that there are too few seeds for
+    one. Picks of ``bench matched`` are compared only when they serve a common target
+    sparsity (:mod:`bench.matched_labels`).
     """
-    claims = []
+    contests = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
-        present = group[group["n_finished"] > 0]
-        ours = present[present["optimizer"].astype(str).str.startswith("bsqh")]
-        others = present[~present["optimizer"].astype(str).str.startswith("bsqh")]
+        present = group[group["n_cells"] > 0]
+        mask = present["optimizer"].astype(str).map(is_bsqh).astype(bool)
+        ours, others = present[mask], present[~mask]
         for _, mine in ours.sort_values("method").iterrows():
             for _, peer in others.sort_values("method").iterrows():
                 if not matched_labels.comparable(mine["method"], peer["method"]):
                     continue  # matched picks for different sparsities
-                comparison = compare(
-                    mine["method"],
-                    _seed_values(runs, where, mine["method"]),
-                    peer["method"],
-                    _seed_values(runs, where, peer["method"]),
-                )
                 statement = (
                     f"{mine['method']} is more accurate than {peer['method']} on "
                     f"{where[0]} × {where[1]}"
                 )
-                claims.append(Claim(statement, verdict(comparison), comparison.evidence()))
+                context = f"median {mine['acc_median']:.3f} vs {peer['acc_median']:.3f}"
+                contests.append(
+                    contest(statement, context, runs, where, mine["method"], peer["method"])
+                )
+    return contests
+
+
+def family_size_bound(groups: int, optimizers: Sequence[str]) -> int:
+    """The most comparative tests a report of ``groups`` dataset x model combinations of
+    these methods can hold: per group, each bSQH variant against every other method, plus
+    the most-accurate pair. A suite meant for verdicts needs seeds n with
+    :func:`bench.report.significance.verdict_possible` (n, this bound)."""
+    ours = sum(is_bsqh(o) for o in optimizers)
+    return groups * (ours * (len(optimizers) - ours) + 1)
+
+
+def judge_claims(items: Sequence[Claim | Contest], alpha: float = ALPHA) -> list[Claim]:
+    """Every comparative claim of the report judged as one Holm–Bonferroni family.
+
+    The family has one test per pair of methods (on one dataset x model): when the most
+    accurate method and its runner-up are also a bSQH variant and a peer, that pair is
+    tested once, not counted twice. The family's own line comes first: how many tests, on
+    how many seeds, and the smallest adjusted p it could reach, so that "too few seeds for
+    this family" is explained where it appears.
+    """
+    tests: dict[frozenset[Any], PairedComparison] = {}
+    for item in items:
+        if isinstance(item, Contest) and item.comparison is not None:
+            tests.setdefault(item.pair, item.comparison)
+    family = judge(list(tests.values()), alpha)
+    adjusted = {pair: j.adjusted_p for pair, j in zip(tests, family.judged, strict=True)}
+    claims: list[Claim] = []
+    if tests:
+        verdict = TOO_FEW_FOR_FAMILY if not family.possible else MEASURED
+        claims.append(
+            Claim(
+                "Comparative claims below form one Holm–Bonferroni family", verdict,
+                family.summary(),
+            )
+        )  # fmt: skip
+    for item in items:
+        if isinstance(item, Claim):
+            claims.append(item)
+            continue
+        if item.comparison is None:
+            claims.append(Claim(item.statement, too_few_seeds(0), "no seed ran by both methods"))
+            continue
+        p = adjusted[item.pair]
+        verdict = verdict_for(item.comparison, p, family.smallest_adjusted_p, alpha)
+        evidence = f"{item.context}; {Judged(item.comparison, p, verdict, len(tests)).evidence()}"
+        if item.unpaired:
+            plural = "s" if item.unpaired != 1 else ""
+            evidence += f"; left out: {item.unpaired} seed{plural} that only one of the two ran"
+        claims.append(Claim(item.statement, verdict, evidence))
     return claims
 
 
@@ -242,11 +335,12 @@ def sparsest_near_best(table: pd.DataFrame, tolerance: float = ONE_POINT) -> lis
 
 
 def compute_claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[Claim]:
-    """Every claim, in the order REPORT.md lists them."""
+    """Every claim, in the order REPORT.md lists them; the comparative ones (most accurate,
+    bSQH against each peer) are judged together as one family."""
     if runs.empty:
         return []
     claims = [monotone_descent(runs), rejection_share(runs)]
     if not table.empty:
-        claims += most_accurate(table, runs) + sparsest_near_best(table)
-        claims += bsqh_against_peers(table, runs)
+        claims += sparsest_near_best(table)
+        claims += judge_claims([*most_accurate(table, runs), *bsqh_against_peers(table, runs)])
     return claims

@@ -16,6 +16,7 @@ import pandas as pd
 
 import optimizers
 from bench import metrics
+from bench.budget import Budget, BudgetError
 from bench.metrics import CURVE_FIELDS, RUN_FIELDS
 from bench.records import CellRecord
 
@@ -27,8 +28,10 @@ RUN_TAIL_COLUMNS = (
     "wall_time_s",
     "batch_size",
     "chunk_size",
-    "budget_epochs",
-    "budget_device_seconds",
+    "budget",
+    "budget_unit",
+    "budget_amount",
+    "budget_safety_cap_seconds",
     "device",
     "device_name",
     "torch",
@@ -87,7 +90,7 @@ def penalty_family(config: Mapping[str, Any]) -> str:
         hparams = given
     if "penalty" in hparams:
         kind = str(hparams["penalty"]).upper()
-    elif name.startswith("l0-hc"):
+    elif optimizers.algorithm(name) == "l0-hc":
         kind = "expected L0 (gates)"
     else:
         kind = "L1" if "-l1" in name else "L0"
@@ -148,8 +151,7 @@ def run_row(record: CellRecord) -> dict[str, Any]:
             "wall_time_s": record.wall_time_s,
             "batch_size": config.get("batch_size"),
             "chunk_size": config.get("chunk_size"),
-            "budget_epochs": budget.get("epochs"),
-            "budget_device_seconds": budget.get("device_seconds"),
+            **budget_columns(budget),
             "device": env.get("device"),
             "device_name": env.get("device_name"),
             "torch": env.get("torch"),
@@ -165,6 +167,27 @@ def run_row(record: CellRecord) -> dict[str, Any]:
     )
     row.update(flatten_hparams(config.get("hparams") or {}))
     return row
+
+
+def budget_columns(budget: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget of a cell as runs.csv columns; a record of an older, clock-bounded
+    version reads as its raw table with no unit."""
+    try:
+        parsed = Budget.from_config(budget)
+    except BudgetError:
+        text = ", ".join(f"{k}={v}" for k, v in budget.items() if v is not None)
+        return {
+            "budget": text or None,
+            "budget_unit": None,
+            "budget_amount": None,
+            "budget_safety_cap_seconds": None,
+        }
+    return {
+        "budget": parsed.describe(),
+        "budget_unit": parsed.unit,
+        "budget_amount": parsed.amount,
+        "budget_safety_cap_seconds": parsed.safety_cap_seconds,
+    }
 
 
 def _integer_columns(frame: pd.DataFrame) -> pd.DataFrame:

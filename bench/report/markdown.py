@@ -1,7 +1,7 @@
 """REPORT.md: setup, one table per dataset x model, figures, claims, unfinished cells.
 
-The text states its own conventions (finished cells only, what the spread means, how an
-unreached target counts) so that the report can be read without this code at hand.
+The text states its own conventions (failed cells at chance accuracy, what the spread
+means, how an unreached target counts) so that the report can be read without this code.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+import optimizers
 from bench.metrics import TABLE_METRICS, TARGET_COLUMN, Metric
 from bench.report.claims import Claim
 from bench.report.figures import FigureFile
 from bench.report.frames import HP_PREFIX
-from bench.report.significance import ALPHA, MIN_SEEDS, TEST_NAME
+from bench.report.significance import ALPHA, EFFECT_NAME, PAIRED_TEST_NAME
 from bench.report.stats import FINISHED, GROUP_COLUMNS, NOT_FINISHED
 
 DASH = "–"
@@ -91,10 +92,7 @@ def setup_section(runs: pd.DataFrame) -> list[str]:
     )
     counts = runs["status"].value_counts()
     by_status = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in (FINISHED, *NOT_FINISHED))
-    budgets = _unique(
-        f"epochs={e}, device_seconds={d}"
-        for e, d in zip(runs["budget_epochs"], runs["budget_device_seconds"], strict=True)
-    )
+    budgets = _unique(runs["budget"])
     return [
         "## Setup",
         "",
@@ -124,19 +122,29 @@ def methods_section(runs: pd.DataFrame) -> list[str]:
             if not _missing_text(first[c])
         )
         batch = DASH if _missing_text(first["batch_size"]) else first["batch_size"]
-        rows.append([method, first["optimizer"], first["mode"], batch, hparams or DASH])
+        rows.append([method, _optimizer(first["optimizer"]), first["mode"], batch, hparams or DASH])
     header = ["Method", "Optimizer", "Mode", "Batch size", "Hyperparameters"]
     return ["### Methods", "", *table(header, rows), ""]
+
+
+def _optimizer(name: Any) -> str:
+    """The registry name, with a labelled variant's label (``bsqh-parallel (ablation: ...)``)
+    so that no table can show our variants or ablations as the method they derive from."""
+    label = optimizers.variant_label(str(name))
+    return f"{name} ({label})" if label else str(name)
 
 
 def conventions(target_accuracy: float | None) -> list[str]:
     """The rules behind every number in the tables, stated where they are used."""
     lines = [
-        "Medians and spreads use **finished cells only**; diverged, failed and killed cells "
-        "are counted in the *Not finished* column and listed in their own section below. "
-        "*Test accuracy* is the median over seeds ± half the min–max range across seeds "
-        "((max − min) / 2); the curve figures draw the same min–max range as a band around "
-        "the median, after interpolating each seed's curve onto a common device-time grid "
+        "Failed cells are **never dropped**: *Seeds* counts every cell, *Failed* says how "
+        "many did not finish (diverged, capped, failed, killed; each listed in its own "
+        "section below), and each of them counts at **chance accuracy** (1 / classes) in "
+        "the test-accuracy median, its interval and every comparison. *Test accuracy* is "
+        "the median over seeds ± half the min–max range across seeds ((max − min) / 2); "
+        "sparsity, nonzeros, device time and steps are medians over the finished cells. "
+        "The curve figures draw the min–max range of the finished seeds as a band around "
+        "their median, after interpolating each seed's curve onto a common device-time grid "
         "(the span all seeds share). Device time counts training steps only; *Steps* is the "
         "median number of training steps (full-batch: iterations) and *ms/step* the median "
         "device time per step.",
@@ -146,22 +154,27 @@ def conventions(target_accuracy: float | None) -> list[str]:
             f"*Time to val {target_accuracy:g}* is the median device time of the first "
             f"evaluation with **validation** accuracy ≥ {target_accuracy:g} (the moment is "
             "selected without the test split); *test acc. then* is the median **test** "
-            "accuracy at that evaluation. A seed that never got there counts as infinitely "
-            "slow, and *not reached (k/n)* says that k of n finished seeds never reached it."
+            "accuracy at that evaluation. A seed that never got there, or did not finish, "
+            "counts as infinitely slow, and *not reached (k/n)* says that k of n seeds never "
+            "reached it."
         )
     lines.append(f"*Accept rate* is bSQH's accepted attempts / attempts ({DASH} for others).")
     return [" ".join(lines), ""]
 
 
 def _not_finished(row: pd.Series) -> str:
+    """How many cells count as failures, by status ("1 diverged, 2 capped"), or "0"."""
     parts = [f"{int(row[f'n_{s}'])} {s}" for s in NOT_FINISHED if row[f"n_{s}"]]
+    other = int(row["n_failures"]) - sum(int(row[f"n_{s}"]) for s in NOT_FINISHED)
+    if other > 0:  # finished without a test accuracy, or a status of a newer runner
+        parts.append(f"{other} without test accuracy")
     return ", ".join(parts) if parts else "0"
 
 
 def _target_text(row: pd.Series) -> str:
-    if not row["n_finished"]:
+    if not row["n_cells"]:
         return DASH
-    missed, n = int(row["target_missed"]), int(row["n_finished"])
+    missed, n = int(row["target_missed"]), int(row["n_cells"])
     if missed == 0:
         return fmt_seconds(row["target_time_median"])
     if math.isfinite(row["target_time_median"]):
@@ -192,10 +205,10 @@ def results_table(group: pd.DataFrame, target_accuracy: float | None) -> list[st
             (TARGET_COLUMN, "Test acc. then", lambda row: fmt(row.get("target_test_median")))
         )
     columns.sort(key=lambda c: c[0])
-    header = ["Method", "Seeds", "Not finished", *(title for _, title, _ in columns)]
+    header = ["Method", "Seeds", "Failed", *(title for _, title, _ in columns)]
     rows = []
     for _, row in group.sort_values("method").iterrows():
-        values = [row["method"], int(row["n_finished"]), _not_finished(row)]
+        values = [row["method"], int(row["n_cells"]), _not_finished(row)]
         values += [render(row) for _, _, render in columns]
         rows.append(values)
     return table(header, rows)
@@ -227,10 +240,15 @@ def claims_section(claims: Sequence[Claim]) -> list[str]:
         "",
         "Computed from the records on every report. Verdicts: *holds* / *does not hold* "
         "for yes-or-no statements, *measured* for a figure or a selection, *not applicable* "
-        "when no record bears on it. A comparison of methods needs at least "
-        f"{MIN_SEEDS} finished seeds of each, else its verdict is *too few seeds (n=k)*; "
-        f"it is decided by the {TEST_NAME} (test accuracies of the seeds) at p ≤ {ALPHA:g}, "
-        "with the p-value in the evidence; *no significant difference* otherwise.",
+        "when no record bears on it. Comparisons of methods are **paired by seed** (a seed "
+        "fixes the initialisation for every method): the evidence gives the median paired "
+        "difference of test accuracy with its order-statistic interval and that interval's "
+        f"exact level, wins/losses/ties, the {PAIRED_TEST_NAME} (failed seeds at chance "
+        f"accuracy) with its p-value and the {EFFECT_NAME} effect size beside it. All "
+        "comparisons of this report form **one Holm–Bonferroni family**: a verdict needs a "
+        f"Holm-adjusted p ≤ {ALPHA:g}, and when the family's smallest attainable adjusted p "
+        "(its size × 2 / 2^seeds) is above that, every comparison says *too few seeds for "
+        "this family* instead of a verdict.",
         "",
     ]
     lines += [c.markdown() for c in claims] or ["No claims: no cells were recorded."]
@@ -260,15 +278,41 @@ def _last_good(run: pd.Series, curves: pd.DataFrame) -> tuple[Any, Any, Any, Any
     return iteration, source["device_time_s"], source["objective"], source["test_accuracy"]
 
 
+def interference_lines(runs: pd.DataFrame) -> list[str]:
+    """One line naming the cells whose steps other processes slowed (bench.interference).
+
+    Their accuracy and sparsity stand (no stopping rule reads a clock); their time
+    figures do not, and the line says so.
+    """
+    if "interference" not in runs:
+        return []
+    flagged = runs[runs["interference"].map(lambda v: v is True or str(v).lower() == "true")]
+    if flagged.empty:
+        return []
+    names = ", ".join(
+        f"{r['method']}/seed{r['seed']} (slowed {fmt(r['slowed_step_share'], '.0%')}, "
+        f"starved {fmt(r['starved_step_share'], '.0%')})"
+        for _, r in flagged.sort_values(["method", "seed"]).iterrows()
+    )
+    return [
+        f"**Interference:** other processes slowed the training steps of {len(flagged)} of "
+        f"{len(runs)} cells: {names}. Their accuracy and sparsity do not depend on it (no "
+        "stopping rule reads a clock); their time figures are suspect.",
+        "",
+    ]
+
+
 def unfinished_section(runs: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
-    """Every diverged, failed or killed cell with its error and its last good figures."""
-    lines = ["## Diverged, failed and killed cells", ""]
+    """Every diverged, capped, failed or killed cell with its error and last good figures."""
+    lines = ["## Diverged, capped, failed and killed cells", ""]
     bad = runs[runs["status"] != FINISHED].sort_values(["status", "key"])
     if bad.empty:
         return [*lines, "None: every cell finished.", ""]
     lines += [
-        "Not part of the medians above. *Last good* is the last evaluation with a finite "
-        "objective; the full error text is in runs.csv.",
+        "Each counts at chance accuracy in the accuracy medians and comparisons above "
+        "(its last good figures are not used there). *Capped* cells hit their clock "
+        "safety net before their budget ended. *Last good* is the last evaluation with a "
+        "finite objective; the full error text is in runs.csv.",
         "",
     ]
     header = ["Cell", "Method", "Dataset × model", "Seed", "Status", "Error"]
@@ -311,7 +355,7 @@ def render_report(
     if description.strip():
         lines += [description.strip(), ""]
     if not runs.empty:
-        lines += setup_section(runs) + methods_section(runs)
+        lines += setup_section(runs) + interference_lines(runs) + methods_section(runs)
     lines += results_section(method_rows, figures, report_dir, target_accuracy)
     lines += list(comparison_lines)
     lines += claims_section(claims)

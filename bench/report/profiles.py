@@ -1,9 +1,13 @@
 """Joint time-to-target and Dolan–Moré performance profiles.
 
 A sparse-training method is useful when it is *both* accurate and sparse, so the target
-here is joint: the device time of the first evaluation point at which test accuracy
-≥ a **and** sparsity ≥ s, for every (a, s) of a grid. Accuracy alone rewards dense
-methods; sparsity alone rewards pruning to chance.
+here is joint: the device time of the first evaluation point at which validation
+accuracy ≥ a **and** sparsity ≥ s, for every (a, s) of a grid. Accuracy alone rewards
+dense methods; sparsity alone rewards pruning to chance. The moment is selected on the
+validation split, never on test (selecting on test would tune on it); the test accuracy
+at that moment is recorded beside the time. A cell that did not finish (diverged,
+capped, failed, killed) never reaches a target: its time is infinite, so it ranks last
+on every problem instead of dropping out of the profile.
 
 Performance profiles (Dolan & Moré 2002, arXiv cs/0102001; AlgoPerf scores training
 algorithms the same way) summarise many such targets at once. A *problem* is one
@@ -27,7 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.report.stats import FINISHED, GROUP_COLUMNS
+from bench.report.stats import (
+    FINISHED,
+    GROUP_COLUMNS,
+    TARGET_REPORTED,
+    TARGET_SELECTION,
+    median,
+)
 
 #: The (accuracy, sparsity) grid of joint targets.
 ACCURACY_GRID = (0.6, 0.7, 0.8, 0.85, 0.9)
@@ -36,17 +46,26 @@ SPARSITY_GRID = (0.0, 0.5, 0.8, 0.9)
 PROFILE_TAUS = (1.0, 2.0, 4.0, 10.0)
 
 
-def joint_time_to_target(curve: pd.DataFrame, accuracy: float, sparsity: float) -> float | None:
-    """Device time of the first point (recorded order) with both figures at or above target.
-
-    None when the cell never got there.
+def joint_target_hit(
+    curve: pd.DataFrame, accuracy: float, sparsity: float
+) -> tuple[float, float] | None:
+    """(device time, test accuracy) of the first point (recorded order) whose validation
+    accuracy and sparsity are both at or above target; None when the cell never got there.
     """
-    acc = pd.to_numeric(curve["test_accuracy"], errors="coerce")
+    acc = pd.to_numeric(curve[TARGET_SELECTION], errors="coerce")
     spa = pd.to_numeric(curve["sparsity"], errors="coerce")
     hits = curve[(acc >= accuracy) & (spa >= sparsity)]
     if hits.empty:
         return None
-    return float(hits["device_time_s"].iloc[0])
+    first = hits.iloc[0]
+    reported = pd.to_numeric(pd.Series([first.get(TARGET_REPORTED)]), errors="coerce").iloc[0]
+    return float(first["device_time_s"]), float(reported)
+
+
+def joint_time_to_target(curve: pd.DataFrame, accuracy: float, sparsity: float) -> float | None:
+    """Device time of :func:`joint_target_hit`, or None."""
+    hit = joint_target_hit(curve, accuracy, sparsity)
+    return None if hit is None else hit[0]
 
 
 def target_times(
@@ -55,18 +74,20 @@ def target_times(
     accuracies: Sequence[float] = ACCURACY_GRID,
     sparsities: Sequence[float] = SPARSITY_GRID,
 ) -> pd.DataFrame:
-    """One row per finished cell and grid target: its joint time-to-target (inf: never)."""
-    columns = [*GROUP_COLUMNS, "method", "seed", "key", "accuracy", "sparsity", "time_s"]
-    done = runs[runs["status"] == FINISHED]
-    if done.empty or curves.empty:
+    """One row per cell and grid target: its joint time-to-target (inf: never, and for
+    every cell that did not finish) and the test accuracy at that moment (NaN: never)."""
+    columns = [
+        *GROUP_COLUMNS, "method", "seed", "key", "accuracy", "sparsity", "time_s", "test_accuracy"
+    ]  # fmt: skip
+    if runs.empty or curves.empty:
         return pd.DataFrame(columns=columns)
     by_key: Mapping[str, pd.DataFrame] = dict(tuple(curves.groupby("key", sort=False)))
     rows: list[dict[str, Any]] = []
-    for _, cell in done.iterrows():
-        curve = by_key.get(cell["key"])
+    for _, cell in runs.iterrows():
+        curve = by_key.get(cell["key"]) if cell["status"] == FINISHED else None
         for a in accuracies:
             for s in sparsities:
-                time = None if curve is None else joint_time_to_target(curve, a, s)
+                hit = None if curve is None else joint_target_hit(curve, a, s)
                 rows.append(
                     {
                         **{c: cell[c] for c in GROUP_COLUMNS},
@@ -75,7 +96,8 @@ def target_times(
                         "key": cell["key"],
                         "accuracy": a,
                         "sparsity": s,
-                        "time_s": math.inf if time is None else time,
+                        "time_s": math.inf if hit is None else hit[0],
+                        "test_accuracy": math.nan if hit is None else hit[1],
                     }
                 )
     return pd.DataFrame(rows, columns=columns)
@@ -84,7 +106,8 @@ def target_times(
 def target_table(times: pd.DataFrame) -> pd.DataFrame:
     """Per dataset x model x target x method: median time over seeds and seeds reaching it.
 
-    A seed that never reached the target counts as infinitely slow, as in the main table.
+    A seed that never reached the target counts as infinitely slow, as in the main table;
+    ``test_median`` is the median test accuracy at the moment of the seeds that reached it.
     """
     keys = [*GROUP_COLUMNS, "accuracy", "sparsity", "method"]
     rows = []
@@ -96,9 +119,10 @@ def target_table(times: pd.DataFrame) -> pd.DataFrame:
                 "median_s": float(np.median(values)),
                 "reached": int(np.isfinite(values).sum()),
                 "n": len(values),
+                "test_median": median(group["test_accuracy"]),
             }
         )
-    return pd.DataFrame(rows, columns=[*keys, "median_s", "reached", "n"])
+    return pd.DataFrame(rows, columns=[*keys, "median_s", "reached", "n", "test_median"])
 
 
 def problem_matrix(times: pd.DataFrame) -> pd.DataFrame:

@@ -1,16 +1,21 @@
-"""Statistics over seeds: medians, spreads, time to a target accuracy, and seed bands.
+"""Statistics over seeds: medians, intervals, time to a target accuracy, and seed bands.
 
 Conventions, stated once here and repeated in REPORT.md:
 
-* Medians and spreads use finished cells only; diverged, failed and killed cells are
-  counted beside them and listed separately, never dropped without a trace.
+* Failed cells are never dropped. Any status but ``finished`` (diverged, capped, failed,
+  killed), or a NaN accuracy, scores chance accuracy, 1 / num_classes
+  (:func:`bench.report.significance.failure_accuracy`), in the test-accuracy median, its
+  interval and spread, and every comparison; the tables say how many cells failed. Other
+  figures (sparsity, device time, steps) describe the cells that finished.
+* The interval beside a median is the order-statistic interval with its exact binomial
+  level (:func:`bench.report.significance.median_interval`), printed with that level.
 * The spread of a figure over seeds is half its range, (max - min) / 2, so that
   "median ± spread" with three seeds shows how far apart the extreme seeds lie. The
   curve figures draw the same min-max range as a band, so table and figure agree.
-* A cell that never reaches the target accuracy counts as taking infinitely long, so
-  the median time is finite only when more than half of the seeds got there. The target
-  is checked on validation accuracy (the moment is selected without the test split);
-  the test accuracy at that moment is what the report shows beside it.
+* A cell that never reaches the target accuracy, or did not finish, counts as taking
+  infinitely long, so the median time is finite only when more than half of the seeds got
+  there. The target is checked on validation accuracy (the moment is selected without the
+  test split); the test accuracy at that moment is what the report shows beside it.
 """
 
 from __future__ import annotations
@@ -23,19 +28,13 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS, RUN_FIELDS
+from bench.report.significance import FINISHED, Interval, failure_accuracy, finite, median_interval
 
-FINISHED = "finished"
-NOT_FINISHED = ("diverged", "failed", "killed")
+#: Statuses counted one by one in the tables; any status but ``finished`` is a failure.
+NOT_FINISHED = ("diverged", "capped", "failed", "killed")
 GROUP_COLUMNS = ("dataset", "model")
 #: Grid points per method when curves of different seeds are put on one time axis.
 GRID_POINTS = 200
-
-
-def finite(values: Iterable[Any]) -> np.ndarray:
-    """The finite numbers among ``values`` (None, NaN and inf removed) as floats."""
-    array = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
-    array = array.to_numpy(dtype=float, na_value=np.nan)
-    return array[np.isfinite(array)]
 
 
 def median(values: Iterable[Any]) -> float:
@@ -48,6 +47,40 @@ def half_range(values: Iterable[Any]) -> float:
     """(max - min) / 2 of the finite values: the spread reported next to a median."""
     present = finite(values)
     return float(np.ptp(present) / 2) if len(present) else math.nan
+
+
+def failed(cells: pd.DataFrame) -> pd.Series:
+    """Which cells count as failures: any status but ``finished``, or no finite accuracy."""
+    accuracy = pd.to_numeric(cells["test_accuracy"], errors="coerce")
+    return (cells["status"] != FINISHED) | ~np.isfinite(accuracy.to_numpy(float))
+
+
+def chance_accuracy(cells: pd.DataFrame) -> float:
+    """The accuracy a failed cell of these cells' dataset scores: 1 / num_classes.
+
+    Records written before ``num_classes`` was recorded fall back to the lowest accuracy
+    any of the given cells reached (a failure then ranks last, never above a finished
+    seed), and to 0 when no cell has one.
+    """
+    classes = finite(cells["num_classes"]) if "num_classes" in cells else np.array([])
+    if len(classes):
+        return failure_accuracy(int(classes[0]))
+    reached = finite(cells["test_accuracy"])
+    return float(reached.min()) if len(reached) else 0.0
+
+
+def scored_accuracy(cells: pd.DataFrame, chance: float) -> pd.Series:
+    """Test accuracy per cell with failed cells (:func:`failed`) at ``chance``."""
+    accuracy = pd.to_numeric(cells["test_accuracy"], errors="coerce").astype(float)
+    return accuracy.where(~failed(cells), chance)
+
+
+def chance_by_group(runs: pd.DataFrame) -> dict[tuple[Any, Any], float]:
+    """:func:`chance_accuracy` of every dataset x model in ``runs``."""
+    return {
+        where: chance_accuracy(cells)
+        for where, cells in runs.groupby(list(GROUP_COLUMNS), sort=True)
+    }
 
 
 def spans_decades(values: Iterable[Any], decades: float = 2.0) -> bool:
@@ -89,16 +122,20 @@ def method_table(
 ) -> pd.DataFrame:
     """One row per dataset x model x method with the figures REPORT.md tabulates.
 
-    Counts cover every cell; medians and spreads cover the finished ones only.
+    Counts cover every cell. Test accuracy (median, interval, range, spread) covers every
+    cell too, failed ones at chance (``acc_chance`` says which value that was); the other
+    figures cover the finished cells.
     """
     curves_by_key: Mapping[str, pd.DataFrame] = (
         dict(tuple(curves.groupby("key", sort=False))) if len(curves) else {}
     )
     rows: list[dict[str, Any]] = []
     keys = [*GROUP_COLUMNS, "method"]
+    chances = chance_by_group(runs)
     for (dataset, model, method), cells in runs.groupby(keys, sort=True):
         done = cells[cells["status"] == FINISHED]
-        accuracy = done["test_accuracy"]
+        chance = chances[(dataset, model)]
+        accuracy = scored_accuracy(cells, chance)
         present = finite(accuracy)
         row: dict[str, Any] = {
             "dataset": dataset,
@@ -108,7 +145,9 @@ def method_table(
             "mode": cells["mode"].iloc[0],
             "n_cells": len(cells),
             "n_finished": len(done),
+            "n_failures": int(failed(cells).sum()),
             **{f"n_{s}": int((cells["status"] == s).sum()) for s in NOT_FINISHED},
+            "acc_chance": chance,
             "acc_median": median(accuracy),
             "acc_min": float(present.min()) if len(present) else math.nan,
             "acc_max": float(present.max()) if len(present) else math.nan,
@@ -126,26 +165,42 @@ def method_table(
                 if m.spread and m.name in done
             },
         }
+        # The table's test-accuracy column is the scored one: failed seeds at chance.
+        row["test_accuracy_median"] = row["acc_median"]
+        row["test_accuracy_spread"] = row["acc_spread"]
         if target_accuracy is not None:
             empty = curves.iloc[0:0]
             hits = [
                 target_hit(curves_by_key.get(key, empty), target_accuracy) for key in done["key"]
             ]
             reached = [h for h in hits if h is not None]
-            padded = [t for t, _ in reached] + [math.inf] * (len(hits) - len(reached))
+            # Failed cells never reached it: infinitely slow, like a finished seed that missed.
+            missed = len(cells) - len(reached)
+            padded = [t for t, _ in reached] + [math.inf] * missed
             row["target_time_median"] = float(np.median(padded)) if padded else math.nan
-            row["target_missed"] = len(hits) - len(reached)
+            row["target_missed"] = missed
             row["target_test_median"] = median(a for _, a in reached)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _ci_columns(prefix: str, values: pd.Series) -> dict[str, float]:
-    """``<prefix>_ci_low`` / ``<prefix>_ci_high``: the percentile bootstrap CI of the median."""
-    from bench.report.significance import bootstrap_median_ci
+def interval_of(values: Iterable[Any]) -> Interval | None:
+    """The order-statistic interval of the median of the finite values; None without any."""
+    present = finite(values)
+    return median_interval(present) if len(present) else None
 
-    _, low, high = bootstrap_median_ci(values)
-    return {f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
+
+def _ci_columns(prefix: str, values: pd.Series) -> dict[str, float]:
+    """``<prefix>_ci_low`` / ``_ci_high`` / ``_ci_level``: the order-statistic interval of
+    the median and its exact level (NaN without values)."""
+    interval = interval_of(values)
+    if interval is None:
+        return {f"{prefix}_ci_{k}": math.nan for k in ("low", "high", "level")}
+    return {
+        f"{prefix}_ci_low": interval.low,
+        f"{prefix}_ci_high": interval.high,
+        f"{prefix}_ci_level": interval.level,
+    }
 
 
 def _seed_series(

@@ -1,7 +1,8 @@
 """The pictures of a study (front, history, importances) and of all studies' fronts.
 
-Every figure is drawn with matplotlib's Agg backend into a PNG; legends go beside the
-axes, never over the points.
+Every figure is drawn with matplotlib's Agg backend into a PNG at most 960 px wide
+(what MLflow's run page and GitHub show unscaled); legends go beside the axes, never
+over the points, and constrained layout keeps every label inside the canvas.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def plot_front(
     title: str,
 ) -> Path:
     """One study's trials, its Pareto front and the picked point."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     if points:
         cloud = {"color": "0.7", "s": 18, "label": "trials"}
         _draw_front(ax, points, front, color="C0", label="Pareto front", cloud=cloud)
@@ -85,7 +86,6 @@ def plot_front(
     _accuracy_axes(ax, title)
     if points:
         ax.legend(**LEGEND_OUTSIDE)
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -93,7 +93,7 @@ def plot_history(study: optuna.Study, path: Path) -> Path:
     """Validation accuracy and sparsity per trial, with the best accuracy so far."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     trials = sorted(trials, key=lambda t: t.number)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5), sharex=True, layout="constrained")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     top.scatter(
@@ -124,7 +124,6 @@ def plot_history(study: optuna.Study, path: Path) -> Path:
     bottom.grid(alpha=0.3)
     if not trials:
         top.text(0.5, 0.5, "no finished trials", ha="center", va="center", transform=top.transAxes)
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -137,7 +136,13 @@ def plot_importances(
     found: dict[str, dict[str, float]], complete: int, path: Path, *, title: str
 ) -> str:
     """Draw importances per target (and their JSON beside); return the few-trials caveat."""
-    fig, axes = plt.subplots(1, len(found), figsize=(4.5 * len(found), 3.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(found),
+        figsize=(min(4.5 * len(found), 9.6), 3.5),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, (target, values) in zip(axes[0], found.items(), strict=True):
         names = list(values)[::-1]
         ax.barh(names, [values[n] for n in names], color="C0")
@@ -146,8 +151,7 @@ def plot_importances(
     fig.suptitle(f"{title}: parameter importances", fontsize=10)
     few = few_trials_note(complete)
     if few:
-        fig.text(0.5, 0.005, few, ha="center", va="bottom", fontsize=8, color="C3")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.supxlabel(few, fontsize=8, color="C3")
     _save(fig, path)
     path.with_suffix(".json").write_text(json.dumps(found, indent=1))
     return few
@@ -155,7 +159,7 @@ def plot_importances(
 
 def plot_fronts(summaries: list[dict[str, Any]], path: Path, *, title: str) -> Path:
     """Every study's front in one picture, with its hypervolume in the legend."""
-    fig, ax = plt.subplots(figsize=(9.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5), layout="constrained")
     for i, s in enumerate(sorted(summaries, key=lambda s: s.get("label") or s["study"])):
         color = f"C{i % 10}"
         _draw_front(
@@ -169,5 +173,4 @@ def plot_fronts(summaries: list[dict[str, Any]], path: Path, *, title: str) -> P
         )
     _accuracy_axes(ax, title)
     ax.legend(**LEGEND_OUTSIDE, title="Pareto front")
-    fig.tight_layout()
-    return _save(fig, path, dpi=110)
+    return _save(fig, path)

@@ -30,7 +30,7 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,17 +261,17 @@ PAIRWISE_COLUMNS = (
     "verdict",  # of "a is more accurate than b at this target"
     "below_target",  # a side whose retrained median sparsity fell short of the target
 )
-#: Methods whose every comparison is listed (the rest are compared with the leader).
-FOCUS_PREFIX = "bsqh"
 
 
 def pairwise_rows(
     per_method: dict[str, dict[float, MatchedPick | str]],
     results: dict[str, SeedFigures],
-    focus: str = FOCUS_PREFIX,
+    focus: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """At each target: the leader (highest median test accuracy) against every other
-    method there, and each ``focus`` method (bSQH) against every other method there.
+    method there, and each ``focus`` method (the labels whose method runs bSQH, as
+    ``optimizers.algorithm`` says: never the ablation ``bsqh-parallel``, whatever its
+    label) against every other method there.
 
     Only methods compared at the *same* target: a pick at s ≥ 0.5 against one at 0.95 is
     a comparison of sparsities, not of methods. Each row is one exact two-sided
@@ -294,7 +294,7 @@ def pairwise_rows(
         leader = max(sorted(seeds), key=lambda m: statistics.median(seeds[m]))
         pairs = [(leader, m) for m in sorted(seeds) if m != leader]
         done = {frozenset(pair) for pair in pairs}
-        for mine in sorted(m for m in seeds if m.startswith(focus)):
+        for mine in sorted(m for m in seeds if m in focus):
             for other in sorted(seeds):
                 if other != mine and frozenset((mine, other)) not in done:
                     pairs.append((mine, other))
@@ -326,7 +326,7 @@ def pairwise_markdown(rows: list[dict[str, Any]]) -> str:
         "## Pairwise at each target",
         "",
         "At each target sparsity, the most accurate method (median test accuracy) against "
-        f"every other method that reached it, and each {FOCUS_PREFIX} variant against every "
+        f"every other method that reached it, and each bSQH method against every "
         f"other; {TEST_NAME} on the seeds' test accuracies. *verdict* is that of "
         '"A is more accurate than B" (at least 3 seeds a side, p ≤ 0.05); *(!)* marks a '
         "method whose retrained median sparsity fell below the target. The methods meet "

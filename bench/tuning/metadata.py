@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from bench.budget import Budget
+
 if TYPE_CHECKING:
     from bench.tuning.plan import StudyPlan
 
@@ -28,10 +30,7 @@ def _range(spec: dict[str, Any]) -> str:
 def readable_attrs(plan: StudyPlan) -> dict[str, str]:
     """One short text per key: what a study trains, on what budget, searching what."""
     setting, target = plan.setting, plan.target
-    budget = " or ".join(
-        f"{value:g} {'epochs' if key == 'epochs' else 'device-s'}"
-        for key, value in setting.budget.items()
-    )
+    budget = Budget.from_config(setting.budget).describe()
     attrs = {
         "label": target.label,
         "method": target.method,
@@ -40,7 +39,7 @@ def readable_attrs(plan: StudyPlan) -> dict[str, str]:
         "dataset": setting.dataset,
         "model": setting.model,
         "setting": setting.name,
-        "budget": f"{budget} per trial (whichever first)",
+        "budget": f"{budget} per trial",
         "objective": plan.objective,
         "split": "train on train, score on validation; the test split is never read",
         "seed": str(setting.seed),

@@ -177,7 +177,7 @@ class Objective:
             trial.set_user_attr("sparsity", float(point["sparsity"]))
             trial.report(float(point["val_accuracy"]), evals)
             if trial.should_prune():
-                constrain(trial, plan, float(point["sparsity"]))
+                constrain(trial, plan, float(point["sparsity"]), float(point["val_accuracy"]))
                 raise optuna.TrialPruned(
                     f"val accuracy {point['val_accuracy']:.4f} at evaluation {evals} "
                     f"(epoch {point['epoch']:.2f}) is below the median of earlier trials"
@@ -192,8 +192,7 @@ class Objective:
         diverged = status == "diverged"
         accuracy = 0.0 if diverged else float(summary["val_accuracy"])
         sparsity = 0.0 if diverged else float(summary["sparsity"])
-        if self.plan.objective == "accuracy":
-            constrain(trial, self.plan, sparsity)
+        constrain(trial, self.plan, sparsity, accuracy)
         attrs: dict[str, Any] = {
             "status": status,
             "val_accuracy": accuracy,

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from bench.tuning.figures import plot_front, plot_history, plot_importances
 from bench.tuning.importances import importances
-from bench.tuning.pareto import REFERENCE_POINT, coordinates, front_of, hypervolume_2d, pick
+from bench.tuning.pareto import coordinates, front_of, hypervolume_2d, pick, reference_point
 from bench.tuning.plan import count_trials
 
 #: The files of a study worth attaching to its MLflow parent run.
@@ -94,9 +94,9 @@ def write_study_outputs(
     surplus = sum(bool(t.user_attrs.get("surplus")) for t in study.get_trials(deepcopy=False))
     points = trial_points(study)
     front = front_of(points)
-    hypervolume = hypervolume_2d(coordinates(points))
     chance = info.get("chance_accuracy")
-    above_chance = hypervolume_2d(coordinates(points), reference=(chance, 0.0)) if chance else None
+    reference = reference_point(chance)
+    hypervolume = hypervolume_2d(coordinates(points), reference=reference)
     chosen, picked_by = pick(points, min_sparsity, chance)
 
     write_trials_csv(study, directory / "trials.csv")
@@ -106,9 +106,8 @@ def write_study_outputs(
             "study": study.study_name,
             "objective": objective,
             "axes": ["val_accuracy", "sparsity"],
-            "reference_point": list(REFERENCE_POINT),
+            "reference_point": list(reference),
             "hypervolume": hypervolume,
-            "hypervolume_above_chance": above_chance,
             "chance_accuracy": chance,
             "complete_trials": len(points),
             "front": front,
@@ -147,10 +146,12 @@ def write_study_outputs(
         "surplus": surplus,
         "front_size": len(front),
         "hypervolume": hypervolume,
-        "hypervolume_above_chance": above_chance,
+        "hypervolume_reference": list(reference),
         "best_val_accuracy": max((p["val_accuracy"] for p in points), default=None),
         "max_sparsity": max((p["sparsity"] for p in points), default=None),
-        "picked": None if chosen is None else {**_brief(chosen), "picked_by": picked_by},
+        "picked": None
+        if chosen is None
+        else {**_brief(chosen), "params": chosen["params"], "picked_by": picked_by},
         "front": [_brief(p) for p in front],
         "points": [_brief(p) for p in points],
         "notes": notes,

@@ -12,17 +12,19 @@ from typing import Any
 
 from bench.report.markdown import table
 from bench.tuning.figures import plot_fronts
+from bench.tuning.seeds import seed_markdown
 
 TABLE_COLUMNS = (
     "label",
     "method",
     "mode",
     "study",
+    "tuning_seed",
     "finished",
     "failed",
     "front_size",
     "hypervolume",
-    "hv_above_chance",
+    "hv_reference",
     "best_val_accuracy",
     "max_sparsity",
     "picked_val_accuracy",
@@ -31,14 +33,18 @@ TABLE_COLUMNS = (
 )
 TABLE_NOTE = (
     "`hypervolume`: area dominated by the method's Pareto front in (validation accuracy, "
-    "sparsity), reference point (0, 0); larger is better. Methods that produce no exact "
-    "zeros have hypervolume 0 by construction. `hv_above_chance` uses the reference point "
-    "(chance accuracy, 0) instead, so fully pruned networks that only guess add nothing."
+    "sparsity) above the reference point `hv_reference` = (chance accuracy, 0), so fully "
+    "pruned networks that only guess add nothing; larger is better. Methods that produce "
+    "no exact zeros have hypervolume 0 by construction. Rows are in suite order, **not a "
+    "ranking**: each hypervolume comes from one tuning run; read a difference between "
+    "methods against the spread of the hypervolume over tuning seeds (the tuning-seed "
+    "table), and with a single tuning seed, whose spread is unknown, not at all."
 )
 
 
 def hypervolume_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per study, most hypervolume first."""
+    """One row per study, in the order given (the suite's): never sorted by hypervolume,
+    which would rank methods by one tuning run's figure without its spread over seeds."""
     rows = []
     for s in summaries:
         picked = s.get("picked") or {}
@@ -48,11 +54,12 @@ def hypervolume_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "method": s.get("method"),
                 "mode": s.get("mode"),
                 "study": s["study"],
+                "tuning_seed": s.get("tuning_seed", 0),
                 "finished": s["finished"],
                 "failed": s["trials"]["FAIL"] - s.get("surplus", 0),
                 "front_size": s["front_size"],
                 "hypervolume": s["hypervolume"],
-                "hv_above_chance": s.get("hypervolume_above_chance"),
+                "hv_reference": _reference_text(s.get("hypervolume_reference")),
                 "best_val_accuracy": s["best_val_accuracy"],
                 "max_sparsity": s["max_sparsity"],
                 "picked_val_accuracy": picked.get("val_accuracy"),
@@ -60,7 +67,14 @@ def hypervolume_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "picked_trial": picked.get("trial"),
             }
         )
-    return sorted(rows, key=lambda r: (-r["hypervolume"], -(r["best_val_accuracy"] or 0)))
+    return rows
+
+
+def _reference_text(reference: Any) -> str | None:
+    """``(0.1, 0)``; None for studies written before the reference was recorded."""
+    if not reference:
+        return None
+    return "(" + ", ".join(f"{float(v):g}" for v in reference) + ")"
 
 
 def _text(value: Any) -> str:
@@ -90,6 +104,8 @@ def write_overview(
         TABLE_NOTE,
         "",
         *table(TABLE_COLUMNS, ([_text(r.get(c)) for c in TABLE_COLUMNS] for r in rows)),
+        "",
+        *seed_markdown(summaries),
     ]
     md_path.write_text("\n".join(lines) + "\n")
     title = f"Pareto fronts, setting {name}" + (f"\n{caption}" if caption else "")

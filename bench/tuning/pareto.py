@@ -13,12 +13,13 @@ overall is picked and ``picked_by`` records the fallback. The same rule serves `
 studies, where it is the best feasible trial. Pruned trials are never picked: they did
 not train for the whole budget.
 
-Hypervolume: the area of the (accuracy, sparsity) region dominated by the front, with
-reference point (0, 0); both axes lie in [0, 1], so it does too. Methods that never
-produce zeros have hypervolume 0 by construction; their rows still show their accuracy.
-Because a fully pruned network still scores chance accuracy, the tables also give the
-hypervolume above chance, reference point (1 / classes, 0), which such points do not
-inflate.
+Hypervolume: the area of the (accuracy, sparsity) region dominated by the front above
+the reference point (chance accuracy 1 / classes, sparsity 0), :func:`reference_point`.
+A reference at accuracy 0 would let a network pruned until it guesses add area for
+nothing; above chance it adds none. Methods that never produce zeros have hypervolume 0
+by construction; their rows still show their accuracy. A hypervolume is one number from
+one tuning run: the tables show it without ranking methods by it; its spread over tuning
+seeds (:mod:`bench.tuning.seeds`) says whether a difference is more than tuning noise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 DEFAULT_MIN_SPARSITY = 0.5
+#: The reference when the number of classes is unknown (older studies): accuracy 0.
 REFERENCE_POINT = (0.0, 0.0)
 #: A sparse point is worth picking only this far (as a share of the way from chance
 #: accuracy to 1) above chance: a network pruned until it guesses is sparse but useless.
@@ -68,6 +70,11 @@ def hypervolume_2d(
             area += (x - rx) * (y - previous_y)
             previous_y = y
     return area
+
+
+def reference_point(chance_accuracy: float | None) -> tuple[float, float]:
+    """(chance accuracy, 0): the hypervolume's reference; (0, 0) when chance is unknown."""
+    return (float(chance_accuracy), 0.0) if chance_accuracy else REFERENCE_POINT
 
 
 def coordinates(points: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:

@@ -51,6 +51,7 @@ class StudyPlan:
     threads: int | None = None
     quiet: bool = False
     num_classes: int | None = None  # for the hypervolume above chance accuracy
+    tuning_seed: int = 0  # k: training seed and TPE seed shifted by k (bench.tuning.seeds)
 
     @property
     def failure_limit(self) -> int:

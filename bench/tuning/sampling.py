@@ -8,6 +8,8 @@
   studies). ``accuracy`` studies prune hopeless trials with a median pruner on the
   validation accuracy of each evaluation point (steps are evaluation indices, identical
   for every trial of a study), and record ``sparsity >= S`` as the sampler's constraint.
+- **Constraints.** Every study records ``above_chance`` (validation accuracy above the
+  useful floor), ``accuracy`` studies also ``min_sparsity``; see :func:`constrain`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import optuna
 
 from bench.silence import silenced
+from bench.tuning.pareto import useful_accuracy_floor
 from bench.tuning.plan import StudyPlan
 
 PRUNER_STARTUP_TRIALS = 4
@@ -49,9 +52,18 @@ def make_pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
     )
 
 
-def constrain(trial: optuna.Trial, plan: StudyPlan, sparsity: float) -> None:
-    """Record the trial's one constraint (Optuna keeps the first value set).
+def constrain(trial: optuna.Trial, plan: StudyPlan, sparsity: float, accuracy: float) -> None:
+    """Record the trial's constraints (Optuna keeps the first value of each).
 
-    <= 0 means feasible: the trial's final (or, when pruned, latest) sparsity >= S.
+    <= 0 means feasible. ``above_chance`` (every study whose class count is known): the
+    validation accuracy is above the useful floor of
+    :func:`bench.tuning.pareto.useful_accuracy_floor`, so a network pruned until it
+    guesses is infeasible and never among the study's best trials (Optuna's
+    ``best_trials``, the dashboard's *Best Trials*). ``min_sparsity`` (``accuracy``
+    studies): the trial's final (or, when pruned, latest) sparsity >= S.
     """
-    trial.set_constraint("min_sparsity", plan.min_sparsity - sparsity)
+    if plan.num_classes:
+        floor = useful_accuracy_floor(1.0 / plan.num_classes)
+        trial.set_constraint("above_chance", floor - accuracy)
+    if plan.objective == "accuracy":
+        trial.set_constraint("min_sparsity", plan.min_sparsity - sparsity)

@@ -6,14 +6,31 @@ study records the exact space it was created with (``SPACE_VERSION`` and the spa
 JSON, as study user attributes). Resuming a study with a different space fails instead of
 silently mixing trials drawn from two different distributions.
 
-Ranges are the table ``_SPACES`` below (version 1; the peer methods gmp, l0-hc and emsa
-were added without changing any earlier range, so earlier studies still resume). Each
+Ranges are the table ``_SPACES`` below (version 2: equal terms, see below; a study
+created with version 1 is refused on resume, not mixed). Each
 ``Param`` carries a one-line note; the README's table is generated from this table
 (``python -m bench.docs``), so the ranges are written down once. In mini-batch mode
 ``bsqh`` has ``max_retries = 5`` fixed (a rejected mini-batch step is retried at most 5
 times, so one step cannot eat the budget); full-batch mode keeps the method's default.
-``bsqh-fast`` and every ``<method>-graph`` search their reference method's space
-(``bsqh-fast`` with ``max_retries = 0``: it has no retries).
+Execution variants (``bsqh-fast``, every ``<method>-graph``: the same algorithm, run
+differently; ``optimizers.registry.algorithm``) search their method's space (``bsqh-fast``
+with ``max_retries = 0``: it has no retries). Labelled variants (``emsa-l0``,
+``bsqh-parallel``) have spaces of their own and are studied under their own names.
+
+Equal terms, the rules a reviewer checks first:
+
+- ``bsqh`` is the sequential sweep: its space has no ``sweep`` (the name pins it). The
+  parallel sweep, proximal gradient with bSQH's adaptive step, is the ablation
+  ``bsqh-parallel``, tuned over the same ranges and reported under that name.
+- Shared knobs are searched for every method that has them or for none
+  (:data:`SHARED_KNOBS`, checked by :func:`knob_asymmetries`): ``gamma``, the L2 weight
+  of R, for every method whose step applies R (not for :data:`REPORT_ONLY` methods,
+  which carry beta and gamma only to report J); ``momentum`` for every SGD-family method
+  (sgd, prox-sgd-l0/l1, gmp); Adam's ``weight_decay`` and betas and SGD's ``nesterov``
+  for none (an L2 that only the Adam family searched would be a knob the others lack).
+- Trials grow with the space: :func:`trials_for` gives ``TRIALS_PER_DIMENSION`` (4)
+  trials per searched parameter, at least ``MIN_TRIALS`` (8), so a 7-dimensional bSQH
+  space is not searched as thinly as a 1-dimensional Adam space.
 
 Why these bounds: the L0 prox zeroes a weight when ``|v| < sqrt(2 t beta)`` with step
 ``t`` (``lr`` for the proximal baselines, ``1/(2 eps)`` for bSQH), so ``beta`` from 1e-6
@@ -29,9 +46,11 @@ for one nonzero weight, so it gets the same range. GMP's window is searched as f
 of the step budget (ending by 0.9 leaves steps for the pruned network to recover), so a
 tuned schedule transfers between budgets; ``frequency`` stays coarse
 because a mask update is cheap but a too-frequent one leaves no steps to recover. E-MSA's
-first inner step is a proximal gradient step, so ``inner_lr`` gets the SGD learning-rate
-range; ``rho`` starts at 1e-3 because log scale excludes 0 (plain MSA) and the reference
-code's 0.03 lies mid-range.
+ascent solver's first step is a (proximal) gradient step, so ``emsa-l0``'s ``inner_lr``
+gets the SGD learning-rate range; ``rho`` (the reference's scale, feasibility terms summed
+over the batch) spans 1e-4 to 1 on a log scale, which excludes 0 (plain MSA) and holds
+the reference's 0.03. ``emsa`` is the reference: L-BFGS with 10 iterations per stage,
+searched over ``rho`` and ``gamma`` only.
 
 CLI overrides (``--space lr=1e-4:1e-1``, ``--space sweep=sequential``) replace a range or
 the choices of one parameter; they are validated like the table itself (non-empty, not
@@ -53,7 +72,24 @@ from torch import nn
 import optimizers
 
 #: Bump when a range, a choice or a fixed value below changes.
-SPACE_VERSION = 1
+SPACE_VERSION = 2
+
+#: Methods whose step never applies R: beta and gamma only price the J they report.
+REPORT_ONLY = frozenset({"sgd", "adam", "gmp"})
+#: Knobs several methods share: searched by every method that has them ("all"; for
+#: gamma, every method outside REPORT_ONLY) or by none ("none").
+SHARED_KNOBS: dict[str, str] = {
+    "gamma": "all",
+    "momentum": "all",
+    "weight_decay": "none",
+    "beta1": "none",
+    "beta2": "none",
+    "nesterov": "none",
+    "temperature": "none",
+}
+#: Trials of a study per searched parameter, and the fewest trials of any study.
+TRIALS_PER_DIMENSION = 4
+MIN_TRIALS = 8
 
 #: Retries of a rejected mini-batch bSQH step (fixed, not tuned; see the module docstring).
 MINIBATCH_MAX_RETRIES = 5
@@ -241,23 +277,26 @@ _LR_SGD = _float("lr", 1e-3, 0.5, log=True, note="step size")
 _LR_ADAM = _float("lr", 1e-4, 3e-2, log=True, note="Adam step size")
 _MOMENTUM = _float("momentum", 0.0, 0.95, note="heavy ball")
 _BETA = _float("beta", 1e-6, 1e-1, log=True, note="L0 / L1 weight of R")
+_GAMMA = _float("gamma", 1e-6, 1e-2, log=True, note="L2 weight of R")
+_RHO = _float("rho", 1e-4, 1.0, log=True, note="feasibility penalty (reference scale)")
+_BSQH = (
+    _float("eps", 1e-1, 1e2, log=True, note="initial eps (step 1/(2 eps))"),
+    _float("sigma", 1.2, 5.0, note="eps growth on reject"),
+    _float("zeta", 0.5, 0.999, note="eps shrink on accept"),
+    _float("eta", 1e-6, 1e-2, log=True, note="sufficient-decrease constant"),
+    _BETA,
+    _GAMMA,
+    Param("inner_steps", choices=(1, 2, 3)),
+)
 
 _SPACES: dict[str, tuple[Param, ...]] = {
     "sgd": (_LR_SGD, _MOMENTUM),
-    "adam": (_LR_ADAM, _float("weight_decay", 1e-7, 1e-2, log=True, note="AdamW decay")),
-    "prox-sgd-l0": (_LR_SGD, _MOMENTUM, _BETA),
-    "prox-sgd-l1": (_LR_SGD, _MOMENTUM, _BETA),
-    "prox-adam-l0": (_LR_ADAM, _BETA),
-    "bsqh": (
-        _float("eps", 1e-1, 1e2, log=True, note="initial eps (step 1/(2 eps))"),
-        _float("sigma", 1.2, 5.0, note="eps growth on reject"),
-        _float("zeta", 0.5, 0.999, note="eps shrink on accept"),
-        _float("eta", 1e-6, 1e-2, log=True, note="sufficient-decrease constant"),
-        _BETA,
-        _float("gamma", 1e-6, 1e-2, log=True, note="L2 weight"),
-        Param("sweep", choices=("sequential", "parallel")),
-        Param("inner_steps", choices=(1, 2, 3)),
-    ),
+    "adam": (_LR_ADAM,),
+    "prox-sgd-l0": (_LR_SGD, _MOMENTUM, _BETA, _GAMMA),
+    "prox-sgd-l1": (_LR_SGD, _MOMENTUM, _BETA, _GAMMA),
+    "prox-adam-l0": (_LR_ADAM, _BETA, _GAMMA),
+    "bsqh": _BSQH,
+    "bsqh-parallel": _BSQH,
     "gmp": (
         _LR_SGD,
         _MOMENTUM,
@@ -270,35 +309,56 @@ _SPACES: dict[str, tuple[Param, ...]] = {
         _LR_ADAM,
         _float("lam", 1e-6, 1e-1, log=True, note="weight of sum P(gate != 0)"),
         _float("droprate_init", 0.05, 0.7, note="initial gate drop rate"),
+        _GAMMA,
     ),
-    "emsa": (
+    "emsa": (_RHO, _GAMMA),
+    "emsa-l0": (
         _float("inner_lr", 1e-3, 0.5, log=True, note="inner ascent and prox step"),
         Param("inner_steps", choices=(1, 2, 3, 5)),
-        _float("rho", 1e-3, 1.0, log=True, note="feasibility penalty"),
+        _RHO,
         _BETA,
-        _float("gamma", 1e-6, 1e-2, log=True, note="L2 weight"),
+        _GAMMA,
     ),
 }
 
 
-#: Fast-path variants (``bsqh-fast``, ``<method>-graph``) search the space of the method they
-#: reimplement, so a study of a variant is comparable with one of the reference; only
-#: fixed values they cannot take differ (``bsqh-fast`` has no retries). Any registered
-#: ``<method>-graph`` is a variant of ``<method>``.
+#: Execution variants (``bsqh-fast``, ``<method>-graph``) search the space of the method
+#: whose algorithm they run (``optimizers.registry.algorithm``), so a study of a variant is
+#: comparable with one of the method; only fixed values they cannot take differ
+#: (``bsqh-fast`` has no retries).
 _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bsqh-fast": ("bsqh", {"max_retries": 0}),
 }
-_GRAPH_SUFFIX = "-graph"
 
 
 def _base_of(method: str) -> tuple[str, dict[str, Any]] | None:
-    if method in _SPACES:
-        return method, {}
     if method in _VARIANTS:
         return _VARIANTS[method]
-    if method.endswith(_GRAPH_SUFFIX) and method[: -len(_GRAPH_SUFFIX)] in _SPACES:
-        return method[: -len(_GRAPH_SUFFIX)], {}
-    return None
+    base = optimizers.registry.algorithm(method)
+    return (base, {}) if base in _SPACES else None
+
+
+def trials_for(space: Space) -> int:
+    """Trials a study of ``space`` gets: 4 per searched parameter, at least 8."""
+    return max(MIN_TRIALS, TRIALS_PER_DIMENSION * len(space.params))
+
+
+def knob_asymmetries() -> list[str]:
+    """Every breach of the equal-terms rule of :data:`SHARED_KNOBS` (empty when fair)."""
+    problems = []
+    for knob, rule in SHARED_KNOBS.items():
+        for method, params in _SPACES.items():
+            has = knob in optimizers.hyperparameters(method)
+            searched = knob in {p.name for p in params}
+            applies = not (knob == "gamma" and method in REPORT_ONLY)
+            wanted = rule == "all" and has and applies
+            if searched != wanted:
+                problems.append(
+                    f"{method!r} {'searches' if searched else 'does not search'} {knob!r}, "
+                    f"which the rule {knob}={rule!r} "
+                    f"{'forbids' if searched else 'requires'}"
+                )
+    return problems
 
 
 def tunable_methods() -> list[str]:
@@ -324,7 +384,7 @@ def space_for(method: str, mode: str = "minibatch") -> Space:
         )
     base, variant_fixed = found
     fixed: dict[str, Any] = {}
-    if base == "bsqh" and mode == "minibatch":
+    if mode == "minibatch" and "max_retries" in optimizers.hyperparameters(base):
         fixed["max_retries"] = MINIBATCH_MAX_RETRIES
     fixed.update(variant_fixed)
     space = Space(method, _SPACES[base], fixed)

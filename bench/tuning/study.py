@@ -132,12 +132,16 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
         "space_version": SPACE_VERSION,
         "storage": plan.storage.describe(),
         "chance_accuracy": 1.0 / plan.num_classes if plan.num_classes else None,
+        "tuning_seed": plan.tuning_seed,
+        "training_seed": plan.setting.seed,
+        "sampler_seed": plan.sampler_seed,
     }
     directory = study_dir(plan.out, plan.study)
     summary = write_study_outputs(
         study, directory, objective=plan.objective, min_sparsity=plan.min_sparsity, info=info
     )
     summary["notes"] = [*outcome.notes, *summary["notes"]]
+    mark_picked(study, summary["picked"])
     parent.log_metrics(
         {
             "finished_trials": counts["finished"],
@@ -145,7 +149,11 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
             "hypervolume": summary["hypervolume"],
             "best_val_accuracy": summary["best_val_accuracy"],
             "max_sparsity": summary["max_sparsity"],
-            **{f"picked_{k}": v for k, v in (summary["picked"] or {}).items()},
+            **{
+                f"picked_{k}": v
+                for k, v in (summary["picked"] or {}).items()
+                if isinstance(v, int | float)  # the figures; params and rule are in best.json
+            },
         },
         step=counts["finished"],
     )
@@ -168,3 +176,18 @@ def _conclude(plan: StudyPlan, outcome: WorkerOutcome, parent: RunLog) -> TuneRe
         f"({counts['FAIL']} failed): {reasons}"
     )
     return TuneResult(summary=summary, counts=counts, exit_code=1, message=message)
+
+
+def mark_picked(study: Any, picked: dict[str, Any] | None) -> None:
+    """Say in the study which trial ``bench tune`` picked, where its dashboard shows it.
+
+    A finished trial cannot take new attributes in Optuna, so the study carries the mark:
+    user attributes ``picked_trial`` (its number) and ``picked_by`` (the rule), each one
+    key, updated whenever the pick changes.
+    """
+    if picked is None:
+        return
+    wanted = {"picked_trial": int(picked["trial"]), "picked_by": str(picked.get("picked_by", ""))}
+    for key, value in wanted.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
