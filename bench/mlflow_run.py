@@ -88,18 +88,36 @@ def end_killed(tracker: Tracker, run_id: str, reason: str) -> None:
     tracker.end(run_id, "KILLED")
 
 
+def timed_out(error: BaseException) -> bool:
+    """Whether an MLflow call failed because the server did not answer in time."""
+    text = f"{type(error).__name__} {error}".lower()
+    return isinstance(error, TimeoutError) or "timed out" in text or "timeout" in text
+
+
 class Sink:
     """Where runs go: a tracker opened on first use; failing to open it is not fatal."""
 
     def __init__(self, opener: Callable[[], Tracker]) -> None:
         self._opener = opener
         self._tracker: Tracker | None = None
+        # Set by the first call that timed out: a server that accepts connections and never
+        # answers would cost every later call its timeouts again, so for the rest of this
+        # process nothing is sent; the records say not synced and `bench sync` pushes them.
+        self.unreachable: str | None = None
 
     @classmethod
     def for_output(
         cls, out_dir: Path, experiment: str, experiment_tags: dict[str, str] | None = None
     ) -> Sink:
         return cls(lambda: Tracker.for_output(out_dir, experiment, experiment_tags))
+
+    def note_failure(self, what: str, error: BaseException) -> None:
+        """Mark the store unreachable for the rest of the process if ``error`` timed out."""
+        if timed_out(error) and self.unreachable is None:
+            self.unreachable = (
+                f"MLflow {what} timed out ({short_reason(error)}); the store is treated as "
+                "unreachable for the rest of this run"
+            )
 
     def tracker(self) -> Tracker:
         """The open tracker (raises what MLflow raises when the store cannot be reached)."""
@@ -150,13 +168,17 @@ class RunLog:
 
     def _call(self, what: str, action: Callable[[], Any], *, force: bool = False) -> Any:
         """Run ``action`` with bounded retries; ``force``: once even after a failure."""
+        if self.sink.unreachable is not None:
+            self.error = self.error or self.sink.unreachable
+            return None
         if self.error is not None and not force:
             return None
         for attempt in range(1 if self.error is not None else ATTEMPTS):
             try:
                 return action()
             except Exception as error:  # MLflow, SQLAlchemy, requests, OSError...
-                if attempt + 1 >= ATTEMPTS or self.error is not None:
+                self.sink.note_failure(what, error)
+                if attempt + 1 >= ATTEMPTS or self.error is not None or timed_out(error):
                     self.error = self.error or f"MLflow {what} failed: {short_reason(error)}"
                     return None
                 time.sleep(RETRY_PAUSE_S)

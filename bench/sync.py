@@ -213,11 +213,15 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
     outcome = SyncOutcome()
     pending = [r for r in records if not r.mlflow_synced]
     data = data or DataCache("cpu")
+    if sink.unreachable is not None:
+        outcome.error, outcome.unsynced = sink.unreachable, len(pending)
+        return outcome
     try:
         tracker = sink.tracker()
         partial = {r.mlflow_run_id for r in pending if r.mlflow_run_id}  # replaced below
         outcome.closed = close_orphans(sink, suite, ledger, skip=partial)
     except Exception as error:  # the store is unreachable: nothing to do now
+        sink.note_failure("sync", error)
         outcome.error = f"MLflow unreachable: {short_reason(error)}"
         outcome.unsynced = len(pending)
         return outcome

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -29,6 +30,18 @@ from bench.locking import file_lock
 from bench.mlflow_meta import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, without_none
 
 EXPERIMENT_PREFIX = "pmp-bench/"
+#: MLflow's SQL store logs a full traceback for every failed session (a full disk gives
+#: a dozen) and then raises; the bench reports that error once, in the record's
+#: ``mlflow_error`` and its one-line summary, so the logged copy is dropped.
+SQL_STORE_LOGGER = "mlflow.store.db.utils"
+
+
+class _DropCaughtDatabaseErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+logging.getLogger(SQL_STORE_LOGGER).addFilter(_DropCaughtDatabaseErrors())
 MAX_PARAM_LENGTH = 6000
 #: MLflow's limits on a run tag's and an experiment tag's value: longer ones (a suite's
 #: long description) are cut, with a note, instead of failing the whole call.

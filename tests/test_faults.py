@@ -9,6 +9,7 @@ path of Ctrl-C.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
@@ -19,17 +20,19 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import bench.mlflow_run
 import bench.report_run
 import bench.runner
 from bench.cli import main
@@ -463,3 +466,63 @@ def test_make_dashboard_before_any_study_says_how_to_make_one(tmp_path: Path) ->
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"error: no study yet: {tmp_path}/optuna.db does not exist" in done.stderr
     assert "make tune" in done.stderr
+
+
+class _Silent(http.server.BaseHTTPRequestHandler):
+    """A tracking server that accepts connections and never answers in time."""
+
+    requests: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        _Silent.requests.append(self.path)
+        time.sleep(2)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_after_the_first_timeout_the_store_is_left_alone_for_the_rest_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setattr(bench.mlflow_run, "RETRY_PAUSE_S", 0.0)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = tmp_path / "t.toml"
+    path.write_text(suite_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+        outcome = run_suite(load_suite(path), tmp_path, CPU, progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome.ran == 2 and outcome.unsynced == 2
+    assert len(_Silent.requests) == 1  # the first call timed out; nothing was sent after it
+    for record in load_records(cells_dir(tmp_path, "t")):
+        assert record.status == "finished" and "timed out" in str(record.mlflow_error)
+
+
+def test_the_sql_stores_traceback_for_a_full_disk_is_not_printed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import sqlite3
+
+    import sqlalchemy
+
+    import bench.tracking  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    full = sqlite3.OperationalError("database or disk is full")
+    with caplog.at_level(logging.DEBUG):
+        try:  # what mlflow.store.db.utils does before it raises MlflowException
+            raise sqlalchemy.exc.OperationalError("INSERT INTO metrics", {}, full)
+        except sqlalchemy.exc.OperationalError as error:
+            logger.exception(
+                "SQLAlchemy database error. The following exception is caught.\n%s", error
+            )
+        logger.warning("other messages of that logger stay")
+    assert [r.getMessage() for r in caplog.records] == ["other messages of that logger stay"]
