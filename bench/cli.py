@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "extra: test accuracy at sparsity >= s picked from tuned fronts",
     ),
     "perf": ("bench.commands.perf", "step-time harness: every method against SGD"),
+    "move": ("bench.commands.move", "move or copy an output folder with its MLflow store"),
 }
 DEBUG_FLAG = "--debug"
 

@@ -1,0 +1,30 @@
+"""``python -m bench move SRC DST [--copy]``: move an output folder with its MLflow store.
+
+MLflow keeps artifact locations as absolute paths, so an output folder moved by ``mv``
+still reads its artifacts (figures, logged models) from the old place. This command
+moves it (or copies it, ``--copy``) and rewrites those locations in every MLflow store
+inside it (:mod:`bench.relocate`). Exit status 0 when done; 2, with one ``error:`` line,
+when DST exists, SRC holds no MLflow store, or ``MLFLOW_TRACKING_URI`` names a store
+elsewhere (whose locations this command cannot rewrite).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.relocate import relocate
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, metavar="SRC", help="output folder to move")
+    parser.add_argument("destination", type=Path, metavar="DST", help="new folder (must not exist)")
+    parser.add_argument(
+        "--copy", action="store_true", help="copy instead of moving (SRC stays as it is)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    done = relocate(args.source, args.destination, copy=args.copy)
+    print(done.describe("copied" if args.copy else "moved"))
+    return 0
