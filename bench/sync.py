@@ -43,6 +43,7 @@ from bench.mlflow_run import (
     short_reason,
 )
 from bench.records import QUARANTINE, CellRecord, load_record, load_records
+from bench.run_colours import RUN_COLOUR_TAG, run_colour
 
 LEDGER_TAG = "pmp.ledger"
 SYNC_PENDING = "the process stopped before MLflow had the whole record"
@@ -55,7 +56,8 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
     method (``bsqh-mb``), ``method`` the registry name (``bsqh``). The short run name
     (``bsqh-mb/s0``) and the ``seed`` tag show the seed in the run table; the model and
     dataset are tags and params; ``run_kind = cell`` tells it from the suite's report
-    run. Options that are not set (None) are not logged.
+    run; ``mlflow.runColor`` gives the method its fixed colour (:mod:`bench.run_colours`).
+    Options that are not set (None) are not logged.
     """
     config, env = record.config, record.environment
     name = run_name(config["label"], config["seed"])
@@ -77,6 +79,7 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
         "suite": record.suite,
         "cell_key": record.key,
         RUN_KIND_TAG: CELL_KIND,
+        RUN_COLOUR_TAG: run_colour(config["method"], config["mode"]),
         LEDGER_TAG: str(Path(ledger).resolve()),
     }
     return name, params, tags

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from bench.cli import main
 from bench.mlflow_meta import load_model
 from bench.relocate import LOCATION_COLUMNS, STORE_NAME
+from bench.run_colours import RUN_COLOUR_TAG, run_colour
 from bench.runner import run_suite
 from bench.suites import load_suite
 from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
@@ -64,6 +65,7 @@ def test_moved_and_copied_folders_read_artifacts_and_models_from_their_new_place
     client = MlflowClient(tracking_uri=tracking_uri(moved))
     experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + "smoke")
     (run,) = client.search_runs([experiment.experiment_id], "tags.run_kind = 'cell'")
+    assert run.data.tags[RUN_COLOUR_TAG] == run_colour("sgd")  # the method's fixed colour
     fetched = Path(client.download_artifacts(run.info.run_id, "curve.json", str(tmp_path)))
     assert (
         fetched.read_bytes()
