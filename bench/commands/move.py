@@ -11,6 +11,8 @@ elsewhere (whose locations this command cannot rewrite).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from bench.relocate import relocate
@@ -27,4 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     done = relocate(args.source, args.destination, copy=args.copy)
     print(done.describe("copied" if args.copy else "moved"))
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # it named a store in SRC (checked above)
+        print(
+            f"note: MLFLOW_TRACKING_URI still names the store in {args.source}; point it at "
+            f"sqlite:///{done.destination / done.stores[0]} (or unset it) to use the new place",
+            file=sys.stderr,
+        )
     return 0
