@@ -20,6 +20,7 @@ raised at the next check, so an interrupt is never lost.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -54,16 +55,48 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+#: Delay before a signal swallowed outside any guard is sent again (see :func:`_unraisable`).
+RESEND_DELAY_S = 0.05
+#: How many :class:`InterruptGuard` blocks are active (they count every signal).
+_active_guards = 0
+
+
+def _unraisable(previous: Any) -> Any:
+    """A ``sys.unraisablehook`` for signals that land in a GC callback or a finaliser.
+
+    Python prints such an exception with a traceback and drops it. An active
+    :class:`InterruptGuard` has counted the signal and raises it at its next check, so the
+    print is only noise; without a guard the signal is sent again, so that it is neither
+    printed nor lost. Everything else goes to the previous hook.
+    """
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if not isinstance(error, KeyboardInterrupt):
+            previous(unraisable)
+        elif not _active_guards:
+            # From another thread and a moment later: sent from inside the hook, the
+            # handler would run (and raise) inside the hook again.
+            signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+            threading.Timer(RESEND_DELAY_S, os.kill, (os.getpid(), signum)).start()
+
+    return hook
+
+
 @contextlib.contextmanager
 def terminate_like_ctrl_c() -> Iterator[None]:
-    """Within the block SIGTERM raises :class:`Terminated` (main thread only; else a no-op)."""
+    """Within the block SIGTERM raises :class:`Terminated` (main thread only; else a no-op),
+    and a signal swallowed by a GC callback is neither printed nor lost (:func:`_unraisable`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable(previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -77,11 +110,16 @@ class InterruptGuard:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> InterruptGuard:
+        global _active_guards
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+            _active_guards += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _active_guards
+        if self._previous:
+            _active_guards -= 1
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}

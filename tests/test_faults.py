@@ -526,3 +526,48 @@ def test_the_sql_stores_traceback_for_a_full_disk_is_not_printed(
             )
         logger.warning("other messages of that logger stay")
     assert [r.getMessage() for r in caplog.records] == ["other messages of that logger stay"]
+
+
+class _Collected:
+    """An object whose weakref callback raises what a signal handler raised inside GC."""
+
+
+def _interrupt_inside_a_gc_callback(error: BaseException) -> None:
+    import gc
+    import weakref
+
+    def callback(_: object) -> None:
+        raise error
+
+    thing = _Collected()
+    ref = weakref.ref(thing, callback)
+    del thing
+    gc.collect()
+    del ref
+
+
+def test_a_signal_swallowed_by_a_gc_callback_is_neither_printed_nor_lost(capfd) -> None:
+    from bench.interrupts import InterruptGuard, Terminated, terminate_like_ctrl_c
+
+    # Under a guard the signal was counted and its check raises it: no traceback printed.
+    with terminate_like_ctrl_c(), InterruptGuard() as guard:
+        _interrupt_inside_a_gc_callback(Terminated())
+        assert "Traceback" not in capfd.readouterr().err
+        guard.pending = 1  # what the guard's handler counted when the signal arrived
+        guard.signum = __import__("signal").SIGTERM
+        with pytest.raises(Terminated):
+            guard.check()
+    # Without a guard the interrupt is sent again rather than lost.
+    with pytest.raises(KeyboardInterrupt), terminate_like_ctrl_c():
+        _interrupt_inside_a_gc_callback(KeyboardInterrupt())
+        time.sleep(5)  # the re-sent signal arrives after RESEND_DELAY_S and cuts this short
+    assert "Traceback" not in capfd.readouterr().err
+    # Other unraisable errors still reach the hook that was there before.
+    seen: list[BaseException] = []
+    previous, sys.unraisablehook = sys.unraisablehook, lambda u: seen.append(u.exc_value)
+    try:
+        with terminate_like_ctrl_c():
+            _interrupt_inside_a_gc_callback(ValueError("kept"))
+    finally:
+        sys.unraisablehook = previous
+    assert [str(e) for e in seen] == ["kept"]
