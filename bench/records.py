@@ -59,6 +59,7 @@ class CellRecord:
     summary: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, Any]] = field(default_factory=list)
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    layer_sizes: dict[str, int] = field(default_factory=dict)  # weights per prunable layer
     environment: dict[str, Any] = field(default_factory=dict)  # device, torch, git commit
     mlflow_run_id: str | None = None
     error: str | None = None
@@ -130,6 +131,13 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
     "layer_sparsity": (
         "an object of numbers",
         lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+    ),
+    "layer_sizes": (
+        "an object of integers >= 0",
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v.values())
+        ),
     ),
     "environment": ("an object", lambda v: isinstance(v, dict)),
     "mlflow_run_id": ("a string or null", _is_optional_text),

@@ -342,6 +342,7 @@ def _fill(record: CellRecord, result: TrainingResult) -> None:
     record.summary = result.summary
     record.curve = result.curve
     record.layer_sparsity = result.layer_sparsity
+    record.layer_sizes = result.layer_sizes
     if result.status in ("diverged", "capped"):
         record.error = result.summary.get(f"{result.status}_reason")
 

@@ -69,6 +69,9 @@ class TrainingResult:
     curve: list[dict[str, Any]]
     summary: dict[str, Any]
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    # Weights per prunable layer (same keys): a figure of per-layer sparsity means little
+    # without the size of each layer (150 weights of conv1 against 48,000 of fc1).
+    layer_sizes: dict[str, int] = field(default_factory=dict)
     # The trained network in its final state (the one the summary was measured on), for
     # callers that keep it, such as the MLflow model of a cell.
     model: torch.nn.Module | None = field(default=None, repr=False)
@@ -373,7 +376,8 @@ def _train(
         status=status,
         curve=curve,
         summary=summary,
-        layer_sparsity=optimizers.layer_sparsity(model),
+        layer_sparsity=(layers := optimizers.layer_sparsity(model)),
+        layer_sizes={n: p.numel() for n, p in model.named_parameters() if n in layers},
         model=model,
     )
 

@@ -51,6 +51,7 @@ def results(tmp_path_factory):
             summary=result.summary,
             curve=result.curve,
             layer_sparsity=result.layer_sparsity,
+            layer_sizes=result.layer_sizes,
         ).save(cells_dir(folder / "results", suite.name))
     return folder, path
 
@@ -67,9 +68,14 @@ def test_load_builds_runs_and_curves_from_the_ledger(results):
         assert row.test_accuracy == record.summary["test_accuracy"]
         points = loaded.curves[loaded.curves.key == record.key]
         assert list(points.iteration) == [p["iteration"] for p in record.curve]
-        assert set(loaded.layers[loaded.layers.key == record.key].layer) == set(
-            record.layer_sparsity
-        )
+        layers = loaded.layers[loaded.layers.key == record.key]
+        assert set(layers.layer) == set(record.layer_sparsity)
+        # each prunable layer with its weight count: together they are the set whose
+        # zeros the summary's sparsity counts
+        total = sum(layers["size"])
+        assert total == sum(record.layer_sizes.values()) > 0
+        zeros = total - record.summary["nonzeros"]
+        assert record.summary["sparsity"] == pytest.approx(zeros / total)
     by_file = analysis.load(folder / "results", path)  # the suite file works as well
     pd.testing.assert_frame_equal(by_file.runs, loaded.runs)
 

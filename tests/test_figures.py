@@ -176,3 +176,14 @@ def test_pareto_front_keeps_points_no_other_beats():
 def test_panel_titles_name_the_penalty_once():
     assert figures.family_title("R = 0") == "R = 0"
     assert figures.family_title("L0, beta=0.0001") == "R = L0, beta=0.0001"
+
+
+def test_layer_labels_carry_the_layer_size() -> None:
+    """A layer's sparsity weighs by its size: the label names the weight count when the
+    record kept it, and stays readable for older records without it."""
+    from bench.report.figures import layer_label
+
+    assert layer_label(2, "0.0.weight", 150) == "layer 2\n(0.0, 150 w)"
+    assert layer_label(3, "3.1.weight", 48000.0) == "layer 3\n(3.1, 48,000 w)"
+    assert layer_label(1, "0.0.weight", float("nan")) == "layer 1\n(0.0)"
+    assert layer_label(1, "0.0.weight") == "layer 1\n(0.0)"

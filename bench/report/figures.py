@@ -385,10 +385,14 @@ def _seed_of(cells: pd.DataFrame, key: str) -> object:
     return seeds.iloc[0] if len(seeds) else key[:6]
 
 
-def layer_label(index: int, name: str) -> str:
-    """``layer 1`` over the parameter's name (``0.0.weight`` -> ``0.0``): the order in the
-    network first, PyTorch's path in small print."""
-    return f"layer {index}\n({name.removesuffix('.weight')})"
+def layer_label(index: int, name: str, size: Any = None) -> str:
+    """``layer 1`` over the parameter's name (``0.0.weight`` -> ``0.0``) and its weight
+    count: the order in the network first, then PyTorch's path and the layer's size, since
+    a layer's sparsity weighs by its size (150 weights of a first conv, 48,000 of a dense)."""
+    path = name.removesuffix(".weight")
+    if size is None or pd.isna(size):
+        return f"layer {index}\n({path})"
+    return f"layer {index}\n({path}, {int(size):,} w)"
 
 
 def _layers(
@@ -399,7 +403,8 @@ def _layers(
     if layers.empty:
         return None
     order = list(dict.fromkeys(layers["layer"]))  # the model's order, as recorded
-    labels = {name: layer_label(i + 1, name) for i, name in enumerate(order)}
+    sizes = layers.groupby("layer")["size"].max() if "size" in layers else pd.Series(dtype=float)
+    labels = {name: layer_label(i + 1, name, sizes.get(name)) for i, name in enumerate(order)}
     frame = layers.assign(label=layers["layer"].map(labels))
     methods = sorted(frame["method"].unique())
     figure, (ax,) = _new_axes(width=min(MAX_WIDTH_IN, max(FIGSIZE[0], 1.1 * len(order) + 3)))
@@ -409,7 +414,7 @@ def _layers(
         errorbar=("pi", 100), err_kws={"linewidth": 1}, capsize=0.15, ax=ax, legend=True,
     )  # fmt: skip
     ax.set_ylim(0, 1)
-    ax.set_xlabel("prunable layer, in the network's order (PyTorch parameter path)")
+    ax.set_xlabel("prunable layer, in the network's order (PyTorch parameter path, weights)")
     ax.set_ylabel("final sparsity")
     ax.tick_params(axis="x", labelsize=8)
     legend = ax.get_legend()

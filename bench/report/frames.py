@@ -105,13 +105,20 @@ def penalty_family(config: Mapping[str, Any]) -> str:
 
 
 def layer_frame(records: Iterable[CellRecord]) -> pd.DataFrame:
-    """Per-layer sparsity: one row per cell and prunable layer, in the model's order."""
+    """Per-layer sparsity: one row per cell and prunable layer, in the model's order, with
+    the layer's weight count (``size``; empty for records written before it was kept)."""
     rows = [
-        {**_identity(record), "key": record.key, "layer": layer, "sparsity": float(value)}
+        {
+            **_identity(record),
+            "key": record.key,
+            "layer": layer,
+            "sparsity": float(value),
+            "size": (record.layer_sizes or {}).get(layer),
+        }
         for record in records
         for layer, value in (record.layer_sparsity or {}).items()
     ]
-    return pd.DataFrame(rows, columns=[*ID_COLUMNS, "key", "layer", "sparsity"])
+    return pd.DataFrame(rows, columns=[*ID_COLUMNS, "key", "layer", "sparsity", "size"])
 
 
 def flatten_hparams(hparams: Mapping[str, Any], prefix: str = HP_PREFIX) -> dict[str, Any]:
