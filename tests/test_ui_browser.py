@@ -150,7 +150,12 @@ def _wait_for_runs(page) -> None:
 def _open_run_table(page, base: str, experiment) -> None:
     page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs")
     page.get_by_text("bsqh/s0").first.wait_for()
-    assistant = page.get_by_role("button", name="Close")  # MLflow 3's assistant panel
+    _close_assistant(page)
+
+
+def _close_assistant(page) -> None:
+    """Close MLflow 3's assistant panel where it is open: it can cover what a test clicks."""
+    assistant = page.get_by_role("button", name="Close")
     if assistant.count():
         assistant.first.click()
 
@@ -313,7 +318,11 @@ def test_experiment_opens_on_training_runs(ui) -> None:
     _, experiment = _experiment(out)
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{base}/#/experiments")
-    page.get_by_text("pmp-bench/smoke").first.click()
+    page.reload()  # a fresh app: a hash change alone keeps the earlier page's state
+    link = page.get_by_role("link", name="pmp-bench/smoke")
+    link.first.wait_for()
+    _close_assistant(page)  # MLflow 3's assistant panel, if an earlier page opened it
+    link.first.click()
     _wait_for_runs(page)
     page.get_by_text("bsqh/s0").first.wait_for()
     page.wait_for_timeout(1000)
