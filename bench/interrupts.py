@@ -20,7 +20,6 @@ raised at the next check, so an interrupt is never lost.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -75,10 +74,12 @@ def _unraisable(previous: Any) -> Any:
         if not isinstance(error, KeyboardInterrupt):
             previous(unraisable)
         elif not _active_guards:
-            # From another thread and a moment later: sent from inside the hook, the
-            # handler would run (and raise) inside the hook again.
+            # From another thread and a moment later (sent from inside the hook, the
+            # handler would run and raise inside the hook again), to the main thread, so
+            # that a blocking call there is interrupted as by the first signal.
             signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
-            threading.Timer(RESEND_DELAY_S, os.kill, (os.getpid(), signum)).start()
+            main = threading.main_thread().ident
+            threading.Timer(RESEND_DELAY_S, signal.pthread_kill, (main, signum)).start()
 
     return hook
 
