@@ -54,8 +54,6 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-#: Delay before a signal swallowed outside any guard is sent again (see :func:`_unraisable`).
-RESEND_DELAY_S = 0.05
 #: How many :class:`InterruptGuard` blocks are active (they count every signal).
 _active_guards = 0
 
@@ -63,23 +61,16 @@ _active_guards = 0
 def _unraisable(previous: Any) -> Any:
     """A ``sys.unraisablehook`` for signals that land in a GC callback or a finaliser.
 
-    Python prints such an exception with a traceback and drops it. An active
-    :class:`InterruptGuard` has counted the signal and raises it at its next check, so the
-    print is only noise; without a guard the signal is sent again, so that it is neither
-    printed nor lost. Everything else goes to the previous hook.
+    Python prints such an exception with a traceback and drops it. Under an active
+    :class:`InterruptGuard` the signal was counted and the guard raises it at its next
+    check, so the print is only noise and is left out. Without a guard it goes to the
+    previous hook as before: sending the signal again could land after the first one was
+    handled, when the interpreter is already shutting down with default handlers.
     """
 
     def hook(unraisable: Any) -> None:
-        error = unraisable.exc_value
-        if not isinstance(error, KeyboardInterrupt):
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _active_guards):
             previous(unraisable)
-        elif not _active_guards:
-            # From another thread and a moment later (sent from inside the hook, the
-            # handler would run and raise inside the hook again), to the main thread, so
-            # that a blocking call there is interrupted as by the first signal.
-            signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
-            main = threading.main_thread().ident
-            threading.Timer(RESEND_DELAY_S, signal.pthread_kill, (main, signum)).start()
 
     return hook
 
@@ -87,7 +78,7 @@ def _unraisable(previous: Any) -> Any:
 @contextlib.contextmanager
 def terminate_like_ctrl_c() -> Iterator[None]:
     """Within the block SIGTERM raises :class:`Terminated` (main thread only; else a no-op),
-    and a signal swallowed by a GC callback is neither printed nor lost (:func:`_unraisable`)."""
+    and a signal that a GC callback swallows under a guard is not printed (:func:`_unraisable`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

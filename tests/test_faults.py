@@ -546,7 +546,7 @@ def _interrupt_inside_a_gc_callback(error: BaseException) -> None:
     del ref
 
 
-def test_a_signal_swallowed_by_a_gc_callback_is_neither_printed_nor_lost(capfd) -> None:
+def test_a_signal_swallowed_by_a_gc_callback_under_a_guard_is_not_printed(capfd) -> None:
     from bench.interrupts import InterruptGuard, Terminated, terminate_like_ctrl_c
 
     # Under a guard the signal was counted and its check raises it: no traceback printed.
@@ -557,17 +557,15 @@ def test_a_signal_swallowed_by_a_gc_callback_is_neither_printed_nor_lost(capfd) 
         guard.signum = __import__("signal").SIGTERM
         with pytest.raises(Terminated):
             guard.check()
-    # Without a guard the interrupt is sent again rather than lost.
-    with pytest.raises(KeyboardInterrupt), terminate_like_ctrl_c():
-        _interrupt_inside_a_gc_callback(KeyboardInterrupt())
-        time.sleep(5)  # the re-sent signal arrives after RESEND_DELAY_S and cuts this short
-    assert "Traceback" not in capfd.readouterr().err
     # Other unraisable errors still reach the hook that was there before.
+    # Other unraisable errors, and an interrupt outside any guard, still reach the hook
+    # that was there before.
     seen: list[BaseException] = []
     previous, sys.unraisablehook = sys.unraisablehook, lambda u: seen.append(u.exc_value)
     try:
         with terminate_like_ctrl_c():
             _interrupt_inside_a_gc_callback(ValueError("kept"))
+            _interrupt_inside_a_gc_callback(KeyboardInterrupt("outside"))
     finally:
         sys.unraisablehook = previous
-    assert [str(e) for e in seen] == ["kept"]
+    assert [str(e) for e in seen] == ["kept", "outside"]
