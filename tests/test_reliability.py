@@ -314,7 +314,11 @@ def test_ctrl_c_at_random_moments_never_loses_a_finished_cell(tmp_path):
         time.sleep(rng.uniform(0.0, 2.5))
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
-        assert process.returncode in (130, 0), err  # 0 only if the suite had finished
+        # 0 only if the suite had finished. -SIGINT: seen rarely in long slow-test runs, the
+        # process ends by the signal itself after the CLI handled the interrupt and printed
+        # its line (a shell shows 130 for both); what matters here is the ledger below.
+        assert process.returncode in (130, 0, -signal.SIGINT), err
+        assert "interrupted (Ctrl-C)" in err or process.returncode == 0, err
         records = load_records(cells_dir(tmp_path, "t"))
         by_key = {r.key: r for r in records}
         # MLflow never knows of a finished cell that the ledger lacks.
