@@ -175,6 +175,19 @@ def iterations_per_epoch(cell: Cell, n_train: int) -> int:
     return n_train // size
 
 
+def cell_model(cell: Cell, data: DataSplits) -> torch.nn.Module:
+    """The cell's network, initialised from its seed: every method of one seed starts from
+    the same weights (the pairing the statistics rely on)."""
+    torch.manual_seed(cell.seed)
+    return build_model(
+        cell.model,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        num_classes=data.num_classes,
+        **cell.model_options,
+    )
+
+
 def method_hparams(cell: Cell, total_steps: int | None = None) -> dict[str, Any]:
     """The cell's hyperparameters plus the runtime options the runner sets.
 
@@ -230,14 +243,7 @@ def _train(
     progress: bool,
     checkpoints: CellCheckpoints | None = None,
 ) -> TrainingResult:
-    torch.manual_seed(cell.seed)
-    model = build_model(
-        cell.model,
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-        num_classes=data.num_classes,
-        **cell.model_options,
-    ).to(device)
+    model = cell_model(cell, data).to(device)
     input_shape = (data.in_channels, data.image_size, data.image_size)
     n_train = len(data.train_y)
     per_epoch = iterations_per_epoch(cell, n_train)

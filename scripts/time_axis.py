@@ -34,23 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optimizers
 from bench.data import DataCache
-from bench.models import build_model
 from bench.suites import load_suite
-from bench.training import batches, method_hparams
+from bench.training import batches, cell_model, method_hparams
 
 CLOCKS = ("wall", "median wall x n", "process cpu", "thread cpu")
 
 
 def phase(cell, data, steps: int) -> dict[str, float]:
     """Seconds of ``steps`` training steps, from a fresh model, under each clock."""
-    torch.manual_seed(cell.seed)
-    model = build_model(
-        cell.model,
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-        num_classes=data.num_classes,
-        **cell.model_options,
-    )
+    model = cell_model(cell, data)
     method = optimizers.make(cell.method.name, model, **method_hparams(cell, steps))
     stream = batches(cell, data)
     walls, process, thread = [], 0.0, 0.0
