@@ -37,6 +37,7 @@ from bench.ledger.records import CellRecord, config_key, load_record
 from bench.suites import Cell, Suite, SuiteError
 from bench.tracking.client import EXPERIMENT_PREFIX
 from bench.tracking.meta import dataset_inputs, suite_experiment_tags
+from bench.tracking.names import STATUS_TAG
 from bench.tracking.run_log import Sink
 from bench.tracking.sync import (
     SYNC_PENDING,
@@ -268,7 +269,7 @@ def run_cell(
         key=key, suite=cell.suite, status="failed", config=cell.config(), environment=env
     )
     name, params, tags = run_spec(record, ledger)
-    run = sink.start(name, params, {**tags, "status": "running"})
+    run = sink.start(name, params, {**tags, STATUS_TAG: "running"})
     record.mlflow_run_id = run.run_id
     seen: list[dict[str, Any]] = []
     checkpoints = CellCheckpoints(

@@ -40,8 +40,7 @@ from bench.ledger.records import LedgerWarning, load_records
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
 from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
-from bench.tracking.meta import REPORT_KIND, RUN_KIND_TAG
-from bench.tracking.report_run import REPORT_DIR_TAG
+from bench.tracking.names import REPORT_DIR_TAG, REPORT_KIND, RUN_KIND_TAG
 from bench.tracking.run_log import Sink
 from tests.test_inputs import suite_text
 

@@ -27,7 +27,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.ledger.locking import file_lock
-from bench.tracking.meta import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, without_none
+from bench.tracking.meta import without_none
+from bench.tracking.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG
 
 EXPERIMENT_PREFIX = "pmp-bench/"
 #: MLflow's SQL store logs a full traceback for every failed session (a full disk gives
@@ -145,7 +146,7 @@ class Tracker:
     ) -> str:
         all_tags = clip(tags, MAX_TAG_LENGTH)
         if parent_run_id is not None:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[PARENT_RUN_TAG] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         run_id = run.info.run_id
         flat = flatten("", without_none(params))

@@ -27,15 +27,13 @@ from typing import Any
 
 from bench.ledger.cell_claims import REPORT_CLAIM, CellClaims
 from bench.tracking.client import filter_literal
-from bench.tracking.meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
-from bench.tracking.run_log import RunLog, Sink, end_killed, short_reason
+from bench.tracking.meta import standard_tags
+from bench.tracking.names import DIGEST_TAG, NOTE_TAG, REPORT_DIR_TAG, REPORT_KIND, RUN_KIND_TAG
+from bench.tracking.orphans import end_killed
+from bench.tracking.run_log import RunLog, Sink, short_reason
 from bench.training.interrupts import describe
 
 RUN_NAME = "report"
-#: The report folder a run copies (two output folders may share a tracking server).
-REPORT_DIR_TAG = "pmp.report_dir"
-#: A hash of the files copied: an equal one means the store has this report already.
-DIGEST_TAG = "pmp.report_digest"
 REPORT_FILE = "REPORT.md"
 #: The report as one self-contained page, for MLflow's artifact view.
 HTML_FILE = "REPORT.html"

@@ -14,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.ledger.locking import process_alive
 from bench.tracking.client import Tracker
+from bench.tracking.names import CLOSE_REASON_TAG, COMPLETE_TAG, STATUS_TAG
+from bench.tracking.orphans import driver_tags
 from bench.training.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_tags
 
 #: Attempts of each MLflow call before the run is marked not synced.
@@ -31,11 +30,6 @@ ATTEMPTS = 2
 RETRY_PAUSE_S = 0.5
 #: Summary keys that are points in time: tags (ISO 8601), never metrics.
 TIMESTAMP_SUFFIX = "_at"
-#: Tags naming the process that drives a run, so a later process can tell an orphan.
-DRIVER_TAGS = ("pmp.driver_host", "pmp.driver_pid")
-CLOSE_REASON_TAG = "pmp.close_reason"
-#: Set when a run holds everything its record has (so `bench sync` can leave it alone).
-COMPLETE_TAG = "pmp.complete"
 TERMINAL = {
     "finished": "FINISHED",
     "diverged": "FINISHED",
@@ -62,30 +56,6 @@ def timestamp_tags(summary: Mapping[str, Any]) -> dict[str, str]:
         for k, v in summary.items()
         if k.endswith(TIMESTAMP_SUFFIX) and is_number(v)
     }
-
-
-def driver_tags() -> dict[str, str]:
-    return {"pmp.driver_host": socket.gethostname(), "pmp.driver_pid": str(os.getpid())}
-
-
-def run_owner(tags: Mapping[str, str]) -> str:
-    """``process P on HOST``: the process that opened a run (its :func:`driver_tags`)."""
-    return f"process {tags.get('pmp.driver_pid', '?')} on {tags.get('pmp.driver_host', '?')}"
-
-
-def owner_gone(tags: Mapping[str, str]) -> bool | None:
-    """Whether the process that opened a run has ended; None when that cannot be checked
-    (another host, or no process id)."""
-    pid = tags.get("pmp.driver_pid", "")
-    if tags.get("pmp.driver_host") != socket.gethostname() or not pid.isdigit():
-        return None
-    return not process_alive(int(pid))
-
-
-def end_killed(tracker: Tracker, run_id: str, reason: str) -> None:
-    """End a run KILLED, saying why (``status`` and :data:`CLOSE_REASON_TAG` tags)."""
-    tracker.set_tags(run_id, {"status": "killed", CLOSE_REASON_TAG: reason})
-    tracker.end(run_id, "KILLED")
 
 
 def timed_out(error: BaseException) -> bool:
@@ -297,7 +267,7 @@ class RunLog:
         if figure is not None:
             self._call("log figure", lambda: self._log_figure(figure))
         if self.synced:
-            self.set_tags({**(tags or {}), "status": status, COMPLETE_TAG: "true"})
+            self.set_tags({**(tags or {}), STATUS_TAG: status, COMPLETE_TAG: "true"})
             self.end(mlflow_status or TERMINAL.get(status, "FAILED"))
         else:  # leave no RUNNING run behind; `bench sync` rebuilds a complete one
             self.end("FAILED", reason=f"incomplete ({self.error}); rebuilt by bench sync")

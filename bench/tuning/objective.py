@@ -39,7 +39,16 @@ import torch
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
-from bench.tracking.meta import RUN_KIND_TAG, TRIAL_KIND
+from bench.tracking.names import (
+    OBJECTIVE_TAG,
+    RUN_KIND_TAG,
+    STUDY_TAG,
+    TARGET_LABEL_TAG,
+    TARGET_METHOD_TAG,
+    TRIAL_KIND,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+)
 from bench.tracking.run_log import RunLog, Sink, is_number
 from bench.training.interrupts import describe
 from bench.training.loop import train_cell
@@ -220,7 +229,7 @@ class Objective:
     ) -> None:
         """End the trial's run as a cell's run ends; note on the trial if unsynced."""
         run.finish_training(
-            status, summary, tags={"optuna.state": state}, mlflow_status=mlflow_status, **artifacts
+            status, summary, tags={TRIAL_STATE_TAG: state}, mlflow_status=mlflow_status, **artifacts
         )
         if not run.synced:
             trial.set_user_attr("mlflow_synced", False)
@@ -233,11 +242,11 @@ class Objective:
             f"{plan.study}#{trial.number}",
             params={"hparams": hparams, "trial": trial.number, "study": plan.study},
             tags={
-                "study": plan.study,
-                "optuna.trial_number": str(trial.number),
-                "method": plan.target.label,
-                "optimizer": plan.target.method,
-                "objective": plan.objective,
+                STUDY_TAG: plan.study,
+                TRIAL_NUMBER_TAG: str(trial.number),
+                TARGET_LABEL_TAG: plan.target.label,
+                TARGET_METHOD_TAG: plan.target.method,
+                OBJECTIVE_TAG: plan.objective,
                 RUN_KIND_TAG: TRIAL_KIND,
             },
             parent_run_id=plan.parent_run_id,

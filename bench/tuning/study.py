@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DataSplits
-from bench.tracking.meta import RUN_KIND_TAG, STUDY_KIND
+from bench.tracking.names import (
+    OBJECTIVE_TAG,
+    RUN_KIND_TAG,
+    SETTING_TAG,
+    STUDY_KIND,
+    STUDY_TAG,
+    TARGET_LABEL_TAG,
+    TARGET_METHOD_TAG,
+)
 from bench.tracking.run_log import RunLog, Sink
 from bench.tuning.cleanup import close_orphaned_runs, fail_dead_trials, orphan_window
 from bench.tuning.plan import EXPERIMENT, StudyPlan, count_trials, study_dir
@@ -105,12 +113,12 @@ def _start_parent_run(sink: Sink, plan: StudyPlan, workers: int) -> RunLog:
             "sampler_seed": plan.sampler_seed,
         },
         tags={
-            "study": plan.study,
+            STUDY_TAG: plan.study,
             RUN_KIND_TAG: STUDY_KIND,
-            "method": plan.target.label,
-            "optimizer": plan.target.method,
-            "objective": plan.objective,
-            "setting": plan.setting.name,
+            TARGET_LABEL_TAG: plan.target.label,
+            TARGET_METHOD_TAG: plan.target.method,
+            OBJECTIVE_TAG: plan.objective,
+            SETTING_TAG: plan.setting.name,
         },
     )
 
