@@ -1,19 +1,19 @@
 """Runs a dead process left RUNNING: who opened a run, and the one sweep that ends them.
 
 Every run the bench opens carries the host and process id of its driver
-(:func:`driver_tags`). A process killed hard (OOM, ``kill -9``, a worker lost with its
-machine) cannot close its runs, so three places sweep for such orphans, each with its
-own test of what an orphan is: the start of ``bench run``/``bench sync`` (a cell's run
-whose claim nobody holds, :mod:`bench.tracking.sync`), the Dask driver (runs of a cell
-that an earlier, dead worker opened, :mod:`bench.distributed.recording`) and the tuner
-(a trial's run whose Optuna trial has ended, :mod:`bench.tuning.cleanup`). They share
-:func:`close_orphans`, which takes that test as a predicate.
+(:func:`bench.tracking.client.driver_tags`). A process killed hard (OOM, ``kill -9``, a
+worker lost with its machine) cannot close its runs, so three places sweep for such
+orphans, each with its own test of what an orphan is: the start of ``bench run``/``bench
+sync`` (a cell's run whose claim nobody holds, :mod:`bench.tracking.sync`), the Dask
+driver (runs of a cell that an earlier, dead worker opened,
+:mod:`bench.distributed.recording`) and the tuner (a trial's run whose Optuna trial has
+ended, :mod:`bench.tuning.cleanup`). They share :func:`close_orphans`, which takes that
+test as a predicate.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -29,12 +29,8 @@ OrphanTest = Callable[[Any], str | None]
 Guard = Callable[[Any], AbstractContextManager[bool]]
 
 
-def driver_tags() -> dict[str, str]:
-    return {DRIVER_HOST_TAG: socket.gethostname(), DRIVER_PID_TAG: str(os.getpid())}
-
-
 def run_owner(tags: Mapping[str, str]) -> str:
-    """``process P on HOST``: the process that opened a run (its :func:`driver_tags`)."""
+    """``process P on HOST``: the process that opened a run (its driver tags)."""
     return f"process {tags.get(DRIVER_PID_TAG, '?')} on {tags.get(DRIVER_HOST_TAG, '?')}"
 
 

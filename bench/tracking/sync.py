@@ -26,6 +26,7 @@ from typing import Any
 from bench.data import DataCache, DatasetUnavailable
 from bench.ledger.cell_claims import CellClaims
 from bench.ledger.records import QUARANTINE, CellRecord, load_record, load_records
+from bench.tracking.client import RunLog, Tracker, short_reason
 from bench.tracking.colours import run_colour
 from bench.tracking.meta import cell_description, dataset_inputs, run_name, standard_tags
 from bench.tracking.names import (
@@ -49,7 +50,6 @@ from bench.tracking.names import (
 )
 from bench.tracking.orphans import close_orphans as close_orphan_runs
 from bench.tracking.orphans import owner_gone, run_owner
-from bench.tracking.run_log import RunLog, Sink, short_reason
 
 SYNC_PENDING = "the process stopped before MLflow had the whole record"
 
@@ -85,7 +85,7 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
 
 
 def open_run_from_record(
-    sink: Sink,
+    tracker: Tracker,
     record: CellRecord,
     ledger: Path,
     tags: Mapping[str, str],
@@ -100,7 +100,7 @@ def open_run_from_record(
     dataset ``inputs`` and the curve as metrics with their steps.
     """
     name, params, spec_tags = run_spec(record, ledger)
-    run = sink.start(name, params, {**spec_tags, **tags})
+    run = tracker.start(name, params, {**spec_tags, **tags})
     if inputs:
         run.log_inputs(inputs)
     run.log_curve(record.curve)
@@ -163,7 +163,7 @@ def retire_replaced_runs(run: RunLog, record: CellRecord, ledger: Path) -> int:
     if not any(Path(ledger, QUARANTINE).glob(f"{record.key}*.json")):
         return 0
     try:
-        tracker = run.sink.tracker()
+        tracker = run.tracker.open()
         tags = {CELL_KEY_TAG: record.key, LEDGER_TAG: str(Path(ledger).resolve())}
         old = [r for r in tracker.runs_with_tags(tags) if r.info.run_id != run.run_id]
         for stale in old:
@@ -223,7 +223,9 @@ class SyncOutcome:
         return text
 
 
-def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = None) -> SyncOutcome:
+def sync_ledger(
+    tracker: Tracker, ledger: Path, suite: str, data: DataCache | None = None
+) -> SyncOutcome:
     """Close orphaned runs of this ledger, then push every not-synced record.
 
     ``data``: where the records' datasets are loaded from (the runner passes its own,
@@ -238,15 +240,15 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
     outcome = SyncOutcome()
     pending = [r for r in records if not r.mlflow_synced]
     data = data or DataCache("cpu")
-    if sink.unreachable is not None:
-        outcome.error, outcome.unsynced = sink.unreachable, len(pending)
+    if tracker.unreachable is not None:
+        outcome.error, outcome.unsynced = tracker.unreachable, len(pending)
         return outcome
     try:
-        tracker = sink.tracker()
+        tracker = tracker.open()
         partial = {r.mlflow_run_id for r in pending if r.mlflow_run_id}  # replaced below
-        outcome.closed = close_orphans(sink, suite, ledger, skip=partial)
+        outcome.closed = close_orphans(tracker, suite, ledger, skip=partial)
     except Exception as error:  # the store is unreachable: nothing to do now
-        sink.note_failure("sync", error)
+        tracker.note_failure("sync", error)
         outcome.error = f"MLflow unreachable: {short_reason(error)}"
         outcome.unsynced = len(pending)
         return outcome
@@ -258,13 +260,12 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
         with claim:
             record = load_record(ledger / f"{stale.key}.json")
             if record is not None and not record.mlflow_synced:
-                _push(sink, tracker, ledger, record, data, outcome)
+                _push(tracker, ledger, record, data, outcome)
     return outcome
 
 
 def _push(
-    sink: Sink,
-    tracker: Any,
+    tracker: Tracker,
     ledger: Path,
     record: CellRecord,
     data: DataCache,
@@ -279,7 +280,7 @@ def _push(
         outcome.pushed += 1
         return
     run = open_run_from_record(
-        sink, record, ledger, {REBUILT_TAG: "true"}, record_inputs(record, data)
+        tracker, record, ledger, {REBUILT_TAG: "true"}, record_inputs(record, data)
     )
     close_run(run, record)
     if not run.synced:
@@ -288,7 +289,7 @@ def _push(
         outcome.unsynced += 1
         return
     if old_status is not None:
-        stale = RunLog(sink)
+        stale = RunLog(tracker)
         stale.run_id = old
         stale.set_tags({STATUS_TAG: "replaced"})
         reason = f"replaced by run {run.run_id}, rebuilt from the ledger"
@@ -311,7 +312,7 @@ def _complete(tracker: Any, run_id: str, record: CellRecord) -> bool:
         return False
 
 
-def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozenset()) -> int:
+def close_orphans(tracker: Tracker, suite: str, ledger: Path, skip: set[str] = frozenset()) -> int:
     """End KILLED every RUNNING run of ``suite`` written for this ledger (or untagged)
     whose process is gone.
 
@@ -341,4 +342,4 @@ def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozens
         with claim or contextlib.nullcontext():
             yield True
 
-    return close_orphan_runs(sink.tracker(), {SUITE_TAG: suite}, orphan, claimed)
+    return close_orphan_runs(tracker.open(), {SUITE_TAG: suite}, orphan, claimed)

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from bench.ledger.locking import process_alive
 from bench.silence import silenced
+from bench.tracking.client import Tracker
 from bench.tracking.names import (
     LEGACY_KIND_TAG,
     RUN_KIND_TAG,
@@ -25,7 +26,6 @@ from bench.tracking.names import (
     TRIAL_NUMBER_TAG,
 )
 from bench.tracking.orphans import close_orphans, owner_gone, run_owner
-from bench.tracking.run_log import Sink
 from bench.tuning.storage import StorageSpec
 
 #: A RUNNING trial that no worker claimed for this long is failed (journal and SQLite).
@@ -75,7 +75,7 @@ def fail_dead_trials(study: optuna.Study, *, orphan_after_s: float | None = None
     return failed
 
 
-def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
+def close_orphaned_runs(tracker: Tracker, study: optuna.Study, name: str) -> int:
     """End KILLED the MLflow runs of ``name`` that a dead process left RUNNING.
 
     A trial's run is an orphan when its Optuna trial is no longer RUNNING (its worker
@@ -101,7 +101,7 @@ def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
         return f"the bench tune {run_owner(tags)} stopped without closing it"
 
     try:
-        return close_orphans(sink.tracker(), {STUDY_TAG: name}, orphan)
+        return close_orphans(tracker.open(), {STUDY_TAG: name}, orphan)
     except Exception:  # MLflow unreachable: try again at the next start
         return 0
 
