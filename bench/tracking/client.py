@@ -37,7 +37,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.ledger.locking import file_lock
-from bench.tracking.meta import without_none
+from bench.tracking.meta import log_model, model_name, system_metrics, without_none
 from bench.tracking.names import (
     CLOSE_REASON_TAG,
     COMPLETE_TAG,
@@ -420,8 +420,6 @@ class RunLog:
         Named after the run (``bsqh-mb-s0``), with the last logged evaluation point's
         metrics at its iteration: the figures of the network that was saved.
         """
-        from bench.tracking.meta import log_model, model_name
-
         uri = self.tracker.uri if self.synced else None
         point = self.last_point
         values = {k: point[k] for k in MLFLOW_CURVE_FIELDS if k in point}
@@ -443,8 +441,6 @@ class RunLog:
     def system_metrics(self, enabled: bool = True) -> Iterator[None]:
         """Sample system metrics into this run while the block runs (nothing if not
         synced), and once more at every :meth:`log_point` (an evaluation)."""
-        from bench.tracking.meta import system_metrics
-
         active = enabled and self.synced and self.run_id is not None
         uri = self.tracker.uri if active else ""
         with system_metrics(self.run_id if active else None, uri, enabled=active) as sample:
@@ -540,8 +536,6 @@ class RunLog:
         )
 
     def _log_figure(self, figure: Callable[[Path], Path | None]) -> None:
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = figure(Path(tmp))
