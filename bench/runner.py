@@ -32,12 +32,13 @@ from tqdm.auto import tqdm
 from bench.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
 from bench.claims import WAIT_POLL_S, CellClaims
 from bench.data import DataCache, DataOptionError, DataSplits
-from bench.environment import code_version, environment
+from bench.environment import environment
+from bench.identity import cell_key
 from bench.interrupts import InterruptGuard, describe
 from bench.metrics import SUMMARY_FIELDS
 from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
 from bench.mlflow_run import Sink
-from bench.records import CellRecord, config_key, load_record
+from bench.records import CellRecord, load_record
 from bench.suites import Cell, Suite, SuiteError
 from bench.sync import (
     SYNC_PENDING,
@@ -59,11 +60,6 @@ DONE = ("finished", "diverged")
 RESTART = (*DONE, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
-
-
-def cell_key(cell: Cell) -> str:
-    """Stable hash of everything that determines the cell's result, code included."""
-    return config_key(cell.config(), code_version())
 
 
 def suite_dir(out_dir: Path, suite: str) -> Path:
