@@ -1,6 +1,6 @@
 """Where a run happens: the device, versions and code identity recorded with every cell.
 
-The code version is :func:`bench.import_closure.code_version`: the hash of the training
+The code version is :func:`bench.ledger.import_closure.code_version`: the hash of the training
 code's import closure.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bench.import_closure import REPOSITORY_ROOT, code_version
+from bench.ledger.import_closure import REPOSITORY_ROOT, code_version
 
 DEVICES = ("auto", "cpu", "cuda")
 

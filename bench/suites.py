@@ -19,7 +19,7 @@ loaded or any model trained. Layout (every key documented in the README)::
     [model_options.lenet5]            # build_model options per model
     act = "tanh"
 
-    [budget]                          # per cell: exactly one clock-free count (bench.budget)
+    [budget]                          # per cell: exactly one clock-free count (training.budget)
     epochs = 3                        # or steps = N, or passes = N (forward + backward)
     safety_cap_seconds = 60           # optional safety net: a cell that hits it is `capped`
 
@@ -50,15 +50,15 @@ from typing import Any
 import torch
 
 import optimizers
-from bench.budget import KEYS as BUDGET_KEYS
-from bench.budget import RETIRED as RETIRED_BUDGET_KEYS
-from bench.budget import UNITS as BUDGET_UNITS
-from bench.budget import Budget, BudgetError
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
 from bench.data.registry import ensure_dataset_name
-from bench.identity import OUTSIDE, VARIED, configuration, renamed
-from bench.models import available_models, check_model_options, ensure_model
-from bench.numerics import DEFAULT_PRECISION, check_precision
+from bench.ledger.identity import OUTSIDE, VARIED, configuration, renamed
+from bench.training.budget import KEYS as BUDGET_KEYS
+from bench.training.budget import RETIRED as RETIRED_BUDGET_KEYS
+from bench.training.budget import UNITS as BUDGET_UNITS
+from bench.training.budget import Budget, BudgetError
+from bench.training.models import available_models, check_model_options, ensure_model
+from bench.training.numerics import DEFAULT_PRECISION, check_precision
 
 SUITES_DIR = Path(__file__).parent / "suites"
 MODES = ("minibatch", "fullbatch")
@@ -155,7 +155,7 @@ class Cell(Setup, _Filed):
     """One training run: a method on a model and dataset with one seed.
 
     Its configuration, key and tuning fingerprint are derived from these fields by
-    :mod:`bench.identity`. (A dataclass collects the last base's fields first, so the
+    :mod:`bench.ledger.identity`. (A dataclass collects the last base's fields first, so the
     fields read suite, method, then the setup: the order the configuration keeps.)
     """
 
@@ -414,7 +414,7 @@ class _Validator:
 
     def budgets(self, table: Any) -> list[dict[str, float]]:
         """``[budget]``: one clock-free count (a list of them: a budget axis of the grid)
-        and an optional safety cap; see :mod:`bench.budget`."""
+        and an optional safety cap; see :mod:`bench.training.budget`."""
         self.keys(table, set(BUDGET_KEYS), "budget")
         for key, reason in RETIRED_BUDGET_KEYS.items():
             if key in table:

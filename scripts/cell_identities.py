@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.ledger.identity import config_key
 from bench.matched.study import CALIBRATION_SEED, calibration_cell, check_suite, sparsity_knob
-from bench.records import config_key
 from bench.suites import TUNED_PREFIX, available_suites, load_suite, read_toml, resolve_suite_path
 from bench.tuning.settings import SettingError, load_setting
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bench import identity
-from bench.identity import cell_key, config_key, configuration, fingerprint
-from bench.import_closure import code_version
+from bench.ledger import identity
+from bench.ledger.identity import cell_key, config_key, configuration, fingerprint
+from bench.ledger.import_closure import code_version
 from bench.suites import Cell, MethodSpec, Setup, load_suite
 from bench.tuning.settings import load_setting
 

@@ -1,4 +1,4 @@
-"""The code version: a hash of the training code's import closure (bench.import_closure)."""
+"""The code version: a hash of the training code's import closure (bench.ledger.import_closure)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.identity import config_key
-from bench.import_closure import (
+from bench.ledger.identity import config_key
+from bench.ledger.import_closure import (
     PROJECT_PACKAGES,
     REPOSITORY_ROOT,
     closure_files,
@@ -47,18 +47,21 @@ def edited(root: Path, relative: str) -> str:
 def test_the_closure_holds_the_training_code_metrics_and_methods_but_no_report() -> None:
     files = set(closure_files())
     for needed in (
-        "bench/training.py",
-        "bench/metrics.py",  # how a figure is computed
-        "bench/checkpoints.py",  # what a resumed cell continues from
+        "bench/training/loop.py",
+        "bench/training/metrics.py",  # how a figure is computed
+        "bench/ledger/checkpoints.py",  # what a resumed cell continues from
         "bench/data/splits.py",
-        "bench/models.py",
-        "bench/budget.py",
+        "bench/training/models.py",
+        "bench/training/budget.py",
+        "bench/suites.py",  # a cell's specification
         "optimizers/bsqh.py",
         "optimizers/emsa.py",  # imported only as `from . import emsa` (relative)
         "bench/__init__.py",  # importing bench.training runs it
     ):
         assert needed in files, needed
-    assert not [f for f in files if f.startswith(("bench/report/", "bench/commands/"))]
+    assert not [
+        f for f in files if f.startswith(("bench/report/", "bench/commands/", "bench/tracking/"))
+    ]
     assert "bench/cli.py" not in files
     assert files == set(closure_files())  # deterministic
 
@@ -72,10 +75,11 @@ def test_the_version_is_the_same_for_the_same_tree_in_another_folder(tmp_path: P
 @pytest.mark.parametrize(
     "module",
     [
-        "bench/metrics.py",
-        "bench/checkpoints.py",
+        "bench/training/metrics.py",
+        "bench/ledger/checkpoints.py",
         "bench/data/loaders.py",
-        "bench/training.py",
+        "bench/training/loop.py",
+        "bench/ledger/identity.py",
         "optimizers/regularizers.py",
         "optimizers/__init__.py",
     ],
@@ -96,7 +100,14 @@ def test_editing_any_module_in_the_closure_changes_the_version(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "module", ["bench/report/figures.py", "bench/report/stats.py", "bench/cli.py"]
+    "module",
+    [
+        "bench/report/figures.py",
+        "bench/report/stats.py",
+        "bench/cli.py",
+        "bench/tracking/sync.py",
+        "bench/runner.py",
+    ],
 )
 def test_editing_a_report_module_keeps_the_keys(tmp_path: Path, module: str) -> None:
     root = copy_of_packages(tmp_path)
@@ -108,12 +119,18 @@ def test_a_module_training_starts_importing_joins_the_closure(tmp_path: Path) ->
     root = copy_of_packages(tmp_path)
     (root / "bench" / "extra_figure.py").write_text("SCALE = 1\n")
     assert "bench/extra_figure.py" not in closure_files(root=root)
-    training = root / "bench" / "training.py"
+    training = root / "bench" / "training" / "loop.py"
     training.write_text(
-        training.read_text() + "\n\ndef _scale():\n    from .extra_figure import SCALE\n"
+        training.read_text() + "\n\ndef _scale():\n    from ..extra_figure import SCALE\n"
     )
     assert "bench/extra_figure.py" in closure_files(root=root)
     assert edited(root, "bench/extra_figure.py") != version_of(root=root)
+
+
+def test_every_module_of_the_training_package_counts_even_unimported(tmp_path: Path) -> None:
+    root = copy_of_packages(tmp_path)
+    (root / "bench" / "training" / "schedule.py").write_text("WARMUP = 0\n")
+    assert "bench/training/schedule.py" in closure_files(root=root)
 
 
 def test_a_missing_training_module_is_an_error(tmp_path: Path) -> None:

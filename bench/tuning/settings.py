@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.identity import fingerprint
+from bench.ledger.identity import fingerprint
 from bench.suites import (
     SAFE_NAME_RULE,
     Cell,
@@ -102,7 +102,7 @@ class Setting(Setup):
 
     def fingerprint(self, target: Target) -> dict[str, Any]:
         """What must not change when a study is resumed (stored as a study user attr):
-        a trial's identity less what varies between trials (:mod:`bench.identity`)."""
+        a trial's identity less what varies between trials (:mod:`bench.ledger.identity`)."""
         return fingerprint(self.cell(target, {}))
 
 

@@ -5,13 +5,15 @@ code is never taken for the current one: change how a step, a figure or a data s
 computed and every key changes, a rerun trains again, and no report mixes definitions.
 
 Which modules count is not a hand-kept list but the *import closure* of the training
-code, :data:`TRAINING_ROOTS` (the module that trains a cell, and the methods package):
-every module they import, transitively, restricted to this project's packages
-(:data:`PROJECT_PACKAGES`). It is found statically, from the import statements of the
-source files (:mod:`ast`), not from ``sys.modules``: what a process happens to have
-imported depends on what ran before (a test session imports the report), while the
-source tree is the same on every machine. The closure is a superset of what runs:
+code, :data:`TRAINING_ROOTS`: every module of the training package (the loop, models,
+budget, metrics, ...) and of the methods package, and every module they import,
+transitively, restricted to this project's packages (:data:`PROJECT_PACKAGES`). It is
+found statically, from the import statements of the source files (:mod:`ast`), not from
+``sys.modules``: what a process happens to have imported depends on what ran before (a
+test session imports the report), while the source tree is the same on every machine.
+The closure is a superset of what runs:
 
+- a root that is a package counts with every module in it, imported or not;
 - every ``import`` statement counts, wherever it stands (inside functions, under
   ``if TYPE_CHECKING``), so a lazily imported module is never missed;
 - importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py``, so they count;
@@ -34,11 +36,11 @@ from functools import cache
 from pathlib import Path
 
 #: The repository root: the folder holding the ``bench`` and ``optimizers`` packages.
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 #: Top-level packages of this project; imports of anything else are not followed.
 PROJECT_PACKAGES = ("bench", "optimizers")
-#: The modules whose import closure determines a cell's result: the training loop (which
-#: imports the data, the models, the budget, the metrics, ...) and every method.
+#: The packages whose import closure determines a cell's result: training (the loop,
+#: which imports the data, the suite's cell, ...) and the methods.
 TRAINING_ROOTS = ("bench.training", "optimizers")
 VERSION_LENGTH = 16
 
@@ -70,6 +72,19 @@ def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _package_modules(module: str, root: Path) -> list[str]:
+    """Every module of package ``module`` (none when it is a plain module)."""
+    path = module_file(module, root)
+    if path is None or path.name != "__init__.py":
+        return []
+    return [
+        ".".join(source.relative_to(root).with_suffix("").parts[:-1])
+        if source.name == "__init__.py"
+        else ".".join(source.relative_to(root).with_suffix("").parts)
+        for source in sorted(path.parent.rglob("*.py"))
+    ]
+
+
 def imported_modules(module: str, root: Path) -> set[str]:
     """The project modules that ``module``'s source imports, parents included."""
     path = module_file(module, root)
@@ -98,9 +113,11 @@ def imported_modules(module: str, root: Path) -> set[str]:
 def import_closure(
     roots: tuple[str, ...] = TRAINING_ROOTS, root: Path = REPOSITORY_ROOT
 ) -> list[str]:
-    """Every project module that importing ``roots`` runs, sorted by name."""
+    """Every project module in ``roots`` (packages: all their modules) or imported by
+    them, transitively, sorted by name."""
     seen: set[str] = set()
     pending = [name for module in roots for name in _with_parents(module)]
+    pending += [name for module in roots for name in _package_modules(module, root)]
     while pending:
         module = pending.pop()
         if module in seen or module_file(module, root) is None:

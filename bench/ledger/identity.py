@@ -8,7 +8,7 @@ listed by hand, so a field added to the specification is part of the identity at
 - the **configuration**: every field, in declaration order, except those marked
   :data:`OUTSIDE`. It is what a ledger record stores and MLflow shows.
 - the **key**: the hash of the configuration and of the code version
-  (:func:`bench.import_closure.code_version`), :func:`cell_key`.
+  (:func:`bench.ledger.import_closure.code_version`), :func:`cell_key`.
 - the **tuning fingerprint**: the configuration less the fields marked :data:`VARIED`;
   a resumed study must agree with it (:func:`fingerprint`).
 
@@ -33,7 +33,7 @@ from dataclasses import fields, is_dataclass
 from types import MappingProxyType
 from typing import Any
 
-from bench.import_closure import code_version
+from bench.ledger.import_closure import code_version
 
 ROLE = "identity"
 NAME = "identity_name"
