@@ -30,10 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data import DataCache, DataOptionError, DataSplits
-from bench.environment import code_version, environment
+from bench.environment import environment
 from bench.ledger.cell_claims import WAIT_POLL_S, CellClaims
 from bench.ledger.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
-from bench.ledger.records import CellRecord, config_key, load_record
+from bench.ledger.identity import cell_key
+from bench.ledger.records import CellRecord, load_record
 from bench.suites import Cell, Suite, SuiteError
 from bench.tracking.client import EXPERIMENT_PREFIX, Tracker
 from bench.tracking.meta import dataset_inputs, suite_experiment_tags
@@ -59,11 +60,6 @@ RERUN_KEEPS = ("finished", "diverged")
 RESTART = (*RERUN_KEEPS, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
-
-
-def cell_key(cell: Cell) -> str:
-    """Stable hash of everything that determines the cell's result, code included."""
-    return config_key(cell.config(), code_version())
 
 
 def suite_dir(out_dir: Path, suite: str) -> Path:
