@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optimizers
-from bench.metrics import readme_table as metrics_table
+from bench.training.metrics import readme_table as metrics_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import docs, metrics
+from bench import docs
+from bench.training import metrics
 
 
 def test_readme_tables_are_current() -> None:

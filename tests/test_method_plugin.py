@@ -16,7 +16,7 @@ import pytest
 import optimizers
 from bench.cli import main
 from bench.report.frames import penalty_family
-from bench.run_colours import run_colour
+from bench.tracking.colours import run_colour
 from bench.tuning.spaces import knob_asymmetries, space_for, tunable_methods
 from optimizers import registry
 

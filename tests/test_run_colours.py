@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bench.run_colours import UNKNOWN, run_colour
+from bench.tracking.colours import UNKNOWN, run_colour
 from optimizers.registry import algorithm, available, traits
 
 

@@ -37,8 +37,8 @@ from bench.commands.args import (
     number_list,
 )
 from bench.environment import resolve_device
+from bench.ledger.safe_files import OutputWriteError, atomic_write_text
 from bench.matched import calibration, study, table
-from bench.safe_files import OutputWriteError, atomic_write_text
 from bench.suites import SuiteError, load_suite
 
 TARGETS = (0.5, 0.8, 0.9, 0.95)

@@ -21,9 +21,9 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 import optimizers
-from bench.evaluation import accuracy, mean_loss
-from bench.interference import SLOW_FACTOR, STARVED_FACTOR
-from bench.models import nonzero_macs_per_sample
+from bench.training.evaluation import accuracy, mean_loss
+from bench.training.interference import SLOW_FACTOR, STARVED_FACTOR
+from bench.training.models import nonzero_macs_per_sample
 
 Aggregate = Literal["median", "sum", "none"]
 
@@ -221,7 +221,7 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "interference",
-        "whether other processes slowed this cell's steps (bench.interference; the "
+        "whether other processes slowed this cell's steps (bench.training.interference; the "
         "report names such cells)",
         final=lambda p: p.interference.get("interference"),
         aggregate="none",
