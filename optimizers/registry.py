@@ -154,14 +154,14 @@ def load_methods() -> None:
         key = f"{point.name}={point.value}"
         if key in _LOADED:
             continue
-        _LOADED.add(key)
         try:
             point.load()
-        except Exception as error:
+        except Exception as error:  # named, and tried again by the next explicit call
             raise PluginError(
                 f"method plugin {point.name!r} ({point.value}, entry-point group "
                 f"{ENTRY_POINT_GROUP!r}) failed to load: {type(error).__name__}: {error}"
             ) from error
+        _LOADED.add(key)
 
 
 def _methods() -> dict[str, Entry]:
@@ -292,11 +292,6 @@ def traits(name: str) -> Traits:
     since removed) gets the defaults, so readers of old records never fail on it."""
     found = _methods().get(name)
     return found.traits if found is not None else Traits()
-
-
-def focus_methods() -> list[str]:
-    """The registered methods (not their execution variants) this benchmark studies."""
-    return [n for n, e in sorted(_methods().items()) if e.traits.focus and e.same_as is None]
 
 
 def pinned(name: str) -> dict[str, Any]:
