@@ -81,34 +81,18 @@ def test_unknown_traits_are_refused_with_the_allowed_ones() -> None:
         optimizers.Traits(penalty="l2")
 
 
-SUITE = f"""
-name = "toy"
-description = "the toy plugin method, tuned, trained and reported"
-datasets = ["digits"]
-models = ["cnn-tiny"]
-seeds = [0]
+def toy_suite() -> str:
+    """The tuning tests' setting, with the toy method as its one entry."""
+    from tests.test_tuning import SETTING
 
-[data]
-val_fraction = 0.2
-
-[budget]
-epochs = 0.5
-
-[eval]
-every_epochs = 0.25
-train_eval_size = 200
-
-[[methods]]
-name = "{TOY}"
-batch_size = 64
-hparams = "tuned:toy-{TOY}"
-"""
+    head = SETTING.split("[[methods]]")[0].replace('name = "tiny-tuned"', 'name = "toy"')
+    return head + f'[[methods]]\nname = "{TOY}"\nbatch_size = 64\nhparams = "tuned:toy-{TOY}"\n'
 
 
 @pytest.mark.slow
 def test_the_bench_tunes_trains_and_reports_a_plugin_method(toy: str, tmp_path: Path) -> None:
     suite = tmp_path / "toy.toml"
-    suite.write_text(SUITE)
+    suite.write_text(toy_suite())
     out = tmp_path / "out"
     tune = ["tune", "--setting", str(suite), "--out", str(out), "--quiet", "--method", toy]
     assert main([*tune, "--trials", "2"]) == 0
