@@ -66,12 +66,18 @@ def test_an_entry_point_registers_a_method_with_what_its_module_declares(toy: st
 
 
 def test_a_plugin_that_fails_to_import_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_registry
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, isolated_registry
 ) -> None:
     install(tmp_path / "site", entry="broken = tests.no_such_module")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     with pytest.raises(registry.PluginError, match=r"plugin 'broken' \(tests.no_such_module"):
         optimizers.load_methods()
+    # A fresh process (nothing loaded yet) fails at its first look-up: the CLI says so on
+    # one line, exit status 2.
+    monkeypatch.setattr(registry, "_LOADED", set())
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: method plugin 'broken'") and err.count("\n") == 1
 
 
 def test_unknown_traits_are_refused_with_the_allowed_ones() -> None:
