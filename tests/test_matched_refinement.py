@@ -178,3 +178,18 @@ def test_real_study_matches_every_median_and_reports_the_final_round(tmp_path: P
     assert main(args) == 0
     assert log.read_text().count("finished") == trained
     assert json.loads((folder / "epochs-0.2" / "refinement" / "bsqh@0.8.json").read_text()) == trace
+
+
+def test_a_flat_slope_between_noisy_medians_does_not_jump_past_the_first_stage() -> None:
+    """Measured, L0-HC at 0.95 (2 epochs): two rounds at 0.96, then a secant through them
+    extrapolated to half the penalty (median 0.76). A rise below the tolerance is noise:
+    the bracketing step, towards the first stage's low end, takes over."""
+    stage = [
+        CalibrationRun(0.01288, 0.907),
+        CalibrationRun(0.12883, 1.0),
+        CalibrationRun(0.03726, 0.981),
+        CalibrationRun(0.01993, 0.955),
+    ]
+    rounds = [CalibrationRun(0.01993, 0.9612), CalibrationRun(0.01827, 0.9608)]
+    value = refinement.refine(rounds, stage, 0.95, 0.01993, tolerance=0.01).value
+    assert 0.01288 < value < 0.01827
