@@ -193,3 +193,12 @@ def test_a_flat_slope_between_noisy_medians_does_not_jump_past_the_first_stage()
     rounds = [CalibrationRun(0.01993, 0.9612), CalibrationRun(0.01827, 0.9608)]
     value = refinement.refine(rounds, stage, 0.95, 0.01993, tolerance=0.01).value
     assert 0.01288 < value < 0.01827
+
+
+def test_a_small_real_rise_is_followed_not_crept_along() -> None:
+    """Measured, proximal Adam-L0 at 0.8 (4 epochs): a flat response whose seed-0 end lies
+    just above; the rounds' own slope makes the step."""
+    stage = [CalibrationRun(0.23155, 0.800), CalibrationRun(0.2467, 0.815)]
+    rounds = [CalibrationRun(0.23155, 0.781), CalibrationRun(0.24109, 0.786)]
+    value = refinement.refine(rounds, stage, 0.8, 0.23155, tolerance=0.01).value
+    assert value > 0.26  # the secant: 0.24109 * exp(0.014 / 0.124) = 0.27
