@@ -202,3 +202,18 @@ def test_a_small_real_rise_is_followed_not_crept_along() -> None:
     rounds = [CalibrationRun(0.23155, 0.781), CalibrationRun(0.24109, 0.786)]
     value = refinement.refine(rounds, stage, 0.8, 0.23155, tolerance=0.01).value
     assert value > 0.26  # the secant: 0.24109 * exp(0.014 / 0.124) = 0.27
+
+
+def test_once_the_rounds_bracket_the_target_the_step_stays_between_them() -> None:
+    """Measured, proximal SGD-L1 at 0.9 (4 epochs): the two rounds nearest the target were
+    both above it, and their secant, clamped, crept up from the low end (0.829, 0.838,
+    0.850); the bracketing step interpolates between the two sides."""
+    stage = [CalibrationRun(0.03621, 0.805), CalibrationRun(0.05204, 1.0)]
+    rounds = [
+        CalibrationRun(0.04071, 0.826),
+        CalibrationRun(0.04519, 0.945),
+        CalibrationRun(0.04343, 0.928),
+        CalibrationRun(0.04097, 0.829),
+    ]
+    value = refinement.refine(rounds, stage, 0.9, 0.04071, tolerance=0.01, max_rounds=6).value
+    assert 0.0415 < value < 0.04343

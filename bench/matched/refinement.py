@@ -10,16 +10,16 @@ training runs:
   their final sparsities (a diverged seed counts as above every target, as in the first
   stage). Within the tolerance, the round is accepted and its runs **are** the reported
   runs: nothing is retrained.
-* **Otherwise**, from the second round on, the next value is the secant on
-  log(penalty) through the two rounds nearest the target, kept inside the rounds'
-  bracket (:func:`secant_step`). After the first round, or when the two rounds' medians
-  differ by less than a quarter of the tolerance (a slope that is noise), it is the first stage's
-  safeguarded Illinois step (:func:`bench.matched.calibration.interpolate`) inside the
-  rounds' bracket; a side the rounds do not bracket yet is taken from the first stage's
-  runs beyond them, and where those have none either the bracket is widened by
-  :data:`WIDEN` on that side. (The
-  first stage's runs follow seed 0's response, a few hundredths off the median's: they
-  are a guide for one step, not an end to keep interpolating against, which crept.)
+* **Otherwise**, while the rounds lie on one side of the target, the next value is the
+  secant on log(penalty) through the two rounds nearest it (:func:`secant_step`). After
+  the first round, once the rounds bracket the target, or when the two rounds' medians
+  differ by less than a quarter of the tolerance (a slope that is noise), it is the
+  first stage's safeguarded Illinois step (:func:`bench.matched.calibration.interpolate`)
+  inside the rounds' bracket; a side the rounds do not bracket yet is taken from the
+  first stage's runs beyond them, and where those have none either the bracket is
+  widened by :data:`WIDEN` on that side. (The first stage's runs follow seed 0's
+  response, a few hundredths off the median's: they are a guide for one step, not an end
+  to keep interpolating against, which crept.)
 * **Cap.** After ``max_rounds`` rounds (:data:`MAX_ROUNDS`) the round whose median is
   closest to the target is reported, flagged as outside the tolerance, never hidden.
 
@@ -58,8 +58,6 @@ MAX_ROUNDS = 4
 WIDEN = 1.5
 #: How far a secant step may go beyond the rounds when they lie on one side only.
 EXTRAPOLATE = 2.0
-#: A secant step inside the rounds' bracket keeps this fraction of its width to each end.
-MARGIN = 0.1
 #: Two rounds' medians closer than this fraction of the tolerance give no usable slope.
 NOISE = 0.25
 
@@ -146,19 +144,22 @@ def with_stage_ends(
 
 
 def secant_step(rounds: Sequence[CalibrationRun], target: float, tolerance: float) -> float | None:
-    """The secant through the two rounds nearest the target, on log(value), kept inside
-    the rounds' own bracket (``MARGIN`` from its ends) or within ``EXTRAPOLATE`` beyond
-    the rounds on the side they do not bracket. None, so that the bracketing step takes
-    over, with fewer than two usable rounds or when their medians differ by less than
-    :data:`NOISE` of the tolerance: such a slope is noise (measured, L0-HC at 0.95 and 2
-    epochs: medians 0.9604 and 0.9600 at penalties 9 % apart, whose secant extrapolated
-    to half the penalty, 0.76). A small but real rise is kept: proximal Adam-L0 at 0.8
-    and 4 epochs rose 0.005 over 4 % of β, a flat response the bracketing step only
-    crept along (0.781, 0.786, 0.788, 0.787).
+    """While the rounds lie on one side of the target: the secant through the two rounds
+    nearest it, on log(value), at most :data:`EXTRAPOLATE` beyond them. None, so that the
+    bracketing step takes over, once the rounds bracket the target (two points on one
+    side of a curved response overshoot: measured, proximal SGD-L1 at 0.9 and 4 epochs,
+    0.928 and 0.945 pointed far below and, clamped, crept up from the low end), with
+    fewer than two usable rounds, or when their medians differ by less than :data:`NOISE`
+    of the tolerance: such a slope is noise (measured, L0-HC at 0.95 and 2 epochs:
+    medians 0.9604 and 0.9600 at penalties 9 % apart, whose secant extrapolated to half
+    the penalty, 0.76). A small but real rise is kept: proximal Adam-L0 at 0.8 and 4
+    epochs rose 0.005 over 4 % of β, a flat response the bracketing step, towards seed
+    0's end, only crept along (0.781, 0.786, 0.788, 0.787).
 
     The rounds measure the median response itself; the first stage's runs follow seed
-    0's, which can sit a few hundredths off, so near the target only the rounds' own
-    slope avoids creeping up on it from an end that belongs to another curve."""
+    0's, which can sit a few hundredths off, so only the rounds' own slope avoids
+    creeping up on the target from an end that belongs to another curve.
+    """
     usable = [r for r in rounds if r.status != "diverged"]
     nearest = sorted(usable, key=lambda r: abs(r.sparsity - target))[:2]
     if len(nearest) < 2 or nearest[0].value == nearest[1].value:
@@ -170,9 +171,8 @@ def secant_step(rounds: Sequence[CalibrationRun], target: float, tolerance: floa
     x = math.log(a.value) + (target - a.sparsity) / slope
     low, high = bracket(rounds, target)
     if low is not None and high is not None:
-        lo, hi = math.log(low.value), math.log(high.value)
-        lo, hi = lo + MARGIN * (hi - lo), hi - MARGIN * (hi - lo)
-    elif low is not None:
+        return None
+    if low is not None:
         lo, hi = math.log(low.value), math.log(low.value * EXTRAPOLATE)
     else:
         assert high is not None  # no round is within the tolerance: each lies on a side
