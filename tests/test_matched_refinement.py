@@ -217,3 +217,18 @@ def test_once_the_rounds_bracket_the_target_the_step_stays_between_them() -> Non
     ]
     value = refinement.refine(rounds, stage, 0.9, 0.04071, tolerance=0.01, max_rounds=6).value
     assert 0.0415 < value < 0.04343
+
+
+def test_a_first_stage_end_the_rounds_crept_up_to_is_widened_past() -> None:
+    """Measured, proximal Adam-L0 at 0.8 (4 epochs): rounds at 0.781 to 0.789 up to
+    β = 0.2471, seed 0's run above the target at 0.2473; the median's bracket lies beyond."""
+    stage = [CalibrationRun(0.23155, 0.802), CalibrationRun(0.2473, 0.812)]
+    rounds = [
+        CalibrationRun(0.23155, 0.781),
+        CalibrationRun(0.24109, 0.786),
+        CalibrationRun(0.24535, 0.788),
+        CalibrationRun(0.24666, 0.787),
+        CalibrationRun(0.24709, 0.789),
+    ]
+    decision = refinement.refine(rounds, stage, 0.8, 0.23155, tolerance=0.01, max_rounds=8)
+    assert not decision.done and decision.value == pytest.approx(0.24709 * refinement.WIDEN)

@@ -17,7 +17,8 @@ training runs:
   first stage's safeguarded Illinois step (:func:`bench.matched.calibration.interpolate`)
   inside the rounds' bracket; a side the rounds do not bracket yet is taken from the
   first stage's runs beyond them, and where those have none either the bracket is
-  widened by :data:`WIDEN` on that side. (The first stage's runs follow seed 0's
+  widened by :data:`WIDEN` on that side (also past a borrowed end the rounds have
+  crept up to, closer than the collapse width). (The first stage's runs follow seed 0's
   response, a few hundredths off the median's: they are a guide for one step, not an end
   to keep interpolating against, which crept.)
 * **Cap.** After ``max_rounds`` rounds (:data:`MAX_ROUNDS`) the round whose median is
@@ -108,10 +109,16 @@ def refine(
             best=best,
             reason=f"median outside ±{tolerance:g} after {max_rounds} round(s); closest reported",
         )
-    low, high = with_stage_ends(rounds, stage, target)
     guess = secant_step(rounds, target, tolerance)
     if guess is not None:
         return Decision(value=guess)
+    low, high = with_stage_ends(rounds, stage, target)
+    own_low, own_high = bracket(rounds, target)
+    # An end from seed 0's curve that the rounds have crept up to is no end of the
+    # median's (measured: proximal Adam-L0 at 0.8, 4 epochs): widen past it instead.
+    borrowed = own_low is None or own_high is None
+    if low and high and borrowed and math.log(high.value / low.value) < MIN_LOG_WIDTH:
+        low, high = own_low, own_high
     if low is None or high is None:
         if high is not None:
             value = high.value / WIDEN
