@@ -11,6 +11,10 @@ otherwise.
     python scripts/load_invariance.py --suite smoke --out results/load-invariance
         [--hogs 1] [--device cpu]
 
+With ``--compare QUIET LOADED`` it runs nothing and compares two output folders that
+already hold the suites (for example two ``make bench`` runs with ``OUT=...``, one beside
+a hog): ``--suite`` then takes a comma-separated list (``quick,quick-fullbatch``).
+
 The output folders must not hold an earlier run of the suite (the ledger would skip its
 cells): pass a new ``--out`` or remove it first.
 """
@@ -59,33 +63,13 @@ def finals(out: Path, suite: str) -> dict[str, dict]:
     return table
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="smoke")
-    parser.add_argument("--out", type=Path, default=Path("results/load-invariance"))
-    parser.add_argument("--hogs", type=int, default=1, help="busy-loop processes beside run 2")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    suite = load_suite(args.suite).name
-    quiet, loaded = args.out / "quiet", args.out / "loaded"
-    for folder in (quiet, loaded):
-        if cells_dir(folder, suite).exists():
-            print(f"error: {folder} already holds a run of {suite}; pass a new --out")
-            return 2
-
-    run(args.suite, quiet, args.device)
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
-    try:
-        run(args.suite, loaded, args.device)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
-
+def compare(quiet: Path, loaded: Path, suite: str) -> bool:
+    """Print the suite's cells side by side; true when all are identical and the loaded
+    report names the interference."""
     a, b = finals(quiet, suite), finals(loaded, suite)
     width = max(len(n) for n in a | b)
     header = f"{'test acc quiet/loaded':>23}  {'sparsity':>15}  {'steps':>11}  same"
-    print(f"\n{'cell':<{width}}  {header}")
+    print(f"\nsuite {suite}\n{'cell':<{width}}  {header}")
     same_all = set(a) == set(b)
     for name in sorted(a | b):
         x, y = a.get(name, {}), b.get(name, {})
@@ -112,7 +96,45 @@ def main() -> int:
         f"run {flagged['loaded']} of {len(b)}; loaded REPORT.md names them: "
         f"{'yes' if reported else 'NO'}"
     )
-    return 0 if same_all and reported else 1
+    return same_all and reported
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="smoke")
+    parser.add_argument("--out", type=Path, default=Path("results/load-invariance"))
+    parser.add_argument("--hogs", type=int, default=1, help="busy-loop processes beside run 2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("QUIET", "LOADED"),
+        help="compare two existing output folders instead of running the suite",
+    )
+    args = parser.parse_args()
+    if args.compare:
+        quiet, loaded = args.compare
+        suites = [load_suite(name).name for name in args.suite.split(",")]
+        results = [compare(quiet, loaded, suite) for suite in suites]
+        return 0 if all(results) else 1
+    suite = load_suite(args.suite).name
+    quiet, loaded = args.out / "quiet", args.out / "loaded"
+    for folder in (quiet, loaded):
+        if cells_dir(folder, suite).exists():
+            print(f"error: {folder} already holds a run of {suite}; pass a new --out")
+            return 2
+
+    run(args.suite, quiet, args.device)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
+    try:
+        run(args.suite, loaded, args.device)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+    return 0 if compare(quiet, loaded, suite) else 1
 
 
 if __name__ == "__main__":
