@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed
 MLFLOW_DB ?= postgresql://postgres:postgres@127.0.0.1:5432/mlflow
 MLFLOW_PORT ?= 5001
 
-.PHONY: install test test-slow test-all docs lint clean bench budgets load-invariance data ui mlflow-server tune matched matched-fronts dashboard perf gpu-check
+.PHONY: install test test-slow test-all docs docs-check lint clean bench budgets load-invariance data ui mlflow-server tune matched matched-fronts dashboard perf gpu-check
 
 install: $(STAMP)
 
@@ -51,8 +51,16 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict optimizers
 
+# `make docs`: the generated tables rewritten from the code, then the MkDocs site in site/.
+# `make docs-check` (CI): a stale generated table or a broken link or anchor fails.
 docs: install
 	$(PY) -m bench.docs
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-check: install
+	$(PY) -m bench.docs --check
+	@site=$$(mktemp -d) && $(VENV)/bin/mkdocs build --strict --site-dir $$site; \
+		status=$$?; rm -rf $$site; exit $$status
 
 data: install
 	$(PY) -m bench data --dataset fashion-mnist
@@ -117,5 +125,5 @@ gpu-check: install
 	OUT=$(OUT) bash scripts/gpu-check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
