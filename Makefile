@@ -11,7 +11,7 @@ PANELS_quick ?= quick-fullbatch
 PANELS_gpu-quick ?= gpu-quick-fullbatch
 DEVICE ?= auto
 # `make bench SCHEDULER=local:2` (or local-cuda, tcp://HOST:PORT): the suites' cells on a
-# Dask cluster (README, Scaling out); empty: one process, as before.
+# Dask cluster (docs: Scaling out); empty: one process, as before.
 SCHEDULER ?=
 SCHEDULE := $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 OUT ?= results
@@ -73,7 +73,7 @@ bench: install data
 		$(PY) -m bench report --suite $$panel --out $(OUT) || exit 1; \
 	done
 
-# The budget sweep (README, Budgets): quick's mini-batch methods at 2, 6 and 18 epochs, ten
+# The budget sweep (docs: Running suites, Budgets): quick's mini-batch methods at 2, 6 and 18 epochs, ten
 # seeds; its report says whether the ranking holds across budgets. Hours on a CPU.
 budgets: install data
 	$(PY) -m bench run --suite quick-budgets --device $(DEVICE) --out $(OUT) $(SCHEDULE)
@@ -86,12 +86,12 @@ load-invariance: install data
 # One worker: a single user on a laptop needs no more, and it starts in seconds. No job
 # consumers (MLflow 3 starts seven, for GenAI judges; training runs never use them).
 ui: install
-	@echo "Open http://127.0.0.1:$(PORT); once per browser, click 'Model training' at the top of MLflow's sidebar (README, MLflow)"
+	@echo "Open http://127.0.0.1:$(PORT); once per browser, click 'Model training' at the top of MLflow's sidebar (docs: MLflow)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
 		--host 127.0.0.1 --port $(PORT) --workers 1
 
 # Live tracking for Dask workers: mlflow server on 127.0.0.1 with runs in PostgreSQL and
-# artifacts under OUT; it prints the MLFLOW_TRACKING_URI to export (see README, Scaling out).
+# artifacts under OUT; it prints the MLFLOW_TRACKING_URI to export (docs: Scaling out).
 mlflow-server: install
 	$(PY) -m bench.distributed.server --backend $(MLFLOW_DB) \
 		--artifacts $(abspath $(OUT))/mlflow-server-artifacts --port $(MLFLOW_PORT)
@@ -99,7 +99,7 @@ mlflow-server: install
 tune: install data
 	$(PY) -m bench tune-all --setting quick --out $(OUT)
 
-# Accuracy at sparsity matched by construction (README, Matched sparsity); the budgets'
+# Accuracy at sparsity matched by construction (docs: Matched sparsity); the budgets'
 # studies can run side by side (`make matched EPOCHS=2` and `EPOCHS=4`), a last
 # `make matched` then reads both back and writes the joint tables.
 EPOCHS ?= 2,4
