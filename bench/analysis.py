@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import CellRecord, load_records
+from bench.ledger.records import CellRecord, load_records
 from bench.report.frames import curves_frame, layer_frame, runs_frame
 from bench.runner import cells_dir
 
@@ -29,7 +29,7 @@ class SuiteResults:
             metric, configuration, ``hp_*`` hyperparameters).
         curves: one row per evaluation point, the columns of ``curves.csv``.
         layers: one row per cell and prunable layer: its final sparsity.
-        records: the ledger records themselves (``bench.records.CellRecord``).
+        records: the ledger records themselves (``bench.ledger.records.CellRecord``).
     """
 
     suite: str

@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bench.interrupts import describe, exit_status, terminate_like_ctrl_c
+from bench.training.interrupts import describe, exit_status, terminate_like_ctrl_c
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.commands.run", "train every cell of a suite and record it in MLflow"),

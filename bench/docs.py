@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optimizers
-from bench.metrics import readme_table as metrics_table
+from bench.training.metrics import readme_table as metrics_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

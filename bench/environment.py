@@ -71,13 +71,13 @@ def git_commit() -> str:
 RESULT_SOURCES = (
     "optimizers",
     "bench/data",
-    "bench/models.py",
-    "bench/training.py",
-    "bench/evaluation.py",
-    "bench/timing.py",
-    "bench/budget.py",  # when a cell stops
-    "bench/interference.py",  # what its summary says about the steps' times
-    "bench/numerics.py",
+    "bench/training/models.py",
+    "bench/training/loop.py",
+    "bench/training/evaluation.py",
+    "bench/training/timing.py",
+    "bench/training/budget.py",  # when a cell stops
+    "bench/training/interference.py",  # what its summary says about the steps' times
+    "bench/training/numerics.py",
 )
 
 

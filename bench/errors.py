@@ -9,9 +9,9 @@ that a new command cannot forget one, and so that tracebacks stay for real bugs.
 from __future__ import annotations
 
 from bench.data import DataFileError, DataOptionError, DatasetUnavailable
-from bench.safe_files import OutputWriteError
+from bench.ledger.safe_files import OutputWriteError
+from bench.ledger.writable import PathNotWritable
 from bench.suites import SuiteError
-from bench.writable import PathNotWritable
 
 __all__ = ["USER_ERRORS", "UsageError", "one_line"]
 

@@ -7,9 +7,9 @@ written (atomically) before anything optional, MLflow failures only mark the rec
 synced, and ``bench sync`` (which also runs at the start of every suite) pushes it later.
 
 Several drivers may run one suite into one ``--out`` at once: each cell is trained by
-the process holding its claim (:mod:`bench.claims`), and every driver returns once the
+the process holding its claim (:mod:`bench.ledger.cell_claims`), and every driver returns once the
 whole suite is recorded.
-Ctrl-C is honoured only between safe points (:class:`bench.interrupts.InterruptGuard`):
+Ctrl-C is honoured only between safe points (:class:`bench.training.interrupts.InterruptGuard`):
 an interrupted cell is recorded ``killed`` with the curve it had so far, a finished one
 is recorded whatever the moment of the Ctrl-C, and the suite stops. Any other error
 marks the cell failed, the suite goes on, and the exit code is non-zero at the end.
@@ -29,17 +29,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bench.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
-from bench.claims import WAIT_POLL_S, CellClaims
 from bench.data import DataCache, DataOptionError, DataSplits
 from bench.environment import code_version, environment
-from bench.interrupts import InterruptGuard, describe
-from bench.metrics import SUMMARY_FIELDS
-from bench.mlflow_meta import dataset_inputs, suite_experiment_tags
-from bench.mlflow_run import Sink
-from bench.records import CellRecord, config_key, load_record
+from bench.ledger.cell_claims import WAIT_POLL_S, CellClaims
+from bench.ledger.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
+from bench.ledger.records import CellRecord, config_key, load_record
 from bench.suites import Cell, Suite, SuiteError
-from bench.sync import (
+from bench.tracking.client import EXPERIMENT_PREFIX
+from bench.tracking.meta import dataset_inputs, suite_experiment_tags
+from bench.tracking.run_log import Sink
+from bench.tracking.sync import (
     SYNC_PENDING,
     SyncOutcome,
     close_run,
@@ -47,16 +46,17 @@ from bench.sync import (
     run_spec,
     sync_ledger,
 )
-from bench.tracking import EXPERIMENT_PREFIX
-from bench.training import TrainingResult, iterations_per_epoch, train_cell
+from bench.training.interrupts import InterruptGuard, describe
+from bench.training.loop import TrainingResult, iterations_per_epoch, train_cell
+from bench.training.metrics import SUMMARY_FIELDS
 
 #: Statuses a rerun keeps; failed, killed and capped cells run again (a capped cell hit
 #: its clock safety net, which a quieter machine may not).
-DONE = ("finished", "diverged")
+RERUN_KEEPS = ("finished", "diverged")
 #: Statuses after which a cell's checkpoint is deleted: final ones, and ``capped``, whose
 #: rerun starts afresh (resumed, it would carry the device time that hit the cap). A
 #: failed or killed cell keeps its checkpoint and resumes from it.
-RESTART = (*DONE, "capped")
+RESTART = (*RERUN_KEEPS, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
 
@@ -75,7 +75,7 @@ def cells_dir(out_dir: Path, suite: str) -> Path:
 
 
 def suite_claims(out_dir: Path, suite: str) -> CellClaims:
-    """The per-cell claims of a suite's ledger in ``out_dir`` (:mod:`bench.claims`)."""
+    """The per-cell claims of a suite's ledger in ``out_dir`` (:mod:`bench.ledger.cell_claims`)."""
     return CellClaims(suite_dir(out_dir, suite), suite)
 
 
@@ -142,7 +142,7 @@ def run_suite(
     damaged data file stops the suite at once with the loader's message. Cells another
     live driver has claimed are left to it and waited for at the end.
 
-    Raises :class:`bench.safe_files.OutputWriteError` when the ledger cannot be written,
+    Raises :class:`bench.ledger.safe_files.OutputWriteError` when the ledger cannot be written,
     and :class:`KeyboardInterrupt` after recording the cell that Ctrl-C interrupted.
     """
     out_dir = Path(out_dir)
@@ -221,7 +221,7 @@ def load_cell_data(cell: Cell, data: DataCache, suite_path: Path) -> DataSplits:
 
 def is_done(record: CellRecord | None) -> bool:
     """Whether a record ends its cell for good (finished or diverged; a rerun keeps it)."""
-    return record is not None and record.status in DONE
+    return record is not None and record.status in RERUN_KEEPS
 
 
 def attempt(record: CellRecord | None) -> tuple[str, float | None] | None:

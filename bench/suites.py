@@ -19,7 +19,7 @@ loaded or any model trained. Layout (every key documented in the README)::
     [model_options.lenet5]            # build_model options per model
     act = "tanh"
 
-    [budget]                          # per cell: exactly one clock-free count (bench.budget)
+    [budget]                          # per cell: exactly one clock-free count (training.budget)
     epochs = 3                        # or steps = N, or passes = N (forward + backward)
     safety_cap_seconds = 60           # optional safety net: a cell that hits it is `capped`
 
@@ -50,14 +50,14 @@ from typing import Any
 import torch
 
 import optimizers
-from bench.budget import KEYS as BUDGET_KEYS
-from bench.budget import RETIRED as RETIRED_BUDGET_KEYS
-from bench.budget import UNITS as BUDGET_UNITS
-from bench.budget import Budget, BudgetError
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
 from bench.data.registry import ensure_dataset_name
-from bench.models import available_models, check_model_options, ensure_model
-from bench.numerics import DEFAULT_PRECISION, check_precision
+from bench.training.budget import KEYS as BUDGET_KEYS
+from bench.training.budget import RETIRED as RETIRED_BUDGET_KEYS
+from bench.training.budget import UNITS as BUDGET_UNITS
+from bench.training.budget import Budget, BudgetError
+from bench.training.models import available_models, check_model_options, ensure_model
+from bench.training.numerics import DEFAULT_PRECISION, check_precision
 
 SUITES_DIR = Path(__file__).parent / "suites"
 MODES = ("minibatch", "fullbatch")
@@ -391,7 +391,7 @@ class _Validator:
 
     def budgets(self, table: Any) -> list[dict[str, float]]:
         """``[budget]``: one clock-free count (a list of them: a budget axis of the grid)
-        and an optional safety cap; see :mod:`bench.budget`."""
+        and an optional safety cap; see :mod:`bench.training.budget`."""
         self.keys(table, set(BUDGET_KEYS), "budget")
         for key, reason in RETIRED_BUDGET_KEYS.items():
             if key in table:

@@ -26,7 +26,7 @@ from torch._inductor import metrics
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import optimizers
-from bench.models import build_model
+from bench.training.models import build_model
 
 FUSABLE = ("_prelude", "_stage_update", "_decide")
 #: Operators that launch nothing: views, metadata, allocations, host scalars.

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.records import load_records
+from bench.ledger.records import load_records
 from bench.runner import cells_dir
 from bench.suites import load_suite
 

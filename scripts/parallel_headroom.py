@@ -40,8 +40,8 @@ WARMUP_STEPS = 20
 def time_steps(method: str, model_name: str, batch: int, steps: int, threads: int) -> float:
     """Milliseconds per step of ``steps`` steps in this process with ``threads`` threads."""
     import optimizers
-    from bench.models import build_model
-    from bench.perf import IMAGE_SHAPE, NUM_CLASSES, synthetic_data
+    from bench.perf.harness import IMAGE_SHAPE, NUM_CLASSES, synthetic_data
+    from bench.training.models import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ with the bench's system-metrics monitor off and on, in alternating repetitions (
 off, on, ...) so that drifts of a shared machine hit both alike, and prints the median
 step time of each, the median ratio of adjacent (off, on) pairs, and what one sample
 costs (the bound that holds on a busy machine too: sample cost / interval). The monitor is the
-runner's own (``bench.mlflow_meta.system_metrics``, sampling every
+runner's own (``bench.tracking.meta.system_metrics``, sampling every
 ``SYSTEM_METRICS_INTERVAL_S`` seconds unless ``--interval`` says otherwise) writing to a
 throw-away SQLite store.
 
@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optimizers
 from bench.environment import device_name, resolve_device
-from bench.mlflow_meta import SYSTEM_METRICS_INTERVAL_S, system_metrics
-from bench.models import build_model
-from bench.perf import IMAGE_SHAPE, NUM_CLASSES, synthetic_data
-from bench.timing import StepTimer
+from bench.perf.harness import IMAGE_SHAPE, NUM_CLASSES, synthetic_data
+from bench.tracking.meta import SYSTEM_METRICS_INTERVAL_S, system_metrics
+from bench.training.models import build_model
+from bench.training.timing import StepTimer
 
 
 def steps_for(method: object, batches: list, device: torch.device, seconds: float) -> list[float]:

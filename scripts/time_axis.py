@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optimizers
 from bench.data import DataCache
 from bench.suites import load_suite
-from bench.training import batches, cell_model, method_hparams
+from bench.training.loop import batches, cell_model, method_hparams
 
 CLOCKS = ("wall", "median wall x n", "process cpu", "thread cpu")
 

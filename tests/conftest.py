@@ -7,7 +7,7 @@ wait for a core cost several times the work itself. The results do not depend on
 
 One migrated, empty MLflow store per session: creating a SQLite store runs MLflow's
 whole chain of schema migrations, a few seconds each time, and most end-to-end tests
-start from a fresh output folder. Before a :class:`bench.tracking.Tracker` opens a
+start from a fresh output folder. Before a :class:`bench.tracking.client.Tracker` opens a
 SQLite store that does not exist yet, a copy of the session's template is put there, so
 the test exercises the same open, experiment creation and logging without paying for
 the migrations again. Stores made by subprocesses (the concurrency tests) are created
@@ -43,7 +43,7 @@ def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 def _premigrated_mlflow_stores(
     monkeypatch: pytest.MonkeyPatch, _mlflow_template: dict[str, Path]
 ) -> None:
-    tracking = sys.modules.get("bench.tracking")
+    tracking = sys.modules.get("bench.tracking.client")
     if tracking is None:  # this test module never touches MLflow
         return
     original = tracking.Tracker.__init__

@@ -8,11 +8,11 @@ import torch
 
 from bench import analysis
 from bench.data import DataCache
-from bench.records import CellRecord
+from bench.ledger.records import CellRecord
 from bench.report.frames import ID_COLUMNS
 from bench.runner import cell_key, cells_dir
 from bench.suites import load_suite
-from bench.training import train_cell
+from bench.training.loop import train_cell
 from tests.test_custom_models import readme_example
 from tests.test_runner import TINY, write_suite
 

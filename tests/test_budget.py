@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.budget import Budget, BudgetError
 from bench.data import load_dataset
-from bench.interference import SLOW_FACTOR, STARVED_FACTOR, detect
-from bench.records import load_records
+from bench.ledger.records import load_records
 from bench.report import budgets, write_report
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
-from bench.training import train_cell
+from bench.training.budget import Budget, BudgetError
+from bench.training.interference import SLOW_FACTOR, STARVED_FACTOR, detect
+from bench.training.loop import train_cell
 
 CPU = torch.device("cpu")
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench.checkpoints import CellCheckpoints, checkpoint_path
 from bench.cli import main
 from bench.data import DataCache
-from bench.interrupts import InterruptGuard, Terminated
-from bench.records import load_records
+from bench.ledger.checkpoints import CellCheckpoints, checkpoint_path
+from bench.ledger.records import load_records
 from bench.runner import cells_dir
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
-from bench.training import batches, train_cell
+from bench.tracking.client import EXPERIMENT_PREFIX, tracking_uri
+from bench.training.interrupts import InterruptGuard, Terminated
+from bench.training.loop import batches, train_cell
 from tests.test_reliability import SGD, _bench, _wait_for
 from tests.test_runner import TINY, write_suite
 
@@ -27,7 +27,7 @@ CPU = torch.device("cpu")
 #: Summary figures that measure time: they differ between any two runs.
 TIMES = {
     "device_time_s", "eval_time_s", "warmup_time_s", "step_wall_time_s",
-    # the machine's load while the steps ran (bench.interference): measured, not computed
+    # the machine's load while the steps ran (bench.training.interference): measured, not computed
     "interference", "slowed_step_share", "starved_step_share", "wall_cpu_ratio",
 }  # fmt: skip
 

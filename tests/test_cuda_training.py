@@ -11,8 +11,8 @@ import torch
 
 from bench.data import load_dataset
 from bench.suites import Cell, MethodSpec
-from bench.timing import StepTimer
-from bench.training import train_cell
+from bench.training.loop import train_cell
+from bench.training.timing import StepTimer
 
 pytestmark = [
     pytest.mark.cuda,

@@ -17,9 +17,9 @@ import bench.references
 import optimizers
 from bench import docs
 from bench.data import DataCache
-from bench.models import build_model, dense_macs_per_sample, nonzero_macs_per_sample
 from bench.suites import SuiteError, load_suite
-from bench.training import train_cell
+from bench.training.loop import train_cell
+from bench.training.models import build_model, dense_macs_per_sample, nonzero_macs_per_sample
 from optimizers.registry import entry
 
 CPU = torch.device("cpu")

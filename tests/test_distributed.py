@@ -28,10 +28,10 @@ from bench.cli import main
 from bench.distributed.server import ensure_database, server_command, wait_until_up
 from bench.distributed.spec import SchedulerSpec, SchedulerSpecError, parse_scheduler
 from bench.distributed.suite import is_live_store, run_suite_distributed
-from bench.records import load_records
+from bench.ledger.records import load_records
 from bench.runner import cells_dir
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
 from tests.test_runner import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]

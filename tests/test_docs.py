@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import optimizers
-from bench import docs, metrics
+from bench import docs
+from bench.training import metrics
 from tests.test_custom_models import readme_example
 
 

@@ -537,7 +537,7 @@ def test_cuda_steps_never_synchronise_the_host():
 def test_cuda_kernel_count_sees_inside_replayed_graphs():
     """bench perf's kernel count must count a graph replay's kernels one by one: the
     graphed and the eager fast path run the same kernels, give or take a few copies."""
-    from bench.kernels import kernels_per_step
+    from bench.perf.kernels import kernels_per_step
 
     x, y = _cuda_data()
     counts = []
@@ -555,7 +555,7 @@ def test_cuda_kernel_count_sees_inside_replayed_graphs():
 @needs_cuda
 def test_cuda_fused_step_equals_the_eager_one_with_fewer_kernels():
     """Triton kernels give the eager iterates (float64), and fusing removes kernels."""
-    from bench.kernels import kernels_per_step
+    from bench.perf.kernels import kernels_per_step
 
     x, y = (t.double() if t.is_floating_point() else t for t in _cuda_data())
     counts = {}

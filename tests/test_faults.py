@@ -32,17 +32,17 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.mlflow_run
-import bench.report_run
 import bench.runner
+import bench.tracking.report_run
+import bench.tracking.run_log
 from bench.cli import main
-from bench.mlflow_meta import REPORT_KIND, RUN_KIND_TAG
-from bench.mlflow_run import Sink
-from bench.records import LedgerWarning, load_records
-from bench.report_run import REPORT_DIR_TAG
+from bench.ledger.records import LedgerWarning, load_records
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.meta import REPORT_KIND, RUN_KIND_TAG
+from bench.tracking.report_run import REPORT_DIR_TAG
+from bench.tracking.run_log import Sink
 from tests.test_inputs import suite_text
 
 CPU = torch.device("cpu")
@@ -407,7 +407,7 @@ def test_an_interrupted_report_run_is_ended_killed(
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)
 
-    monkeypatch.setattr(bench.report_run, "_copy", terminated)
+    monkeypatch.setattr(bench.tracking.report_run, "_copy", terminated)
     assert main(["report", "--suite", str(path), "--out", str(out)]) == 143
     client = MlflowClient(tracking_uri=tracking_uri(out))
     experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + "t")
@@ -488,7 +488,7 @@ def test_after_the_first_timeout_the_store_is_left_alone_for_the_rest_of_the_run
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
-    monkeypatch.setattr(bench.mlflow_run, "RETRY_PAUSE_S", 0.0)
+    monkeypatch.setattr(bench.tracking.run_log, "RETRY_PAUSE_S", 0.0)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     path = tmp_path / "t.toml"
@@ -513,7 +513,7 @@ def test_the_sql_stores_traceback_for_a_full_disk_is_not_printed(
 
     import sqlalchemy
 
-    import bench.tracking  # noqa: F401  (installs the filter)
+    import bench.tracking.client  # noqa: F401  (installs the filter)
 
     logger = logging.getLogger("mlflow.store.db.utils")
     full = sqlite3.OperationalError("database or disk is full")
@@ -547,7 +547,7 @@ def _interrupt_inside_a_gc_callback(error: BaseException) -> None:
 
 
 def test_a_signal_swallowed_by_a_gc_callback_under_a_guard_is_not_printed(capfd) -> None:
-    from bench.interrupts import InterruptGuard, Terminated, terminate_like_ctrl_c
+    from bench.training.interrupts import InterruptGuard, Terminated, terminate_like_ctrl_c
 
     # Under a guard the signal was counted and its check raises it: no traceback printed.
     with terminate_like_ctrl_c(), InterruptGuard() as guard:

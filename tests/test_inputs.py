@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.writable
+import bench.ledger.writable
 import optimizers
 from bench.cli import main
 from bench.data import load_dataset
-from bench.numerics import PRECISIONS, numerics
-from bench.records import load_records
+from bench.ledger.records import load_records
 from bench.report import write_report
 from bench.runner import cell_key, cells_dir, run_suite
 from bench.suites import (
@@ -32,7 +31,8 @@ from bench.suites import (
     SuiteError,
     load_suite,
 )
-from bench.training import DIVERGENCE_FACTOR, divergence_limit, train_cell
+from bench.training.loop import DIVERGENCE_FACTOR, divergence_limit, train_cell
+from bench.training.numerics import PRECISIONS, numerics
 from optimizers import registry
 from optimizers.hparams import HParams, hparam
 
@@ -415,14 +415,14 @@ def read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """
     folder = tmp_path / "read-only"
     folder.mkdir()
-    real_probe = bench.writable._write_probe
+    real_probe = bench.ledger.writable._write_probe
 
     def probe(path: Path) -> None:
         if path == folder or folder in path.parents:
             raise OSError(errno.EROFS, "Read-only file system")
         real_probe(path)
 
-    monkeypatch.setattr(bench.writable, "_write_probe", probe)
+    monkeypatch.setattr(bench.ledger.writable, "_write_probe", probe)
     folder.chmod(0o555)
     yield folder
     folder.chmod(0o755)
@@ -450,13 +450,15 @@ def test_full_disk_says_to_free_space(tmp_path: Path, monkeypatch: pytest.Monkey
     def full(path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(bench.writable, "_write_probe", full)
-    with pytest.raises(bench.writable.PathNotWritable, match=r"No space left.*free some space"):
-        bench.writable.ensure_writable_dir(tmp_path / "x", "output folder", flag="--out")
+    monkeypatch.setattr(bench.ledger.writable, "_write_probe", full)
+    with pytest.raises(
+        bench.ledger.writable.PathNotWritable, match=r"No space left.*free some space"
+    ):
+        bench.ledger.writable.ensure_writable_dir(tmp_path / "x", "output folder", flag="--out")
 
 
 def test_probe_leaves_nothing_behind(tmp_path: Path) -> None:
-    bench.writable.ensure_writable_dir(tmp_path / "new" / "folder", "output folder")
+    bench.ledger.writable.ensure_writable_dir(tmp_path / "new" / "folder", "output folder")
     assert list((tmp_path / "new" / "folder").iterdir()) == []
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.records import CellRecord
+from bench.ledger.records import CellRecord
 from bench.report.significance import TOO_FEW_FOR_FAMILY, median_interval
 from bench.tuning import matched
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.ledger.records import CellRecord
 from bench.matched import table
 from bench.matched.study import Calibrated, SeedFigures, seed_figures
-from bench.records import CellRecord
 from bench.report import significance
 
 SEEDS = list(range(1, 11))

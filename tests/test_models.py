@@ -1,4 +1,4 @@
-"""Tests for bench.models: the stage structure bSQH relies on, option checking, MACs."""
+"""Tests for bench.training.models: the stage structure bSQH relies on, option checking, MACs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench import models
-from bench.models import (
+from bench.training import models
+from bench.training.models import (
     available_models,
     build_model,
     dense_macs_per_sample,

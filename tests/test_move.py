@@ -16,12 +16,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-from bench.mlflow_meta import load_model
-from bench.relocate import LOCATION_COLUMNS, STORE_NAME
-from bench.run_colours import RUN_COLOUR_TAG, run_colour
 from bench.runner import run_suite
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking.colours import RUN_COLOUR_TAG, run_colour
+from bench.tracking.meta import load_model
+from bench.tracking.relocate import LOCATION_COLUMNS, STORE_NAME
 
 
 @pytest.fixture(autouse=True)

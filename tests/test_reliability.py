@@ -24,18 +24,18 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.mlflow_run
-import bench.sync
-from bench.checkpoints import checkpoint_path
-from bench.claims import CellClaims
+import bench.tracking.run_log
+import bench.tracking.sync
 from bench.cli import main
-from bench.locking import LockHeld, OwnerLock, file_lock
-from bench.mlflow_run import Sink
-from bench.records import CellRecord, LedgerWarning, load_records
+from bench.ledger.cell_claims import CellClaims
+from bench.ledger.checkpoints import checkpoint_path
+from bench.ledger.locking import LockHeld, OwnerLock, file_lock
+from bench.ledger.records import CellRecord, LedgerWarning, load_records
+from bench.ledger.safe_files import OutputWriteError
 from bench.runner import cell_key, cells_dir, run_suite
-from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.run_log import Sink
 from bench.tuning.cleanup import close_orphaned_runs
 from bench.tuning.storage import StorageError, StorageSpec
 from tests.test_runner import TINY, write_suite
@@ -52,7 +52,7 @@ def _fast_failures(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
-    monkeypatch.setattr(bench.mlflow_run, "RETRY_PAUSE_S", 0.0)
+    monkeypatch.setattr(bench.tracking.run_log, "RETRY_PAUSE_S", 0.0)
 
 
 def suite_file(tmp_path: Path, body: str = TINY, methods: str = SGD) -> Path:
@@ -212,7 +212,9 @@ def test_only_numeric_summary_figures_become_metrics_and_times_become_tags(tmp_p
     record.curve, record.mlflow_synced = curve, False
     record.save(ledger)
     with pytest.warns(UserWarning, match="without dataset inputs.*unknown dataset 'd'"):
-        outcome = bench.sync.sync_ledger(Sink.for_output(tmp_path, "pmp-bench/t"), ledger, "t")
+        outcome = bench.tracking.sync.sync_ledger(
+            Sink.for_output(tmp_path, "pmp-bench/t"), ledger, "t"
+        )
     assert outcome.pushed == 1 and outcome.unsynced == 0
     (run,) = runs_by_status(tmp_path)["FINISHED"]
     assert run.data.metrics["test_accuracy"] == 0.5
@@ -236,7 +238,7 @@ def _self_interrupt(times: int = 1):
 
 def test_ctrl_c_while_closing_a_cell_still_records_it_then_stops(tmp_path, monkeypatch, capsys):
     path = suite_file(tmp_path)
-    monkeypatch.setattr(bench.sync, "draw_cell_figure", _self_interrupt())
+    monkeypatch.setattr(bench.tracking.sync, "draw_cell_figure", _self_interrupt())
     assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 130
     (record,) = load_records(cells_dir(tmp_path, "t"))  # the second cell never started
     assert record.status == "finished"
@@ -248,7 +250,7 @@ def test_ctrl_c_while_closing_a_cell_still_records_it_then_stops(tmp_path, monke
 
 def test_a_second_ctrl_c_aborts_at_once_and_sync_repairs_mlflow(tmp_path, monkeypatch):
     path = suite_file(tmp_path, ONE_SEED)
-    monkeypatch.setattr(bench.sync, "draw_cell_figure", _self_interrupt(times=2))
+    monkeypatch.setattr(bench.tracking.sync, "draw_cell_figure", _self_interrupt(times=2))
     assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 130
     (record,) = load_records(cells_dir(tmp_path, "t"))
     assert record.status == "finished" and not record.mlflow_synced  # saved before MLflow
@@ -435,7 +437,7 @@ def test_record_save_errors_name_the_file_and_the_remedy(tmp_path, monkeypatch, 
     def failing(*args, **kwargs):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr("bench.safe_files.tempfile.mkstemp", failing)
+    monkeypatch.setattr("bench.ledger.safe_files.tempfile.mkstemp", failing)
     with pytest.raises(OutputWriteError) as error:
         record.save(tmp_path)
     assert str(error.value).startswith(f"cannot write {tmp_path / 'k.json'}: ")
@@ -526,7 +528,7 @@ def test_a_cell_another_driver_failed_meanwhile_is_not_retrained_by_this_one(tmp
 
 def test_sync_leaves_a_record_claimed_by_a_live_driver_to_it(tmp_path, monkeypatch, capsys):
     path = suite_file(tmp_path, ONE_SEED)
-    monkeypatch.setattr(bench.sync, "draw_cell_figure", _self_interrupt(times=2))
+    monkeypatch.setattr(bench.tracking.sync, "draw_cell_figure", _self_interrupt(times=2))
     assert main(["run", "--suite", str(path), "--out", str(tmp_path), "--no-progress"]) == 130
     monkeypatch.undo()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -555,7 +557,7 @@ def test_two_lock_holders_in_one_process_conflict(tmp_path):
 @pytest.mark.slow
 def test_two_first_runs_create_the_mlflow_store_without_colliding(tmp_path):
     code = (
-        "import sys; from pathlib import Path; from bench.tracking import Tracker; "
+        "import sys; from pathlib import Path; from bench.tracking.client import Tracker; "
         "Tracker.for_output(Path(sys.argv[1]), 'pmp-bench/x')"
     )
     processes = [

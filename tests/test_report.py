@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.metrics import CURVE_FIELDS, SUMMARY_FIELDS
-from bench.records import CellRecord
+from bench.ledger.records import CellRecord
 from bench.report import ReportPaths, write_report
 from bench.report.stats import seed_band, spans_decades, target_hit, time_to_target
+from bench.training.metrics import CURVE_FIELDS, SUMMARY_FIELDS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TARGET = 0.8

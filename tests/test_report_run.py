@@ -8,9 +8,9 @@ import pytest
 from mlflow import MlflowClient
 
 from bench.cli import main
-from bench.mlflow_run import Sink
-from bench.report_run import log_report_run
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking.report_run import log_report_run
+from bench.tracking.run_log import Sink
 
 #: The smallest valid PNG (1x1), enough for MLflow to store and serve.
 PNG = bytes.fromhex(
@@ -105,8 +105,8 @@ def test_bench_sync_logs_a_report_the_store_lacks(out, capsys):
 
 
 def test_a_report_run_another_process_is_logging_is_left_to_it(out, capsys):
-    from bench.claims import REPORT_CLAIM, CellClaims
-    from bench.locking import OwnerLock
+    from bench.ledger.cell_claims import REPORT_CLAIM, CellClaims
+    from bench.ledger.locking import OwnerLock
 
     write_report(out / "smoke", "# Report, a version no run holds yet\n")
     before = [r.info.run_id for r in report_runs(out, "smoke")[1]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bench.run_colours import METHOD_COLOURS, UNKNOWN, method_family, run_colour
+from bench.tracking.colours import METHOD_COLOURS, UNKNOWN, method_family, run_colour
 from optimizers.registry import available
 
 

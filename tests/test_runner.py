@@ -8,11 +8,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.metrics
-from bench.records import load_records
+import bench.training.metrics
+from bench.ledger.records import load_records
 from bench.runner import cell_key, cells_dir, run_suite
 from bench.suites import SuiteError, load_suite
-from bench.tracking import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, tracking_uri
 from optimizers import SGDHParams, register
 from optimizers.registry import _METHODS
 
@@ -145,8 +145,8 @@ def test_smoke_runs_follow_mlflow_conventions(smoke):
 def test_logged_model_reloads_to_the_recorded_accuracy(smoke):
     """A finished cell's MLflow model, loaded back, scores the recorded test accuracy."""
     from bench.data import load_dataset
-    from bench.evaluation import accuracy
-    from bench.mlflow_meta import load_model
+    from bench.tracking.meta import load_model
+    from bench.training.evaluation import accuracy
 
     suite, out, _ = smoke
     _, runs = runs_of(out, "smoke")
@@ -192,7 +192,7 @@ def test_ledger_and_rerun_adds_no_runs(smoke):
 
 def test_interrupted_suite_resumes_and_marks_the_run_killed(tmp_path, monkeypatch):
     suite = load_suite(write_suite(tmp_path / "t.toml", TINY))
-    real = bench.training.train_cell
+    real = bench.training.loop.train_cell
     calls = {"n": 0}
 
     def interrupt_second(cell, *args, **kwargs):
@@ -221,7 +221,7 @@ def test_interrupted_suite_resumes_and_marks_the_run_killed(tmp_path, monkeypatc
 
 def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
     suite = load_suite(write_suite(tmp_path / "t.toml", TINY))
-    real = bench.training.train_cell
+    real = bench.training.loop.train_cell
 
     def fail_bsqh(cell, *args, **kwargs):
         if cell.method.name == "bsqh" and cell.seed == 1:
@@ -307,14 +307,14 @@ def test_device_time_excludes_evaluation(tmp_path, monkeypatch):
 
         process_time = perf_counter  # the CPU time axis: evaluation must not reach it either
 
-    real_accuracy = bench.metrics.accuracy
+    real_accuracy = bench.training.metrics.accuracy
 
     def slow_accuracy(*args, **kwargs):
         Clock.now += 100.0
         return real_accuracy(*args, **kwargs)
 
-    monkeypatch.setattr("bench.timing.time", Clock)
-    monkeypatch.setattr("bench.metrics.accuracy", slow_accuracy)
+    monkeypatch.setattr("bench.training.timing.time", Clock)
+    monkeypatch.setattr("bench.training.metrics.accuracy", slow_accuracy)
     suite = load_suite(write_suite(tmp_path / "t.toml", TINY.replace("[0, 1]", "[0]")))
     run_suite(suite, tmp_path, CPU, progress=False)
     for record in load_records(cells_dir(tmp_path, "t")):

@@ -27,8 +27,8 @@ from bench.cli import main
 from bench.data import load_dataset
 from bench.silence import silenced
 from bench.suites import load_suite
-from bench.tracking import tracking_uri
-from bench.training import train_cell
+from bench.tracking.client import tracking_uri
+from bench.training.loop import train_cell
 from bench.tuning import hypervolume_2d, pareto_indices, pick, space_for, tunable_methods
 from bench.tuning.cleanup import fail_dead_trials
 from bench.tuning.pareto import front_of

@@ -64,7 +64,7 @@ def ui(tmp_path_factory):
     from bench.cli import main
     from bench.runner import run_suite
     from bench.suites import load_suite, resolve_suite_path
-    from bench.tracking import tracking_uri
+    from bench.tracking.client import tracking_uri
 
     out = tmp_path_factory.mktemp("ui")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -125,7 +125,7 @@ def _stop(server: subprocess.Popen) -> None:
 def _experiment(out: Path):
     from mlflow import MlflowClient
 
-    from bench.tracking import tracking_uri
+    from bench.tracking.client import tracking_uri
 
     client = MlflowClient(tracking_uri(out))
     return client, client.get_experiment_by_name("pmp-bench/smoke")
@@ -334,7 +334,7 @@ def test_experiment_opens_on_training_runs(ui) -> None:
 
 def test_model_page_shows_the_trained_network_figures(ui) -> None:
     """The logged model's page lists the cell's final figures, not the untrained ones."""
-    from bench.records import load_records
+    from bench.ledger.records import load_records
     from bench.runner import cells_dir
 
     page, base, out, shots, _ = ui

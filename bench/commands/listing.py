@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import optimizers
 from bench.data import available_datasets, dataset_description
-from bench.models import available_models, model_description
 from bench.suites import SUITES_DIR, available_suites, load_suite
+from bench.training.models import available_models, model_description
 
 KINDS = ("suites", "methods", "models", "datasets")
 

@@ -36,8 +36,8 @@ from bench.commands.args import (
     number_list,
 )
 from bench.environment import resolve_device
+from bench.ledger.safe_files import OutputWriteError, atomic_write_text
 from bench.matched import calibration, study, table
-from bench.safe_files import OutputWriteError, atomic_write_text
 from bench.suites import SuiteError, load_suite
 
 TARGETS = (0.5, 0.8, 0.9, 0.95)
@@ -91,7 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=POSITIVE_INT,
         default=1,
-        help="CPU threads for torch (default: 1; see the README, Matched sparsity)",
+        help="CPU threads for torch (default: 1; see the docs, Matched sparsity)",
     )
     add_out(parser)
     add_device(parser)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         suite = replace(suite, methods=[m for m in suite.methods if m.label in chosen])
     device = resolve_device(args.device)
     # These networks are tiny: intra-op threads buy nothing, and with another process on
-    # the other core two threads ran a cell ten times slower than one (README).
+    # the other core two threads ran a cell ten times slower than one (docs/results.md).
     torch.set_num_threads(args.threads)
     folder = Path(args.out) / f"matched-{suite.name}"
     matched_rows: list[dict[str, object]] = []

@@ -30,10 +30,10 @@ from dataclasses import replace
 import optimizers
 from bench.commands.args import add_device, add_out
 from bench.environment import resolve_device
-from bench.records import load_records
+from bench.ledger.records import load_records
+from bench.ledger.safe_files import OutputWriteError
 from bench.report import write_report
 from bench.runner import cell_key, cells_dir, run_suite, suite_dir
-from bench.safe_files import OutputWriteError
 from bench.suites import Suite, SuiteError, load_suite
 from bench.tuning import matched
 from bench.tuning.plan import study_dir

@@ -3,7 +3,7 @@
 MLflow keeps artifact locations as absolute paths, so an output folder moved by ``mv``
 still reads its artifacts (figures, logged models) from the old place. This command
 moves it (or copies it, ``--copy``) and rewrites those locations in every MLflow store
-inside it (:mod:`bench.relocate`). Exit status 0 when done; 2, with one ``error:`` line,
+inside it (:mod:`bench.tracking.relocate`). Exit status 0 when done; 2, with one ``error:`` line,
 when DST exists, SRC holds no MLflow store, or ``MLFLOW_TRACKING_URI`` names a store
 elsewhere (whose locations this command cannot rewrite).
 """
@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.relocate import relocate
+from bench.tracking.relocate import relocate
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

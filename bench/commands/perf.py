@@ -1,4 +1,4 @@
-"""``python -m bench perf``: the step-time harness (``bench.perf``) from the command line.
+"""``python -m bench perf``: the step-time harness (``bench.perf.harness``) from the command line.
 
 Prints the table last (after the progress bar) so that logs and ``make gpu-check`` end
 with it; ``--json PATH`` also writes the report for the README and later comparisons.
@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from bench import perf
-from bench.numerics import DEFAULT_PRECISION, PRECISIONS
+from bench.perf import harness
+from bench.training.numerics import DEFAULT_PRECISION, PRECISIONS
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lenet5", help="registered model (default lenet5)")
     parser.add_argument(
         "--batch-sizes",
-        type=_option(perf.parse_batch_sizes),
+        type=_option(harness.parse_batch_sizes),
         default=None,
         help="comma-separated sizes and/or 'full' (all samples in one step); "
         "default 128,1024 on the CPU and 128,1024,full on CUDA",
@@ -54,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--methods",
-        type=_option(perf.parse_methods),
+        type=_option(harness.parse_methods),
         default=None,
         help="comma-separated specs name[:key=value...], e.g. "
         "'sgd,bsqh,bsqh-fast:cuda_graph=false'; default: every registered method "
@@ -69,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples",
         type=int,
-        default=perf.FASHION_SAMPLES,
+        default=harness.FASHION_SAMPLES,
         help="synthetic training-set size, the full batch (default 60000, Fashion-MNIST)",
     )
     parser.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if chunk_size is not None and chunk_size < 0:
         print("error: --chunk-size must be >= 0", file=sys.stderr)
         return 2
-    config = perf.PerfConfig(
+    config = harness.PerfConfig(
         device=args.device,
         model=args.model,
         batch_sizes=args.batch_sizes,
@@ -109,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     try:
-        report = perf.run_perf(config)
+        report = harness.run_perf(config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
-        path = perf.write_json(report, args.json)
+        path = harness.write_json(report, args.json)
         print(f"wrote {path}", file=sys.stderr)
-    print(perf.format_table(report), flush=True)
+    print(harness.format_table(report), flush=True)
     return 0

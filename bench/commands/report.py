@@ -2,7 +2,7 @@
 
 Reads the ledger of the suite's cells (``<out>/<suite>/cells``) and writes the report next
 to it, then copies REPORT.md and its figures into the suite's MLflow experiment as its
-``report`` run (:mod:`bench.report_run`; ``--no-mlflow`` skips that). Only records of
+``report`` run (:mod:`bench.tracking.report_run`; ``--no-mlflow`` skips that). Only records of
 the suite's current cells count: a record left by other code or an older version of
 the suite file is ignored (and the count of ignored ones is printed).
 """
@@ -14,15 +14,15 @@ import sys
 
 from bench.commands.args import add_out, add_suite
 from bench.errors import UsageError
-from bench.mlflow_meta import suite_experiment_tags
-from bench.mlflow_run import Sink
-from bench.records import load_records
+from bench.ledger.records import load_records
+from bench.ledger.safe_files import OutputWriteError
 from bench.report import write_report
-from bench.report_run import log_report_run
 from bench.runner import cell_key, cells_dir, suite_dir
-from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
-from bench.tracking import EXPERIMENT_PREFIX
+from bench.tracking.client import EXPERIMENT_PREFIX
+from bench.tracking.meta import suite_experiment_tags
+from bench.tracking.report_run import log_report_run
+from bench.tracking.run_log import Sink
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

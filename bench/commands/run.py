@@ -3,7 +3,7 @@
 Exit status: 0 when every cell is recorded and synced to MLflow, 1 when a cell failed or
 MLflow lacks a record (``bench sync`` pushes it later), 2 for a user's mistake or when
 the ledger cannot be written, 130 after Ctrl-C, 143 after SIGTERM. Another driver on
-the same suite and ``--out`` is no error: the two share the cells (:mod:`bench.claims`).
+the same suite and ``--out`` is no error: the two share the cells (:mod:`bench.ledger.cell_claims`).
 
 ``--dry-run`` trains nothing: it lists the cells the command would run, their keys, which
 the ledger already holds (and so would be skipped) and an estimate of the time the rest
@@ -18,20 +18,16 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from bench.budget import SAFETY_CAP
-from bench.checkpoints import DEFAULT_MINUTES
 from bench.commands.args import NONNEGATIVE_NUMBER, add_device, add_out, add_suite
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
 from bench.errors import UsageError
-from bench.records import CellRecord, load_records
-from bench.runner import DONE as RERUN_KEEPS
-from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite, select
+from bench.ledger.checkpoints import DEFAULT_MINUTES
+from bench.ledger.records import CellRecord, load_records
+from bench.ledger.writable import ensure_writable_dir
+from bench.runner import RERUN_KEEPS, SuiteOutcome, cell_key, cells_dir, run_suite, select
 from bench.suites import Cell, Suite, load_suite
-from bench.writable import ensure_writable_dir
-
-#: Ledger statuses a rerun skips.
-DONE = RERUN_KEEPS
+from bench.training.budget import SAFETY_CAP
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +166,7 @@ def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellReco
     for cell in cells:
         key = cell_key(cell)
         state = status.get(key)
-        if state in DONE:
+        if state in RERUN_KEEPS:
             note = f"done ({state}), skipped"
         else:
             pending += 1

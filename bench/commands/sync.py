@@ -3,8 +3,8 @@
 Pushes every record marked not synced (rebuilding its run from the ledger) and closes
 the suite's runs that a dead process left RUNNING, as ``bench run`` does at its start;
 then logs the suite's report run again when MLflow lacks the current REPORT.md
-(:mod:`bench.report_run`). Records of cells that a running driver holds the claim of
-are left to it (:mod:`bench.claims`), and so is the report run while another sync logs
+(:mod:`bench.tracking.report_run`). Records of cells that a running driver holds the claim of
+are left to it (:mod:`bench.ledger.cell_claims`), and so is the report run while another sync logs
 it. Exit status: 0 when MLflow holds every record (and the report), 1 when some are
 still not synced (the message says why, and names records a running driver still
 holds), 2 when the ledger cannot be written.
@@ -16,13 +16,13 @@ import argparse
 import sys
 
 from bench.commands.args import add_out, add_suite
-from bench.mlflow_run import Sink
-from bench.report_run import REPORT_FILE, log_report_run
+from bench.ledger.safe_files import OutputWriteError
 from bench.runner import cells_dir, suite_dir
-from bench.safe_files import OutputWriteError
 from bench.suites import load_suite
-from bench.sync import sync_ledger
-from bench.tracking import EXPERIMENT_PREFIX
+from bench.tracking.client import EXPERIMENT_PREFIX
+from bench.tracking.report_run import REPORT_FILE, log_report_run
+from bench.tracking.run_log import Sink
+from bench.tracking.sync import sync_ledger
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

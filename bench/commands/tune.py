@@ -8,8 +8,9 @@ Two ways to say what a trial trains:
   (``quick-<label>``). Flags that would change the setting are refused, so every method
   of a setting is tuned on the same budget.
 - ``--model X --dataset D`` and a budget (``--budget-epochs E``; ``--safety-cap-seconds
-  T`` adds a safety net, never a budget: see ``bench.budget``), with ``--batch-size``, ``--mode``,
-  ``--train-subset``... The study defaults to ``<method>-<mode>-<model>-<dataset>``.
+  T`` adds a safety net, never a budget: see ``bench.training.budget``), with
+  ``--batch-size``, ``--mode``, ``--train-subset``... The study defaults to
+  ``<method>-<mode>-<model>-<dataset>``.
 
 Every bad input fails at once, exit code 2, before any data is trained on: unknown
 method or setting, an empty or inverted ``--space`` range, an unreachable ``--storage``
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import optimizers
-from bench.budget import SAFETY_CAP
 from bench.commands.args import (
     CLOSED_FRACTION,
     NONNEGATIVE_INT,
@@ -47,7 +47,7 @@ from bench.data import (
 )
 from bench.distributed.spec import add_scheduler_option
 from bench.environment import resolve_device
-from bench.models import available_models, build_model
+from bench.ledger.writable import PathNotWritable, ensure_writable_dir
 from bench.suites import (
     DEFAULT_EVAL_EVERY_EPOCHS,
     DEFAULT_TRAIN_EVAL_SIZE,
@@ -55,7 +55,9 @@ from bench.suites import (
     SAFE_NAME_RULE,
     is_safe_name,
 )
-from bench.training import iterations_per_epoch
+from bench.training.budget import SAFETY_CAP
+from bench.training.loop import iterations_per_epoch
+from bench.training.models import available_models, build_model
 from bench.tuning.objective import load_tuning_data
 from bench.tuning.pareto import DEFAULT_MIN_SPARSITY
 from bench.tuning.plan import OBJECTIVES, StudyPlan
@@ -70,7 +72,6 @@ from bench.tuning.spaces import (
 from bench.tuning.storage import StorageError, check_storage, default_storage, parse_storage
 from bench.tuning.study import TuneResult, tune
 from bench.tuning.validation import StudyError
-from bench.writable import PathNotWritable, ensure_writable_dir
 
 #: Errors that mean "bad input": reported in one line, exit code 2.
 INPUT_ERRORS = (
@@ -235,7 +236,7 @@ def setting_from_flags(args: argparse.Namespace, method: str) -> tuple[Setting, 
     for key, value in (("epochs", args.budget_epochs), (SAFETY_CAP, args.safety_cap_seconds)):
         if value is not None:  # finite and > 0: checked by the flag's type
             budget[key] = value
-    if args.budget_epochs is None:  # a clock is never a budget (bench.budget)
+    if args.budget_epochs is None:  # a clock is never a budget (bench.training.budget)
         raise InputError(
             "pass a budget: --budget-epochs E (and, as a safety net only, --safety-cap-seconds T)"
         )

@@ -22,7 +22,6 @@ import sys
 import time
 from dataclasses import replace
 
-from bench.budget import Budget
 from bench.commands.args import POSITIVE_INT
 from bench.commands.tune import (
     INPUT_ERRORS,
@@ -32,6 +31,7 @@ from bench.commands.tune import (
     make_plan,
     run_studies,
 )
+from bench.training.budget import Budget
 from bench.tuning.overview import write_overview
 from bench.tuning.seeds import TUNING_SEEDS, study_name
 from bench.tuning.settings import load_setting

@@ -31,11 +31,11 @@ import torch
 
 from bench.distributed.allocator import keep_freed_buffers
 from bench.environment import environment, resolve_device
-from bench.mlflow_run import RunLog, Sink
-from bench.records import CellRecord
+from bench.ledger.records import CellRecord
 from bench.runner import DataCache, run_cell
 from bench.suites import Cell
-from bench.tracking import Tracker
+from bench.tracking.client import Tracker
+from bench.tracking.run_log import RunLog, Sink
 
 #: Seconds between two looks at the driver's stop event (one scheduler round trip each).
 STOP_POLL_S = 1.0

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.distributed.cells import CellOutcome
-from bench.mlflow_run import RunLog, Sink, end_killed, run_owner
-from bench.records import CellRecord
+from bench.ledger.records import CellRecord
 from bench.runner import record_and_close
-from bench.sync import LEDGER_TAG, SYNC_PENDING, run_spec
+from bench.tracking.run_log import RunLog, Sink, end_killed, run_owner
+from bench.tracking.sync import LEDGER_TAG, SYNC_PENDING, run_spec
 
 
 def record_outcome(outcome: CellOutcome, sink: Sink, ledger: Path) -> CellRecord:

@@ -8,7 +8,7 @@ Decisions (the README's "Scaling out" section folds these in):
   process that writes ``cells/``, saves it atomically and then completes the MLflow run
   (:mod:`bench.distributed.recording`). Workers need no access to ``--out``.
 - **Several drivers may share a suite and ``--out``**, as in a serial run: the driver
-  takes a cell's claim (:mod:`bench.claims`) before it submits the cell and lets it go
+  takes a cell's claim (:mod:`bench.ledger.cell_claims`) before it submits the cell and lets it go
   once the record is written, so a second driver (another cluster, another terminal)
   submits only the cells nobody holds, waits for the rest, and no cell is trained twice.
 - **MLflow.** A tracking server or database URI: workers log live. A SQLite file (the
@@ -36,16 +36,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bench.claims import WAIT_POLL_S, CellClaims
 from bench.distributed.cells import CellOutcome, CellTask, run_cell_task
 from bench.distributed.cluster import Cluster, open_cluster
 from bench.distributed.recording import failed_outcome, record_outcome
 from bench.distributed.spec import SchedulerSpec
 from bench.errors import UsageError
-from bench.interrupts import InterruptGuard
-from bench.mlflow_meta import suite_experiment_tags
-from bench.mlflow_run import Sink, short_reason
-from bench.records import CellRecord, load_record
+from bench.ledger.cell_claims import WAIT_POLL_S, CellClaims
+from bench.ledger.records import CellRecord, load_record
 from bench.runner import (
     DataCache,
     SuiteOutcome,
@@ -60,8 +57,11 @@ from bench.runner import (
     suite_claims,
 )
 from bench.suites import Cell, Suite
-from bench.sync import close_orphans, sync_ledger
-from bench.tracking import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.meta import suite_experiment_tags
+from bench.tracking.run_log import Sink, short_reason
+from bench.tracking.sync import close_orphans, sync_ledger
+from bench.training.interrupts import InterruptGuard
 
 #: Seconds an interrupted driver waits for running cells to come back ``killed``.
 STOP_GRACE_S = 15.0

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.safe_files import atomic_write_text
+from bench.ledger.safe_files import atomic_write_text
 
 EXPAND = 10.0
 SAFEGUARD = 0.2

@@ -29,14 +29,13 @@ from pathlib import Path
 import torch
 
 import optimizers
-from bench import matched_labels
 from bench.data import DataSplits, load_dataset
-from bench.matched import calibration
-from bench.records import CellRecord, load_records
+from bench.ledger.records import CellRecord, load_records
+from bench.matched import calibration, labels
 from bench.report import significance
 from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite
 from bench.suites import Cell, MethodSpec, Suite
-from bench.training import train_cell
+from bench.training.loop import train_cell
 
 #: The hyperparameters that set a method's sparsity, in order of preference.
 SPARSITY_KNOBS = ("final_sparsity", "beta", "lam")
@@ -110,7 +109,7 @@ class Calibrated:
 
     @property
     def cell_label(self) -> str:
-        return matched_labels.label(self.label, [self.target])
+        return labels.label(self.label, [self.target])
 
 
 def calibration_cell(suite: Suite, method: MethodSpec, knob: str, value: float) -> Cell:

@@ -22,15 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.locking import process_alive
-from bench.records import CellRecord
+from bench.ledger.locking import process_alive
+from bench.ledger.records import CellRecord
+from bench.ledger.safe_files import describe_write_error, fsync_dir
 from bench.report import budgets, comparison
 from bench.report.claims import Claim, compute_claims
 from bench.report.figures import FigureFile, draw_figures
 from bench.report.frames import curves_frame, layer_frame, runs_frame
 from bench.report.markdown import render_report
 from bench.report.stats import method_table
-from bench.safe_files import describe_write_error, fsync_dir
 
 __all__ = [
     "Claim",

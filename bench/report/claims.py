@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 import optimizers
-from bench import matched_labels
+from bench.matched import labels
 from bench.report.significance import (
     ALPHA,
     FAILS,
@@ -222,7 +222,7 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
     The question a reader of the paper asks first; the answer states the paired test, its
     p-value before and after the family's adjustment, or that there are too few seeds for
     one. Picks of ``bench matched`` are compared only when they serve a common target
-    sparsity (:mod:`bench.matched_labels`).
+    sparsity (:mod:`bench.matched.labels`).
     """
     contests = []
     for where, group in table.groupby(list(GROUP_COLUMNS), sort=True):
@@ -231,7 +231,7 @@ def bsqh_against_peers(table: pd.DataFrame, runs: pd.DataFrame) -> list[Contest]
         ours, others = present[mask], present[~mask]
         for _, mine in ours.sort_values("method").iterrows():
             for _, peer in others.sort_values("method").iterrows():
-                if not matched_labels.comparable(mine["method"], peer["method"]):
+                if not labels.comparable(mine["method"], peer["method"]):
                     continue  # matched picks for different sparsities
                 statement = (
                     f"{mine['method']} is more accurate than {peer['method']} on "

@@ -21,8 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.metrics import FIGURE_METRICS
 from bench.report.stats import FINISHED, GROUP_COLUMNS, median, seed_band, spans_decades
+from bench.training.metrics import FIGURE_METRICS
 
 #: Curve figures that compare every method on one axis: (column, file kind, axis label).
 TIME_SERIES = tuple(

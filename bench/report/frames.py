@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 
 import optimizers
-from bench import metrics
-from bench.budget import Budget, BudgetError
-from bench.metrics import CURVE_FIELDS, RUN_FIELDS
-from bench.records import CellRecord
+from bench.ledger.records import CellRecord
+from bench.training import metrics
+from bench.training.budget import Budget, BudgetError
+from bench.training.metrics import CURVE_FIELDS, RUN_FIELDS
 
 #: Columns that identify a cell; they lead both CSV files.
 ID_COLUMNS = ("method", "optimizer", "model", "dataset", "seed", "mode", "status")

@@ -14,12 +14,12 @@ from typing import Any
 import pandas as pd
 
 import optimizers
-from bench.metrics import TABLE_METRICS, TARGET_COLUMN, Metric
 from bench.report.claims import Claim
 from bench.report.figures import FigureFile
 from bench.report.frames import HP_PREFIX
 from bench.report.significance import ALPHA, EFFECT_NAME, PAIRED_TEST_NAME
 from bench.report.stats import FINISHED, GROUP_COLUMNS, NOT_FINISHED
+from bench.training.metrics import TABLE_METRICS, TARGET_COLUMN, Metric
 
 DASH = "–"
 ERROR_CHARS = 200
@@ -279,7 +279,7 @@ def _last_good(run: pd.Series, curves: pd.DataFrame) -> tuple[Any, Any, Any, Any
 
 
 def interference_lines(runs: pd.DataFrame) -> list[str]:
-    """One line naming the cells whose steps other processes slowed (bench.interference).
+    """One line naming the cells whose steps other processes slowed (bench.training.interference).
 
     Their accuracy and sparsity stand (no stopping rule reads a clock); their time
     figures do not, and the line says so.

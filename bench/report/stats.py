@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.metrics import METRICS, RUN_FIELDS
 from bench.report.significance import FINISHED, Interval, failure_accuracy, finite, median_interval
+from bench.training.metrics import METRICS, RUN_FIELDS
 
 #: Statuses counted one by one in the tables; any status but ``finished`` is a failure.
 NOT_FINISHED = ("diverged", "capped", "failed", "killed")

@@ -14,10 +14,10 @@ import socket
 import optuna
 from optuna.trial import TrialState
 
-from bench.locking import process_alive
-from bench.mlflow_meta import LEGACY_KIND_TAG, RUN_KIND_TAG, TRIAL_KIND
-from bench.mlflow_run import Sink, end_killed, owner_gone, run_owner
+from bench.ledger.locking import process_alive
 from bench.silence import silenced
+from bench.tracking.meta import LEGACY_KIND_TAG, RUN_KIND_TAG, TRIAL_KIND
+from bench.tracking.run_log import Sink, end_killed, owner_gone, run_owner
 from bench.tuning.storage import StorageSpec
 
 #: A RUNNING trial that no worker claimed for this long is failed (journal and SQLite).

@@ -48,9 +48,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench import matched_labels
+from bench.ledger.records import CellRecord
+from bench.matched import labels
 from bench.matched.study import SeedFigures, seed_figures
-from bench.records import CellRecord
 from bench.report.significance import (
     ALPHA,
     PAIRED_TEST_NAME,
@@ -63,7 +63,7 @@ from bench.report.significance import (
 from bench.tuning.pareto import useful_accuracy_floor
 
 MATCHED_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-LABEL_SEPARATOR = matched_labels.SEPARATOR
+LABEL_SEPARATOR = labels.SEPARATOR
 
 
 def pick_at_sparsity(
@@ -98,7 +98,7 @@ class MatchedPick:
     @property
     def cell_label(self) -> str:
         """The label of the retrained cells: the method and the targets this point serves."""
-        return matched_labels.label(self.label, self.targets)
+        return labels.label(self.label, self.targets)
 
 
 #: A target no working point reached: nothing at all reached it, or only chance-level points.

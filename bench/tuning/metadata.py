@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from bench.budget import Budget
+from bench.training.budget import Budget
 
 if TYPE_CHECKING:
     from bench.tuning.plan import StudyPlan

@@ -1,6 +1,6 @@
 """One trial: sample, train within the budget, score on validation, log to MLflow.
 
-- **What a trial is.** One :func:`bench.training.train_cell` run of the method with the
+- **What a trial is.** One :func:`bench.training.loop.train_cell` run of the method with the
   sampled hyperparameters, on the training split, with the setting's budget, scored on
   the validation split at the end of the budget. ``use_test=False``: the tuner never
   reads the test split (``tests/test_tuning.py`` proves it with a guard around the
@@ -20,7 +20,7 @@
 - **Crashes** are marked FAIL with their error (user attributes ``error`` and
   ``traceback``) and do not count.
 
-The trial's MLflow run is closed by :meth:`bench.mlflow_run.RunLog.finish_training`, as
+The trial's MLflow run is closed by :meth:`bench.tracking.run_log.RunLog.finish_training`, as
 the suite runner's cells are: an unreachable MLflow never fails a trial, it leaves the
 user attributes ``mlflow_synced = false`` and ``mlflow_error`` instead.
 """
@@ -39,10 +39,10 @@ import torch
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
-from bench.interrupts import describe
-from bench.mlflow_meta import RUN_KIND_TAG, TRIAL_KIND
-from bench.mlflow_run import RunLog, Sink, is_number
-from bench.training import train_cell
+from bench.tracking.meta import RUN_KIND_TAG, TRIAL_KIND
+from bench.tracking.run_log import RunLog, Sink, is_number
+from bench.training.interrupts import describe
+from bench.training.loop import train_cell
 from bench.tuning.plan import EXPERIMENT, StudyPlan, live_below
 from bench.tuning.sampling import constrain
 from bench.tuning.settings import Setting

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bench.tracking import EXPERIMENT_PREFIX
+from bench.tracking.client import EXPERIMENT_PREFIX
 from bench.tuning.settings import Setting, Target
 from bench.tuning.spaces import SPACE_VERSION, Space
 from bench.tuning.storage import StorageSpec

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.numerics import DEFAULT_PRECISION
 from bench.suites import (
     SAFE_NAME_RULE,
     Cell,
@@ -34,6 +33,7 @@ from bench.suites import (
     read_toml,
     resolve_toml,
 )
+from bench.training.numerics import DEFAULT_PRECISION
 
 #: ``--setting NAME`` resolves to ``bench/suites/<NAME><SETTING_SUFFIX>.toml``.
 SETTING_SUFFIX = "-tuned"

@@ -37,10 +37,10 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from bench.locking import file_lock
-from bench.safe_files import describe_write_error
+from bench.ledger.locking import file_lock
+from bench.ledger.safe_files import describe_write_error
+from bench.ledger.writable import PathNotWritable, check_writable_file
 from bench.silence import silenced
-from bench.writable import PathNotWritable, check_writable_file
 
 SQLITE_NAME = "optuna.db"
 JOURNAL_NAME = "optuna-journal.log"

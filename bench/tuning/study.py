@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DataSplits
-from bench.mlflow_meta import RUN_KIND_TAG, STUDY_KIND
-from bench.mlflow_run import RunLog, Sink
+from bench.tracking.meta import RUN_KIND_TAG, STUDY_KIND
+from bench.tracking.run_log import RunLog, Sink
 from bench.tuning.cleanup import close_orphaned_runs, fail_dead_trials, orphan_window
 from bench.tuning.plan import EXPERIMENT, StudyPlan, count_trials, study_dir
 from bench.tuning.spaces import SPACE_VERSION

@@ -2,7 +2,7 @@
 
 Why one table: a metric is computed during training, stored in the ledger, logged to
 MLflow, aggregated over seeds, formatted in REPORT.md, drawn, and documented in the
-README. Each of those iterates over :data:`METRICS`, so adding a metric is one entry
+docs (docs/outputs.md). Each of those iterates over :data:`METRICS`, so adding a metric is one entry
 here (its name, how it is computed, how it aggregates, how it prints), not an edit in
 eight modules.
 
@@ -21,9 +21,9 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 import optimizers
-from bench.evaluation import accuracy, mean_loss
-from bench.interference import SLOW_FACTOR, STARVED_FACTOR
-from bench.models import nonzero_macs_per_sample
+from bench.training.evaluation import accuracy, mean_loss
+from bench.training.interference import SLOW_FACTOR, STARVED_FACTOR
+from bench.training.models import nonzero_macs_per_sample
 
 Aggregate = Literal["median", "sum", "none"]
 
@@ -65,7 +65,7 @@ class Metric:
     """One recorded figure; see the module docstring for the kinds."""
 
     name: str
-    definition: str  # one line, in the README's metric table
+    definition: str  # one line, in the docs' metric table
     compute: Callable[[Probe], Any] | None = None  # curve metrics, at each evaluation
     final: Callable[[Probe], Any] | None = None  # summary-only metrics, at the end
     derive: Callable[[Mapping[str, Any]], Any] | None = None  # report-only, from a summary
@@ -221,7 +221,7 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "interference",
-        "whether other processes slowed this cell's steps (bench.interference; the "
+        "whether other processes slowed this cell's steps (bench.training.interference; the "
         "report names such cells)",
         final=lambda p: p.interference.get("interference"),
         aggregate="none",
@@ -382,7 +382,7 @@ def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def readme_table() -> str:
-    """The README's metric table, generated so that it cannot drift from the code."""
+    """The docs' metric table (docs/outputs.md), generated so that it cannot drift from the code."""
     lines = ["| metric | kind | aggregated over seeds | definition |", "|---|---|---|---|"]
     for m in METRICS:
         kind = "curve + final" if m.curve else ("report" if m.derive else "final")

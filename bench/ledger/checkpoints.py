@@ -9,7 +9,7 @@ position in the batch stream and the random generators. A resumed cell ends with
 same final figures as one that was never stopped; only its times differ.
 
 A checkpoint is written only at a step boundary: an interrupt (Ctrl-C or SIGTERM, which
-:class:`bench.interrupts.InterruptGuard` handles alike) during a step or an evaluation
+:class:`bench.training.interrupts.InterruptGuard` handles alike) during a step or an evaluation
 waits for it to end (a second Ctrl-C aborts at once, and then the last
 periodic checkpoint is what the next run resumes from). Files live in
 ``<out>/<suite>/checkpoints/<cell key>.pt``, are written atomically and are deleted once
@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from bench.interrupts import InterruptGuard
-from bench.safe_files import atomic_write_bytes
+from bench.ledger.safe_files import atomic_write_bytes
+from bench.training.interrupts import InterruptGuard
 
 #: Minutes of wall clock between two checkpoints of a cell (``--checkpoint-minutes``).
 DEFAULT_MINUTES = 10.0

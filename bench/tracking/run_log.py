@@ -3,7 +3,7 @@
 MLflow is a sink, never a reason to lose training: every call goes through
 :meth:`RunLog._call`, which retries a failure a bounded number of times
 (:data:`ATTEMPTS`; the HTTP client has its own short retries, see
-:mod:`bench.tracking`) and then marks the run *not synced* with the reason. After that
+:mod:`bench.tracking.client`) and then marks the run *not synced* with the reason. After that
 the run makes no further calls (a dead server must not cost a timeout at every
 evaluation point), and the caller records ``synced``/``error`` next to its result so
 ``bench sync`` can push it later.
@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.locking import process_alive
-from bench.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_tags
-from bench.tracking import Tracker
+from bench.ledger.locking import process_alive
+from bench.tracking.client import Tracker
+from bench.training.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_tags
 
 #: Attempts of each MLflow call before the run is marked not synced.
 ATTEMPTS = 2
@@ -217,7 +217,7 @@ class RunLog:
         Named after the run (``bsqh-mb-s0``), with the last logged evaluation point's
         metrics at its iteration: the figures of the network that was saved.
         """
-        from bench.mlflow_meta import log_model, model_name
+        from bench.tracking.meta import log_model, model_name
 
         uri = self.sink.tracker().uri if self.synced else None
         point = self.last_point
@@ -240,7 +240,7 @@ class RunLog:
     def system_metrics(self, enabled: bool = True) -> Iterator[None]:
         """Sample system metrics into this run while the block runs (nothing if not
         synced), and once more at every :meth:`log_point` (an evaluation)."""
-        from bench.mlflow_meta import system_metrics
+        from bench.tracking.meta import system_metrics
 
         active = enabled and self.synced and self.run_id is not None
         uri = self.sink.tracker().uri if active else ""
@@ -318,7 +318,7 @@ class RunLog:
         """Close a training run, a suite cell's or a tuning trial's, the one same way.
 
         The summary's figures that are not on the curve become ``final.*`` tags
-        (:func:`bench.metrics.mlflow_summary_tags`), its points in time tags, and the
+        (:func:`bench.training.metrics.mlflow_summary_tags`), its points in time tags, and the
         curve, layer sparsity and error JSON artifacts. ``metrics`` and ``tags`` add
         what only the caller knows.
         """

@@ -11,7 +11,7 @@
 A cell is flagged when more than ``STARVED_SHARE`` of its steps were starved or more than
 ``SLOWED_SHARE`` were slowed. The flag and its figures go into the cell's summary
 (ledger, runs.csv, MLflow) and the report names the flagged cells. The stopping rule
-never reads a clock (:mod:`bench.budget`), so a flagged cell's accuracy and sparsity are
+never reads a clock (:mod:`bench.training.budget`), so a flagged cell's accuracy and sparsity are
 the quiet machine's; only its time figures are suspect.
 """
 

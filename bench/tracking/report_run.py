@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.claims import REPORT_CLAIM, CellClaims
-from bench.interrupts import describe
-from bench.mlflow_meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
-from bench.mlflow_run import RunLog, Sink, end_killed, short_reason
-from bench.tracking import filter_literal
+from bench.ledger.cell_claims import REPORT_CLAIM, CellClaims
+from bench.tracking.client import filter_literal
+from bench.tracking.meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
+from bench.tracking.run_log import RunLog, Sink, end_killed, short_reason
+from bench.training.interrupts import describe
 
 RUN_NAME = "report"
 #: The report folder a run copies (two output folders may share a tracking server).
@@ -142,7 +142,7 @@ def log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome
 
     MLflow failures are returned in the outcome, never raised: the report on disk is
     complete without MLflow, and ``bench sync`` tries again. The report's claim
-    (:data:`bench.claims.REPORT_CLAIM`) is held meanwhile, so two processes (``bench
+    (:data:`bench.ledger.cell_claims.REPORT_CLAIM`) is held meanwhile, so two processes (``bench
     report``, ``bench sync``) never log the same report twice.
     """
     report_dir = Path(report_dir)

@@ -24,11 +24,12 @@ a method takes them (so the prox runs), ``max_retries=0`` for bSQH (one attempt 
 the fast path's mode) and ``post_step_loss=False`` for the gradient methods (no extra
 forward). A spec ``name:key=value:key=value`` overrides or adds options.
 
-This module imports only torch, tqdm, ``optimizers`` and ``bench.models``,
-``bench.environment``, ``bench.timing``, ``bench.numerics`` and ``bench.kernels`` (no
-MLflow, Optuna or plotting), so it runs on a bare GPU machine. Step times come from the
-runner's own ``StepTimer`` and the precision from the suites' ``bench.numerics``, so the
-harness and the suite measure a step the same way. ``--kernels`` adds the device kernels
+This module imports only torch, tqdm, ``optimizers`` and ``bench.training.models``,
+``bench.environment``, ``bench.training.timing``, ``bench.training.numerics`` and
+``bench.perf.kernels`` (no MLflow, Optuna or plotting), so it runs on a bare GPU
+machine. Step times come from the runner's own ``StepTimer`` and the precision from the
+suites' ``bench.training.numerics``, so the harness and the suite measure a step the
+same way. ``--kernels`` adds the device kernels
 per step, counted with the torch profiler after the timed steps (never during them).
 """
 
@@ -50,10 +51,10 @@ from tqdm import tqdm
 
 import optimizers
 from bench.environment import device_name, resolve_device
-from bench.kernels import kernels_per_step
-from bench.models import build_model
-from bench.numerics import DEFAULT_PRECISION, check_precision, numerics
-from bench.timing import StepTimer
+from bench.perf.kernels import kernels_per_step
+from bench.training.models import build_model
+from bench.training.numerics import DEFAULT_PRECISION, check_precision, numerics
+from bench.training.timing import StepTimer
 
 #: Fashion-MNIST's training set: 60,000 grey 28x28 images in 10 classes.
 FASHION_SAMPLES = 60_000
@@ -86,7 +87,7 @@ EPOCH_NOTE = "epoch_s = step_ms * ceil(samples / batch_size) / 1000 (computed, n
 
 
 @dataclass(frozen=True)
-class MethodSpec:
+class TimedMethod:
     """A registered method plus option overrides; ``label`` names its row."""
 
     name: str
@@ -107,13 +108,13 @@ class PerfConfig:
     batch_sizes: list[int | str] | None = None
     steps: int | None = None
     warmup: int | None = None
-    methods: list[MethodSpec] | None = None
+    methods: list[TimedMethod] | None = None
     chunk_size: int | None = None  # full-batch chunks; None: device default, 0: none
     samples: int = FASHION_SAMPLES
     seed: int = 0
     progress: bool = True  # a tqdm bar on stderr when it is a terminal
     kernels: bool = False  # also count device kernels per step (CUDA only)
-    precision: str = DEFAULT_PRECISION  # bench.numerics, as in a suite
+    precision: str = DEFAULT_PRECISION  # bench.training.numerics, as in a suite
 
 
 @dataclass
@@ -153,7 +154,7 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def parse_method_spec(text: str) -> MethodSpec:
+def parse_timed_method(text: str) -> TimedMethod:
     """``name`` or ``name:key=value:key=value`` (values: ints, floats, true/false, none)."""
     name, *pairs = text.strip().split(":")
     if name not in optimizers.available():
@@ -172,12 +173,12 @@ def parse_method_spec(text: str) -> MethodSpec:
         raise ValueError(
             f"unknown option(s) {unknown} for method {name!r}; allowed: {', '.join(allowed)}"
         )
-    return MethodSpec(name, options)
+    return TimedMethod(name, options)
 
 
-def parse_methods(text: str) -> list[MethodSpec]:
+def parse_methods(text: str) -> list[TimedMethod]:
     """Comma-separated method specs."""
-    specs = [parse_method_spec(part) for part in text.split(",") if part.strip()]
+    specs = [parse_timed_method(part) for part in text.split(",") if part.strip()]
     if not specs:
         raise ValueError("--methods names no method")
     return specs
@@ -201,19 +202,19 @@ def parse_batch_sizes(text: str) -> list[int | str]:
     return sizes
 
 
-def default_methods(device: torch.device, batch_sizes: Sequence[int | str]) -> list[MethodSpec]:
+def default_methods(device: torch.device, batch_sizes: Sequence[int | str]) -> list[TimedMethod]:
     """Every registered method, SGD first, plus the feature-ablation rows."""
     names = [REFERENCE] + [n for n in optimizers.available() if n != REFERENCE]
-    specs = [MethodSpec(n) for n in names]
+    specs = [TimedMethod(n) for n in names]
     extras = list(CUDA_VARIANTS) if device.type == "cuda" else []
     if FULL in batch_sizes:
         extras += FULL_VARIANTS
     known = set(optimizers.available())
-    specs += [parse_method_spec(e) for e in extras if e.split(":")[0] in known]
+    specs += [parse_timed_method(e) for e in extras if e.split(":")[0] in known]
     return specs
 
 
-def method_options(spec: MethodSpec, chunk_size: int | None) -> dict[str, Any]:
+def method_options(spec: TimedMethod, chunk_size: int | None) -> dict[str, Any]:
     """Timing options the method accepts, the chunk size for full-batch cells, overrides."""
     allowed = {*optimizers.hyperparameters(spec.name), *optimizers.runtime_options(spec.name)}
     options = {k: v for k, v in TIMING_OPTIONS.items() if k in allowed}
@@ -229,8 +230,12 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _batches(x: Tensor, y: Tensor, batch: int | str) -> Iterator[tuple[Tensor, Tensor]]:
-    """Endless batches: slices in order (new tensors), or the same full batch each time."""
+def _sliced_batches(x: Tensor, y: Tensor, batch: int | str) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless batches: slices in order (new tensors), or the same full batch each time.
+
+    Not :func:`bench.training.loop.batches`: a step's time needs no seeded order over a
+    cell's data splits, only inputs of the right shape.
+    """
     if batch == FULL:
         while True:
             yield x, y
@@ -244,7 +249,7 @@ def _batches(x: Tensor, y: Tensor, batch: int | str) -> Iterator[tuple[Tensor, T
 
 
 def measure_cell(
-    spec: MethodSpec,
+    spec: TimedMethod,
     batch: int | str,
     data: tuple[Tensor, Tensor],
     config: PerfConfig,
@@ -267,7 +272,7 @@ def measure_cell(
     method = optimizers.make(
         spec.name, model, **method_options(spec, chunk_size if batch == FULL else None)
     )
-    stream = _batches(x_all, y_all, batch)
+    stream = _sliced_batches(x_all, y_all, batch)
     prepare_s = 0.0
     prepare = getattr(method, "prepare", None)
     if callable(prepare):
@@ -341,7 +346,7 @@ def run_perf(config: PerfConfig) -> dict[str, Any]:
             raise ValueError(f"batch size {batch} exceeds the {config.samples} samples")
     specs = list(config.methods) if config.methods else default_methods(device, batch_sizes)
     if not any(s.name == REFERENCE and not s.options for s in specs):
-        specs.insert(0, MethodSpec(REFERENCE))  # the ratio's denominator
+        specs.insert(0, TimedMethod(REFERENCE))  # the ratio's denominator
     data = synthetic_data(config.samples, device, config.seed)
 
     rows: list[PerfRow] = []

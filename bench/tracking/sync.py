@@ -9,7 +9,7 @@ with their steps, the final figures, the artifacts and the end status. The train
 network is not in the ledger, so a rebuilt run has no model. It also closes
 the runs of this ledger that a dead process left RUNNING (KILLED, with a reason tag).
 Other drivers may be running the same suite meanwhile, so both take the cell's claim
-(:mod:`bench.claims`) before touching its record or run: a cell another live driver is
+(:mod:`bench.ledger.cell_claims`) before touching its record or run: a cell another live driver is
 training is left alone, and a run is closed only if it is still RUNNING once the claim
 is held (its owner closes its run before it lets the claim go).
 """
@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.claims import CellClaims
 from bench.data import DataCache, DatasetUnavailable
-from bench.mlflow_meta import (
+from bench.ledger.cell_claims import CellClaims
+from bench.ledger.records import QUARANTINE, CellRecord, load_record, load_records
+from bench.tracking.colours import RUN_COLOUR_TAG, run_colour
+from bench.tracking.meta import (
     CELL_KIND,
     RUN_KIND_TAG,
     cell_description,
@@ -32,7 +34,7 @@ from bench.mlflow_meta import (
     run_name,
     standard_tags,
 )
-from bench.mlflow_run import (
+from bench.tracking.run_log import (
     CLOSE_REASON_TAG,
     COMPLETE_TAG,
     RunLog,
@@ -42,8 +44,6 @@ from bench.mlflow_run import (
     run_owner,
     short_reason,
 )
-from bench.records import QUARANTINE, CellRecord, load_record, load_records
-from bench.run_colours import RUN_COLOUR_TAG, run_colour
 
 LEDGER_TAG = "pmp.ledger"
 SYNC_PENDING = "the process stopped before MLflow had the whole record"
@@ -56,7 +56,7 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
     method (``bsqh-mb``), ``method`` the registry name (``bsqh``). The short run name
     (``bsqh-mb/s0``) and the ``seed`` tag show the seed in the run table; the model and
     dataset are tags and params; ``run_kind = cell`` tells it from the suite's report
-    run; ``mlflow.runColor`` gives the method its fixed colour (:mod:`bench.run_colours`).
+    run; ``mlflow.runColor`` gives the method its fixed colour (:mod:`bench.tracking.colours`).
     Options that are not set (None) are not logged.
     """
     config, env = record.config, record.environment
@@ -130,7 +130,7 @@ def interference_tag(summary: dict[str, Any]) -> dict[str, str]:
 def retire_replaced_runs(run: RunLog, record: CellRecord, ledger: Path) -> int:
     """Mark the runs of an earlier record of this cell replaced by ``run``; how many.
 
-    A record that was quarantined (:mod:`bench.records`) leaves a run that MLflow still
+    A record that was quarantined (:mod:`bench.ledger.records`) leaves a run that MLflow still
     shows FINISHED; once the cell is trained again and its new run is complete, the old
     one is ended FAILED with the tags ``status = replaced`` and ``pmp.close_reason``, so
     MLflow holds one current run per cell. Only cells with a quarantined record are

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.writable import advice
+from bench.ledger.writable import advice
 
 TEMP_PREFIX = ".tmp-"
 TEMP_SUFFIX = ".partial"

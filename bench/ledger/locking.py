@@ -5,7 +5,7 @@ Two kinds, for two jobs:
 
 - :class:`OwnerLock` is a file created with ``O_EXCL`` that names its owner (pid, host,
   start time). It marks a piece of work (a cell being trained, see
-  :mod:`bench.claims`) as taken for as long as its process runs, survives as evidence
+  :mod:`bench.ledger.cell_claims`) as taken for as long as its process runs, survives as evidence
   when the process is killed, and is taken over when its owner on this host is gone. A
   file that names its owner lets a refusal say who holds it, which an advisory lock
   cannot.
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.safe_files import describe_write_error
+from bench.ledger.safe_files import describe_write_error
 
 
 class LockHeld(RuntimeError):

@@ -3,7 +3,7 @@
 Everything goes through ``MlflowClient`` with explicit run ids (no global active run), so
 a crash or Ctrl-C in one cell cannot leak into the next, and logging happens in batches
 at the evaluation cadence, off the timed path. This is the thin client; the lifecycle of
-one run (and what happens when MLflow fails) lives in :mod:`bench.mlflow_run`.
+one run (and what happens when MLflow fails) lives in :mod:`bench.tracking.run_log`.
 
 MLflow's HTTP client retries a dead server for about four minutes by default; the bench
 sets short retry and timeout defaults (:data:`HTTP_DEFAULTS`, each overridable by its
@@ -26,8 +26,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from bench.locking import file_lock
-from bench.mlflow_meta import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, without_none
+from bench.ledger.locking import file_lock
+from bench.tracking.meta import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, without_none
 
 EXPERIMENT_PREFIX = "pmp-bench/"
 #: MLflow's SQL store logs a full traceback for every failed session (a full disk gives

@@ -4,7 +4,7 @@ Why per cell and not per suite: a second driver on the same suite (a second term
 second machine on a shared file system, a second Dask cluster) should help finish the
 suite, not be turned away. So before a driver trains a cell (or submits it to a Dask
 worker) it takes the cell's claim, ``<out>/<suite>/claims/<key>.claim``: an
-:class:`bench.locking.OwnerLock` created with ``O_EXCL`` that names the driver's pid,
+:class:`bench.ledger.locking.OwnerLock` created with ``O_EXCL`` that names the driver's pid,
 host and start time. Whoever holds the claim is the only process that trains the cell,
 writes its record and closes its MLflow run; the claim is removed once the record is on
 disk and the run closed.
@@ -17,7 +17,7 @@ disk and the run closed.
   if that host is gone.
 - The start-of-run sync and the closing of orphaned MLflow runs take the same claim
   before touching a cell's record or run, so they never close the run of a cell another
-  driver is training (:mod:`bench.sync`).
+  driver is training (:mod:`bench.tracking.sync`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.locking import LockHeld, OwnerLock, read_owner
+from bench.ledger.locking import LockHeld, OwnerLock, read_owner
 
 #: Seconds between two looks at the claims of cells another driver is training.
 WAIT_POLL_S = 1.0

@@ -4,11 +4,11 @@ Only ``method.step`` runs inside the device timer. Warm-up (a throwaway copy of 
 and method stepping twice, plus the method's optional ``prepare`` for compilation or
 CUDA-graph capture), evaluation and logging are timed separately.
 
-The stopping rule is the cell's clock-free budget (:mod:`bench.budget`): a step or epoch
+The stopping rule is the cell's clock-free budget (:mod:`bench.training.budget`): a step or epoch
 budget is checked after every step, a pass budget too on a CPU; on CUDA the pass count
 (and the safety cap) is read at the evaluation cadence only, so the host never waits for
 the device between steps. A cell that reaches its safety cap before its budget ends
-``capped``. Each step's time is kept, and :mod:`bench.interference` reads it at the end.
+``capped``. Each step's time is kept, and :mod:`bench.training.interference` reads it at the end.
 
 A cell *diverges* (status ``diverged``, with the reason in its summary) when, at an
 evaluation point or a step, the objective is NaN or infinite, or when at an evaluation
@@ -31,14 +31,14 @@ import torch
 from tqdm.auto import tqdm
 
 import optimizers
-from bench import interference, metrics
-from bench.budget import Budget
-from bench.checkpoints import CellCheckpoints
 from bench.data import DataSplits
-from bench.models import build_model
-from bench.numerics import numerics
+from bench.ledger.checkpoints import CellCheckpoints
 from bench.suites import Cell
-from bench.timing import StepTimer, Stopwatch
+from bench.training import interference, metrics
+from bench.training.budget import Budget
+from bench.training.models import build_model
+from bench.training.numerics import numerics
+from bench.training.timing import StepTimer, Stopwatch
 
 #: Relative tolerance when counting full-batch objective increases on accepted steps.
 INCREASE_TOLERANCE = 1e-6
@@ -104,7 +104,7 @@ class _Counters:
     eval_seconds: float = 0.0
     warmup_seconds: float = 0.0
     step_wall_seconds: float | None = None  # CPU only: the steps' summed wall time
-    interference: dict[str, Any] = field(default_factory=dict)  # bench.interference.detect
+    interference: dict[str, Any] = field(default_factory=dict)  # bench.training.interference.detect
 
     @property
     def passes(self) -> float:
@@ -221,9 +221,9 @@ def train_cell(
 
     ``use_test=False`` (tuning) never touches the test split: test accuracy stays None.
     ``on_eval`` sees each evaluation point as it is made (MLflow logging, Optuna pruning);
-    it may raise to stop training. The cell's precision (``bench.numerics``) holds
+    it may raise to stop training. The cell's precision (``bench.training.numerics``) holds
     throughout, evaluation included. With ``checkpoints`` the cell resumes from its
-    checkpoint if one exists and writes new ones as :mod:`bench.checkpoints` describes
+    checkpoint if one exists and writes new ones as :mod:`bench.ledger.checkpoints` describes
     (restored curve points are passed to ``on_eval`` too, so its log is whole).
     """
     with numerics(cell.precision):

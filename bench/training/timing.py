@@ -7,7 +7,7 @@ call.
 
 On the CPU the time axis is the **process CPU time** of the steps (all threads,
 ``time.process_time``), and each step's wall time (``time.perf_counter``) is kept beside
-it for :mod:`bench.interference`. Why: other processes slow the wall clock but barely
+it for :mod:`bench.training.interference`. Why: other processes slow the wall clock but barely
 the process's own CPU time. Measured with ``scripts/time_axis.py`` (Adam on the quick
 subset, 150 steps per phase, one busy-loop hog beside the loaded phases, on a 2-core
 machine that other jobs shared, so noisy): with one torch thread the loaded/quiet ratio
@@ -18,7 +18,7 @@ median of wall times does not help against a load that lasts the whole cell. The
 clock is the most stable of the four, not load-proof with more threads than free cores
 (at a load average of 11 on 2 cores a quick Adam cell took 108.8 s of CPU time and 518 s
 of wall time for what takes 3.8 s of wall time quiet), and a stopping rule never reads
-it (:mod:`bench.budget`).
+it (:mod:`bench.training.budget`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class StepTimer:
         # Per-step durations on the time axis (CUDA events, CPU: process CPU time), for the
         # perf harness's medians and the runner's interference check.
         self._steps_ms: list[float] | None = [] if keep_steps else None
-        # CPU only: each step's wall time, beside its CPU time (bench.interference).
+        # CPU only: each step's wall time, beside its CPU time (bench.training.interference).
         self._wall_ms: list[float] | None = [] if keep_steps and not self.cuda else None
         self._wall_total = 0.0
 

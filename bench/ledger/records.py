@@ -3,7 +3,7 @@
 One JSON file per cell, ``<out>/<suite>/cells/<key>.json``, written atomically when the
 cell ends. The report, the tuner and resumption read only these files (and MLflow for
 the UI), so this module is the contract between them. Which figures a summary and a
-curve point hold is defined once, in ``bench.metrics``. The ledger is the source of
+curve point hold is defined once, in ``bench.training.metrics``. The ledger is the source of
 truth: MLflow is a copy, and a record says whether that copy is complete
 (``mlflow_synced``), so ``bench sync`` can push what MLflow missed.
 
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import SUMMARY_FIELDS
-from bench.safe_files import atomic_write_text, describe_write_error, is_temporary
+from bench.ledger.safe_files import atomic_write_text, describe_write_error, is_temporary
+from bench.training.metrics import SUMMARY_FIELDS
 
 #: ``capped``: stopped by a safety time cap.
 STATUSES = ("finished", "diverged", "capped", "failed", "killed")
@@ -66,7 +66,7 @@ class CellRecord:
     wall_time_s: float = 0.0
     mlflow_synced: bool = True  # False: MLflow lacks (part of) this record; `bench sync`
     mlflow_error: str | None = None  # why the last attempt to reach MLflow failed
-    # Set when training continued from a checkpoint (bench.checkpoints): the iteration
+    # Set when training continued from a checkpoint (bench.ledger.checkpoints): the iteration
     # of the last resume and how many resumes the cell took in all.
     resumed_from_step: int | None = None
     resumes: int = 0
@@ -78,7 +78,7 @@ class CellRecord:
     def save(self, directory: Path) -> Path:
         """Write atomically: a crash mid-write never leaves a truncated ledger entry.
 
-        Raises :class:`bench.safe_files.OutputWriteError` (naming the file and what to do)
+        Raises :class:`bench.ledger.safe_files.OutputWriteError` (naming the file and what to do)
         when the disk is full or the folder is read-only.
         """
         path = Path(directory) / f"{self.key}.json"

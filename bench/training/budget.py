@@ -13,7 +13,7 @@ cell is exactly one count, checked after every step:
   steps: equal compute rather than equal data.
 
 ``safety_cap_seconds`` is a safety net, not a budget: a cell whose training steps use
-that much device time (the time axis of :mod:`bench.timing`) stops and is recorded
+that much device time (the time axis of :mod:`bench.training.timing`) stops and is recorded
 ``capped``, which keeps it out of every verdict; a rerun trains it again. A budget that
 is only a clock is refused, and so is the old ``device_seconds`` key, by name.
 """

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import optimizers
-from bench.models import nonzero_macs_per_sample
+from bench.training.models import nonzero_macs_per_sample
 
 EVAL_BATCH = 4096
 
