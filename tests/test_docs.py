@@ -86,3 +86,11 @@ def test_metric_table_is_consistent() -> None:
     assert [m.column for m in metrics.TABLE_METRICS] == sorted(
         m.column for m in metrics.TABLE_METRICS
     )
+
+
+def test_readme_lists_every_make_target() -> None:
+    makefile = (docs.ROOT / "Makefile").read_text()
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:"))
+    readme = docs.README.read_text()
+    missing = [t for t in phony.split()[1:] if f"| `make {t}` |" not in readme]
+    assert not missing, f"README's make targets table lacks {missing}"
