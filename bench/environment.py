@@ -1,8 +1,11 @@
-"""Where a run happens: the device, versions and code identity recorded with every cell."""
+"""Where a run happens: the device, versions and code identity recorded with every cell.
+
+The code version is :func:`bench.ledger.import_closure.code_version`: the hash of the training
+code's import closure.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import sys
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+from bench.ledger.import_closure import REPOSITORY_ROOT, code_version
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -52,7 +56,7 @@ def _processor_name() -> str:
 
 def _git(*args: str) -> str:
     return subprocess.run(
-        ["git", *args], cwd=PACKAGE_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ["git", *args], cwd=REPOSITORY_ROOT, capture_output=True, text=True, check=True, timeout=10
     ).stdout.strip()
 
 
@@ -65,37 +69,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-#: Sources whose changes can change a cell's result (reports, CLI and tracking cannot).
-RESULT_SOURCES = (
-    "optimizers",
-    "bench/data",
-    "bench/training/models.py",
-    "bench/training/loop.py",
-    "bench/training/evaluation.py",
-    "bench/training/timing.py",
-    "bench/training/budget.py",  # when a cell stops
-    "bench/training/interference.py",  # what its summary says about the steps' times
-    "bench/training/numerics.py",
-)
-
-
-@cache
-def code_version() -> str:
-    """Hash of the sources that determine a cell's result.
-
-    A cell's key includes it, so results computed by different code are never mixed up,
-    whether or not the tree is a git checkout; editing the report code keeps the keys.
-    """
-    digest = hashlib.sha256()
-    for source in RESULT_SOURCES:
-        root = PACKAGE_ROOT / source
-        paths = sorted(root.rglob("*.py")) if root.is_dir() else [root]
-        for path in paths:
-            digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def environment(device: torch.device) -> dict[str, str]:

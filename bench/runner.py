@@ -2,7 +2,7 @@
 
 A cell's key hashes its full configuration and the code version, so a rerun skips the
 cells already finished (or diverged: a legitimate result) and retries failed and killed
-ones. The ledger is the source of truth and MLflow a sink: when a cell ends its record is
+ones. The ledger is the source of truth and MLflow a tracker: when a cell ends its record is
 written (atomically) before anything optional, MLflow failures only mark the record not
 synced, and ``bench sync`` (which also runs at the start of every suite) pushes it later.
 
@@ -30,14 +30,15 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data import DataCache, DataOptionError, DataSplits
-from bench.environment import code_version, environment
+from bench.environment import environment
 from bench.ledger.cell_claims import WAIT_POLL_S, CellClaims
 from bench.ledger.checkpoints import DEFAULT_MINUTES, CellCheckpoints, checkpoint_path
-from bench.ledger.records import CellRecord, config_key, load_record
+from bench.ledger.identity import cell_key
+from bench.ledger.records import CellRecord, load_record
 from bench.suites import Cell, Suite, SuiteError
-from bench.tracking.client import EXPERIMENT_PREFIX
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker
 from bench.tracking.meta import dataset_inputs, suite_experiment_tags
-from bench.tracking.run_log import Sink
+from bench.tracking.names import STATUS_TAG
 from bench.tracking.sync import (
     SYNC_PENDING,
     SyncOutcome,
@@ -59,11 +60,6 @@ RERUN_KEEPS = ("finished", "diverged")
 RESTART = (*RERUN_KEEPS, "capped")
 #: Samples in a logged model's input example (its signature comes from them).
 MODEL_EXAMPLE_SIZE = 4
-
-
-def cell_key(cell: Cell) -> str:
-    """Stable hash of everything that determines the cell's result, code included."""
-    return config_key(cell.config(), code_version())
 
 
 def suite_dir(out_dir: Path, suite: str) -> Path:
@@ -129,7 +125,7 @@ def run_suite(
     *,
     only: str | None = None,
     progress: bool = True,
-    sink: Sink | None = None,
+    tracker: Tracker | None = None,
     models: bool = True,
     checkpoint_minutes: float | None = DEFAULT_MINUTES,
 ) -> SuiteOutcome:
@@ -149,7 +145,7 @@ def run_suite(
     ledger = cells_dir(out_dir, suite.name)
     claims = suite_claims(out_dir, suite.name)
     cells = select(suite.cells(), only)
-    sink = sink or Sink.for_output(
+    tracker = tracker or Tracker.for_output(
         out_dir,
         EXPERIMENT_PREFIX + suite.name,
         suite_experiment_tags(suite),
@@ -163,7 +159,7 @@ def run_suite(
             if not is_done(existing[key]):
                 load_cell_data(cell, data, suite.path)
         with guard.deferred():
-            outcome.sync = sync_ledger(sink, ledger, suite.name, data)
+            outcome.sync = sync_ledger(tracker, ledger, suite.name, data)
         guard.check()
         if outcome.sync.pushed or outcome.sync.closed:
             print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
@@ -183,7 +179,7 @@ def run_suite(
                         outcome.count_recorded(done, before_start=is_done(existing[key]))
                     else:
                         record = run_cell(
-                            cell, key, sink, data, device, env, ledger, guard,
+                            cell, key, tracker, data, device, env, ledger, guard,
                             progress=progress, models=models,
                             checkpoint_minutes=checkpoint_minutes,
                         )  # fmt: skip
@@ -239,7 +235,7 @@ def settled(record: CellRecord | None, at_start: tuple[str, float | None] | None
 def run_cell(
     cell: Cell,
     key: str,
-    sink: Sink,
+    tracker: Tracker,
     data: DataCache,
     device: torch.device,
     env: dict[str, str],
@@ -268,7 +264,7 @@ def run_cell(
         key=key, suite=cell.suite, status="failed", config=cell.config(), environment=env
     )
     name, params, tags = run_spec(record, ledger)
-    run = sink.start(name, params, {**tags, "status": "running"})
+    run = tracker.start(name, params, {**tags, STATUS_TAG: "running"})
     record.mlflow_run_id = run.run_id
     seen: list[dict[str, Any]] = []
     checkpoints = CellCheckpoints(

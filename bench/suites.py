@@ -42,7 +42,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ import torch
 import optimizers
 from bench.data import SPLIT_OPTIONS, available_datasets, check_data_option
 from bench.data.registry import ensure_dataset_name
+from bench.ledger.identity import OUTSIDE, VARIED, configuration, renamed
 from bench.training.budget import KEYS as BUDGET_KEYS
 from bench.training.budget import RETIRED as RETIRED_BUDGET_KEYS
 from bench.training.budget import UNITS as BUDGET_UNITS
@@ -104,23 +105,28 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MethodSpec:
-    label: str
-    name: str
+    """A method as a suite entry: registry name, batch setup and hyperparameters."""
+
+    label: str = field(metadata=VARIED)
+    name: str = field(metadata=renamed("method"))
+    hparams: dict[str, Any] = field(metadata=VARIED)
+    # The study (or calibration) that ``hparams`` came from.
+    tuned_from: str | None = field(default=None, metadata=VARIED)
     mode: str
     batch_size: int | None
     chunk_size: int | None
-    hparams: dict[str, Any]
-    tuned_from: str | None = None  # the study whose settings ``hparams`` came from
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One training run: a method on a model and dataset with one seed."""
+@dataclass(frozen=True, kw_only=True)
+class Setup:
+    """What a method trains under: model, data, seed, budget, evaluation and precision.
 
-    suite: str
-    method: MethodSpec
+    Shared by a cell (:class:`Cell`), a tuning setting (:class:`bench.tuning.settings.
+    Setting`) and a matched study's calibration runs, which all take it whole
+    (:meth:`Cell.of`), so none of them lists these fields again."""
+
     model: str
     model_options: dict[str, Any]
     dataset: str
@@ -131,30 +137,40 @@ class Cell:
     train_eval_size: int
     precision: str = DEFAULT_PRECISION
 
+    def setup(self) -> Setup:
+        """The setup alone, without what a subclass adds."""
+        return Setup(**{f.name: getattr(self, f.name) for f in fields(Setup)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Filed:
+    """A method run for a suite: the fields a cell adds to its setup."""
+
+    suite: str = field(metadata=OUTSIDE)  # names the ledger folder, not the result
+    method: MethodSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell(Setup, _Filed):
+    """One training run: a method on a model and dataset with one seed.
+
+    Its configuration, key and tuning fingerprint are derived from these fields by
+    :mod:`bench.ledger.identity`. (A dataclass collects the last base's fields first, so the
+    fields read suite, method, then the setup: the order the configuration keeps.)
+    """
+
+    @classmethod
+    def of(cls, setup: Setup, *, suite: str, method: MethodSpec) -> Cell:
+        """``method`` trained under ``setup``, filed in ``suite``."""
+        return cls(suite=suite, method=method, **vars(setup.setup()))
+
     @property
     def name(self) -> str:
         return f"{self.method.label}/{self.model}/{self.dataset}/seed{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the cell's result (hashed into its key)."""
-        return {
-            "label": self.method.label,
-            "method": self.method.name,
-            "hparams": self.method.hparams,
-            "tuned_from": self.method.tuned_from,
-            "mode": self.method.mode,
-            "batch_size": self.method.batch_size,
-            "chunk_size": self.method.chunk_size,
-            "model": self.model,
-            "model_options": self.model_options,
-            "dataset": self.dataset,
-            "data": self.data,
-            "seed": self.seed,
-            "budget": self.budget,
-            "eval_every_epochs": self.eval_every_epochs,
-            "train_eval_size": self.train_eval_size,
-            "precision": self.precision,
-        }
+        return configuration(self)
 
 
 @dataclass(frozen=True)
@@ -192,25 +208,32 @@ class Suite:
         """
         budgets = self.grid_budgets()
         return [
-            Cell(
+            Cell.of(
+                self.setup_of(dataset, model, budget, seed),
                 suite=self.name,
                 method=method
                 if len(budgets) == 1
                 else replace(method, label=f"{method.label}@{budget_tag(budget)}"),
-                model=model,
-                model_options=self.model_options.get(model, {}),
-                dataset=dataset,
-                data=self.data[dataset],
-                seed=seed,
-                budget=budget,
-                eval_every_epochs=self.eval_every_epochs,
-                train_eval_size=self.train_eval_size,
-                precision=self.precision,
             )
             for dataset, model, budget, method, seed in product(
                 self.datasets, self.models, budgets, self.methods, self.seeds
             )
         ]
+
+    def setup_of(self, dataset: str, model: str, budget: dict[str, float], seed: int) -> Setup:
+        """What a method trains under at one point of the grid: the one place where a
+        suite's tables become a cell's setup (its data and model options per name)."""
+        return Setup(
+            model=model,
+            model_options=self.model_options.get(model, {}),
+            dataset=dataset,
+            data=self.data[dataset],
+            seed=seed,
+            budget=budget,
+            eval_every_epochs=self.eval_every_epochs,
+            train_eval_size=self.train_eval_size,
+            precision=self.precision,
+        )
 
 
 def budget_tag(budget: dict[str, float]) -> str:
@@ -494,7 +517,17 @@ class _Validator:
             if mode == "minibatch" and chunk_size is not None:
                 raise self.fail(f"{where}.chunk_size", "only full-batch mode takes a chunk_size")
             hparams, tuned_from = self.hparams(entry.get("hparams", {}), name, f"{where}.hparams")
-            specs.append(MethodSpec(label, name, mode, batch_size, chunk_size, hparams, tuned_from))
+            specs.append(
+                MethodSpec(
+                    label=label,
+                    name=name,
+                    mode=mode,
+                    batch_size=batch_size,
+                    chunk_size=chunk_size,
+                    hparams=hparams,
+                    tuned_from=tuned_from,
+                )
+            )
         return specs
 
     def hparams(self, value: Any, method: str, where: str) -> tuple[dict[str, Any], str | None]:

@@ -443,7 +443,9 @@ def test_tune_refuses_workers_together_with_a_scheduler(tmp_path, capsys):
 def _write_runs(uri: str, index: int, runs: int, points: int) -> None:
     tracker = Tracker(uri, "concurrent")
     for r in range(runs):
-        run_id = tracker.start(f"w{index}-r{r}", {"worker": index, "run": r}, {"w": str(index)})
+        run_id = tracker.create_run(
+            f"w{index}-r{r}", {"worker": index, "run": r}, {"w": str(index)}
+        )
         for step in range(points):
             tracker.log_metrics(run_id, {"loss": 1.0 / (step + 1)}, step=step, timestamp_ms=0)
         tracker.log_json(run_id, "curve.json", {"points": points})
@@ -456,7 +458,9 @@ def test_concurrent_writers_on_one_sqlite_mlflow_store_lose_nothing(tmp_path):
     import multiprocessing
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    Tracker(uri, "concurrent", lock_path=tmp_path / ".mlflow.lock")  # schema, as the bench does
+    Tracker(
+        uri, "concurrent", lock_path=tmp_path / ".mlflow.lock"
+    ).open()  # schema, as the bench does
     context = multiprocessing.get_context("spawn")
     writers = [context.Process(target=_write_runs, args=(uri, i, 4, 40)) for i in range(3)]
     for writer in writers:

@@ -33,16 +33,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import bench.runner
+import bench.tracking.client
 import bench.tracking.report_run
-import bench.tracking.run_log
 from bench.cli import main
 from bench.ledger.records import LedgerWarning, load_records
 from bench.runner import cells_dir, run_suite
 from bench.suites import load_suite
 from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
-from bench.tracking.meta import REPORT_KIND, RUN_KIND_TAG
-from bench.tracking.report_run import REPORT_DIR_TAG
-from bench.tracking.run_log import Sink
+from bench.tracking.names import REPORT_DIR_TAG, REPORT_KIND, RUN_KIND_TAG
 from tests.test_inputs import suite_text
 
 CPU = torch.device("cpu")
@@ -365,7 +363,9 @@ def test_a_journal_storage_that_is_garbage_is_named(
 
 def test_tag_values_with_quotes_are_quoted_in_filters(tmp_path: Path) -> None:
     tracker = Tracker(tracking_uri(tmp_path), "quotes")
-    ids = {name: tracker.start(name, {}, {"suite": name}) for name in ("o'q", 'say "hi"', "plain")}
+    ids = {
+        name: tracker.create_run(name, {}, {"suite": name}) for name in ("o'q", 'say "hi"', "plain")
+    }
     for name, run_id in ids.items():
         assert [r.info.run_id for r in tracker.running_runs({"suite": name})] == [run_id]
     with pytest.raises(ValueError, match="both quote characters"):
@@ -386,9 +386,9 @@ def test_a_report_run_a_dead_process_left_running_is_ended_killed_and_its_folder
     elsewhere = folder / ".report-tmp-another-host-1-abc"  # cannot be checked: kept
     for leftover in [*leftovers, elsewhere]:
         (leftover / "figures").mkdir(parents=True)
-    sink = Sink.for_output(out, EXPERIMENT_PREFIX + "t")
+    tracker = Tracker.for_output(out, EXPERIMENT_PREFIX + "t")
     tags = {RUN_KIND_TAG: REPORT_KIND, REPORT_DIR_TAG: str(folder.resolve())}
-    orphan = sink.tracker().start("report", {}, tags)  # as a SIGTERMed report leaves it
+    orphan = tracker.create_run("report", {}, tags)  # as a SIGTERMed report leaves it
 
     assert main(["report", "--suite", str(path), "--out", str(out)]) == 0
     assert not any(p.exists() for p in leftovers) and elsewhere.is_dir()
@@ -488,7 +488,7 @@ def test_after_the_first_timeout_the_store_is_left_alone_for_the_rest_of_the_run
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
-    monkeypatch.setattr(bench.tracking.run_log, "RETRY_PAUSE_S", 0.0)
+    monkeypatch.setattr(bench.tracking.client, "RETRY_PAUSE_S", 0.0)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     path = tmp_path / "t.toml"

@@ -466,8 +466,26 @@ def test_probe_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def _cell(lr: float) -> Cell:
-    spec = MethodSpec("sgd", "sgd", "minibatch", 32, None, {"lr": lr})
-    return Cell("t", spec, "cnn-tiny", {}, "synthetic", {}, 0, {"epochs": 2}, 0.5, 192)
+    spec = MethodSpec(
+        label="sgd",
+        name="sgd",
+        mode="minibatch",
+        batch_size=32,
+        chunk_size=None,
+        hparams={"lr": lr},
+    )
+    return Cell(
+        suite="t",
+        method=spec,
+        model="cnn-tiny",
+        model_options={},
+        dataset="synthetic",
+        data={},
+        seed=0,
+        budget={"epochs": 2},
+        eval_every_epochs=0.5,
+        train_eval_size=192,
+    )
 
 
 def test_exploding_but_finite_training_is_diverged() -> None:

@@ -19,8 +19,9 @@ from bench.cli import main
 from bench.runner import run_suite
 from bench.suites import load_suite
 from bench.tracking.client import EXPERIMENT_PREFIX, tracking_uri
-from bench.tracking.colours import RUN_COLOUR_TAG, run_colour
+from bench.tracking.colours import run_colour
 from bench.tracking.meta import load_model
+from bench.tracking.names import RUN_COLOUR_TAG
 from bench.tracking.relocate import LOCATION_COLUMNS, STORE_NAME
 
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.tracking.run_log
+import bench.tracking.client
 import bench.tracking.sync
 from bench.cli import main
 from bench.ledger.cell_claims import CellClaims
@@ -35,7 +35,6 @@ from bench.ledger.safe_files import OutputWriteError
 from bench.runner import cell_key, cells_dir, run_suite
 from bench.suites import load_suite
 from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
-from bench.tracking.run_log import Sink
 from bench.tuning.cleanup import close_orphaned_runs
 from bench.tuning.storage import StorageError, StorageSpec
 from tests.test_runner import TINY, write_suite
@@ -52,7 +51,7 @@ def _fast_failures(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
-    monkeypatch.setattr(bench.tracking.run_log, "RETRY_PAUSE_S", 0.0)
+    monkeypatch.setattr(bench.tracking.client, "RETRY_PAUSE_S", 0.0)
 
 
 def suite_file(tmp_path: Path, body: str = TINY, methods: str = SGD) -> Path:
@@ -213,7 +212,7 @@ def test_only_numeric_summary_figures_become_metrics_and_times_become_tags(tmp_p
     record.save(ledger)
     with pytest.warns(UserWarning, match="without dataset inputs.*unknown dataset 'd'"):
         outcome = bench.tracking.sync.sync_ledger(
-            Sink.for_output(tmp_path, "pmp-bench/t"), ledger, "t"
+            Tracker.for_output(tmp_path, "pmp-bench/t"), ledger, "t"
         )
     assert outcome.pushed == 1 and outcome.unsynced == 0
     (run,) = runs_by_status(tmp_path)["FINISHED"]
@@ -558,7 +557,7 @@ def test_two_lock_holders_in_one_process_conflict(tmp_path):
 def test_two_first_runs_create_the_mlflow_store_without_colliding(tmp_path):
     code = (
         "import sys; from pathlib import Path; from bench.tracking.client import Tracker; "
-        "Tracker.for_output(Path(sys.argv[1]), 'pmp-bench/x')"
+        "Tracker.for_output(Path(sys.argv[1]), 'pmp-bench/x').open()"
     )
     processes = [
         subprocess.Popen(
@@ -592,13 +591,13 @@ def test_tuning_runs_of_dead_trials_are_closed(tmp_path):
     dead, legacy_dead, alive = study.ask(), study.ask(), study.ask()
     for trial in (dead, legacy_dead):
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    sink = Sink.for_output(tmp_path, "pmp-bench/tuning")
+    tracker = Tracker.for_output(tmp_path, "pmp-bench/tuning")
     runs = {}
     for trial, tag in ((dead, "run_kind"), (legacy_dead, "kind"), (alive, "run_kind")):
         tags = {"study": "s", tag: "trial", "optuna.trial_number": str(trial.number)}
-        runs[trial.number] = sink.start(f"s#{trial.number}", {}, tags).run_id
-    assert close_orphaned_runs(sink, study, "s") == 2
-    client = sink.tracker().client
+        runs[trial.number] = tracker.start(f"s#{trial.number}", {}, tags).run_id
+    assert close_orphaned_runs(tracker, study, "s") == 2
+    client = tracker.open().client
     for trial in (dead, legacy_dead):
         closed = client.get_run(runs[trial.number])
         assert closed.info.status == "KILLED" and "FAIL" in closed.data.tags["pmp.close_reason"]

@@ -8,9 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from bench.cli import main
-from bench.tracking.client import EXPERIMENT_PREFIX, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
 from bench.tracking.report_run import log_report_run
-from bench.tracking.run_log import Sink
 
 #: The smallest valid PNG (1x1), enough for MLflow to store and serve.
 PNG = bytes.fromhex(
@@ -52,8 +51,8 @@ def test_report_run_holds_the_figures_and_is_replaced_not_duplicated(out):
     folder = write_report(
         out / "t", "# Report\n\n![curves](figures/d__m__test_accuracy_curves.png)\n"
     )
-    sink = Sink.for_output(out, EXPERIMENT_PREFIX + "t")
-    first = log_report_run(sink, folder, "t")
+    tracker = Tracker.for_output(out, EXPERIMENT_PREFIX + "t")
+    first = log_report_run(tracker, folder, "t")
     assert first.logged and first.error is None
     client, (run,) = report_runs(out, "t")
     assert run.info.run_id == first.run_id and run.info.status == "FINISHED"
@@ -74,10 +73,10 @@ def test_report_run_holds_the_figures_and_is_replaced_not_duplicated(out):
     assert '<img src="data:image/png;base64,' in page and 'alt="curves"' in page
     assert "(figures/d__m__test_accuracy_curves.png)" in (folder / "REPORT.md").read_text()
 
-    again = log_report_run(sink, folder, "t")  # the same report: nothing new
+    again = log_report_run(tracker, folder, "t")  # the same report: nothing new
     assert not again.logged and again.run_id == first.run_id
     write_report(folder, "# Report, rewritten\n")
-    newer = log_report_run(sink, folder, "t")
+    newer = log_report_run(tracker, folder, "t")
     assert newer.logged and newer.run_id != first.run_id
     _, active = report_runs(out, "t")
     assert [r.info.run_id for r in active] == [newer.run_id]  # the old one deleted
@@ -89,7 +88,7 @@ def test_unreachable_store_costs_only_the_report_run(tmp_path, monkeypatch):
     folder = write_report(tmp_path / "t")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    outcome = log_report_run(Sink.for_output(tmp_path, EXPERIMENT_PREFIX + "t"), folder, "t")
+    outcome = log_report_run(Tracker.for_output(tmp_path, EXPERIMENT_PREFIX + "t"), folder, "t")
     assert outcome.error and "unreachable" in outcome.error and not outcome.logged
 
 

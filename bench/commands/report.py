@@ -19,10 +19,9 @@ from bench.ledger.safe_files import OutputWriteError
 from bench.report import write_report
 from bench.runner import cell_key, cells_dir, suite_dir
 from bench.suites import load_suite
-from bench.tracking.client import EXPERIMENT_PREFIX
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker
 from bench.tracking.meta import suite_experiment_tags
 from bench.tracking.report_run import log_report_run
-from bench.tracking.run_log import Sink
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -69,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if ignored:
         print(f"note: ignored {ignored} records from other code or suite versions")
     if not args.no_mlflow:
-        sink = Sink.for_output(
+        tracker = Tracker.for_output(
             args.out,
             EXPERIMENT_PREFIX + suite.name,
             suite_experiment_tags(suite),
         )
-        logged = log_report_run(sink, suite_dir(args.out, suite.name), suite.name)
+        logged = log_report_run(tracker, suite_dir(args.out, suite.name), suite.name)
         print(f"mlflow: {logged.describe()}" if not logged.error else f"note: {logged.describe()}")
     return 0

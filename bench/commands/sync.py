@@ -19,9 +19,8 @@ from bench.commands.args import add_out, add_suite
 from bench.ledger.safe_files import OutputWriteError
 from bench.runner import cells_dir, suite_dir
 from bench.suites import load_suite
-from bench.tracking.client import EXPERIMENT_PREFIX
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker
 from bench.tracking.report_run import REPORT_FILE, log_report_run
-from bench.tracking.run_log import Sink
 from bench.tracking.sync import sync_ledger
 
 
@@ -33,13 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, studies_dir=args.out / "studies")
     ledger = cells_dir(args.out, suite.name)
-    sink = Sink.for_output(args.out, EXPERIMENT_PREFIX + suite.name)
+    tracker = Tracker.for_output(args.out, EXPERIMENT_PREFIX + suite.name)
     report = suite_dir(args.out, suite.name)
     logged = None
     try:
-        outcome = sync_ledger(sink, ledger, suite.name)
+        outcome = sync_ledger(tracker, ledger, suite.name)
         if (report / REPORT_FILE).exists():
-            logged = log_report_run(sink, report, suite.name)
+            logged = log_report_run(tracker, report, suite.name)
     except OutputWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

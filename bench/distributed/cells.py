@@ -34,8 +34,7 @@ from bench.environment import environment, resolve_device
 from bench.ledger.records import CellRecord
 from bench.runner import DataCache, run_cell
 from bench.suites import Cell
-from bench.tracking.client import Tracker
-from bench.tracking.run_log import RunLog, Sink
+from bench.tracking.client import RunLog, Tracker
 
 #: Seconds between two looks at the driver's stop event (one scheduler round trip each).
 STOP_POLL_S = 1.0
@@ -96,10 +95,10 @@ class _Stop:
 class WorkerRun(RunLog):
     """A cell's run on a worker: live, or deferred to the driver; it honours the stop."""
 
-    def __init__(self, sink: WorkerSink) -> None:
-        super().__init__(sink)
-        self.live = sink.live
-        self.stop = sink.stop
+    def __init__(self, tracker: WorkerTracker) -> None:
+        super().__init__(tracker)
+        self.live = tracker.live
+        self.stop = tracker.stop
         self.inputs: list[Any] = []
         self.model: torch.nn.Module | None = None
         self.example: torch.Tensor | None = None
@@ -126,14 +125,12 @@ class WorkerRun(RunLog):
         return super().system_metrics(enabled) if self.live else contextlib.nullcontext()
 
 
-class WorkerSink(Sink):
+class WorkerTracker(Tracker):
     """Opens :class:`WorkerRun` runs; without a tracking URI nothing reaches a store."""
 
     def __init__(self, task: CellTask) -> None:
         uri = task.tracking_uri
-        super().__init__(
-            lambda: Tracker(uri or "", task.experiment, experiment_tags=task.experiment_tags)
-        )
+        super().__init__(uri or "", task.experiment, experiment_tags=task.experiment_tags)
         self.live = uri is not None
         self.stop = _Stop(task.stop_event)
 
@@ -153,8 +150,8 @@ def run_cell_task(task: CellTask) -> CellOutcome | None:
     a serial run; only the death of the worker process loses the attempt (Dask retries
     it on another worker). None: the driver had stopped before the cell began.
     """
-    sink = WorkerSink(task)
-    if sink.stop():
+    tracker = WorkerTracker(task)
+    if tracker.stop():
         return None
     keep_freed_buffers()  # Dask's allocator setting would halve CPU training speed
     if task.threads:
@@ -171,7 +168,7 @@ def run_cell_task(task: CellTask) -> CellOutcome | None:
         run_cell(
             task.cell,
             task.key,
-            sink,
+            tracker,
             data,
             device,
             environment(device),

@@ -17,29 +17,27 @@ from typing import Any
 from bench.distributed.cells import CellOutcome
 from bench.ledger.records import CellRecord
 from bench.runner import record_and_close
-from bench.tracking.run_log import RunLog, Sink, end_killed, run_owner
-from bench.tracking.sync import LEDGER_TAG, SYNC_PENDING, run_spec
+from bench.tracking.client import RunLog, Tracker
+from bench.tracking.names import CELL_KEY_TAG, LEDGER_TAG, STATUS_TAG, SUITE_TAG
+from bench.tracking.orphans import close_orphans, run_owner
+from bench.tracking.sync import SYNC_PENDING, open_run_from_record
 
 
-def record_outcome(outcome: CellOutcome, sink: Sink, ledger: Path) -> CellRecord:
+def record_outcome(outcome: CellOutcome, tracker: Tracker, ledger: Path) -> CellRecord:
     """Write the worker's record to the ledger and complete its MLflow run."""
     record = outcome.record
     record.mlflow_synced, record.mlflow_error = False, SYNC_PENDING
     record.save(ledger)  # the ledger first: a crash from here on loses no training
     if record.mlflow_run_id is not None:  # live: the worker opened and fed the run
-        run = RunLog(sink)
+        run = RunLog(tracker)
         run.run_id, run.error = record.mlflow_run_id, outcome.run_error
     else:
-        name, params, tags = run_spec(record, ledger)
-        run = sink.start(name, params, {**tags, "status": "running"})
+        run = open_run_from_record(tracker, record, ledger, {STATUS_TAG: "running"}, outcome.inputs)
         record.mlflow_run_id = run.run_id
-        run.log_curve(record.curve)
-        if outcome.inputs:
-            run.log_inputs(outcome.inputs)
         if outcome.model is not None and outcome.example is not None:
             run.log_model(outcome.model, outcome.example)
     record_and_close(record, run, ledger)
-    close_abandoned_runs(sink, record, ledger)
+    close_abandoned_runs(tracker, record, ledger)
     return record
 
 
@@ -49,25 +47,24 @@ def failed_outcome(cell_config: dict[str, Any], key: str, suite: str, error: str
     return CellOutcome(record=record)
 
 
-def close_abandoned_runs(sink: Sink, record: CellRecord, ledger: Path) -> int:
-    """End KILLED the RUNNING runs of this cell and ledger other than the record's own."""
-    try:
-        tracker = sink.tracker()
-        runs = tracker.running_runs({"cell_key": record.key, "suite": record.suite})
-    except Exception:  # MLflow unreachable: the next start-of-run sync closes them
-        return 0
-    mine, closed = str(Path(ledger).resolve()), 0
-    for run in runs:
+def close_abandoned_runs(tracker: Tracker, record: CellRecord, ledger: Path) -> int:
+    """End KILLED the RUNNING runs of this cell and ledger other than the record's own.
+
+    MLflow being unreachable is not an error here: the next start-of-run sync closes them.
+    """
+    mine = str(Path(ledger).resolve())
+
+    def orphan(run: Any) -> str | None:
         tags = run.data.tags
         if run.info.run_id == record.mlflow_run_id or tags.get(LEDGER_TAG, mine) != mine:
-            continue
-        reason = (
+            return None
+        return (
             f"the worker ({run_owner(tags)}) stopped before the cell ended; the cell was run "
             f"again, see run {record.mlflow_run_id}"
         )
-        try:
-            end_killed(tracker, run.info.run_id, reason)
-            closed += 1
-        except Exception:
-            continue
-    return closed
+
+    tags = {CELL_KEY_TAG: record.key, SUITE_TAG: record.suite}
+    try:
+        return close_orphans(tracker.open(), tags, orphan)
+    except Exception:  # MLflow unreachable
+        return 0

@@ -57,9 +57,8 @@ from bench.runner import (
     suite_claims,
 )
 from bench.suites import Cell, Suite
-from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, tracking_uri
+from bench.tracking.client import EXPERIMENT_PREFIX, Tracker, short_reason, tracking_uri
 from bench.tracking.meta import suite_experiment_tags
-from bench.tracking.run_log import Sink, short_reason
 from bench.tracking.sync import close_orphans, sync_ledger
 from bench.training.interrupts import InterruptGuard
 
@@ -75,8 +74,8 @@ def is_live_store(uri: str) -> bool:
     return scheme not in LOCAL_STORES
 
 
-def suite_sink(suite: Suite, out_dir: Path, uri: str, live: bool) -> Sink:
-    """The driver's MLflow sink; a new experiment on a server keeps its artifacts there.
+def suite_sink(suite: Suite, out_dir: Path, uri: str, live: bool) -> Tracker:
+    """The driver's MLflow tracker; a new experiment on a server keeps its artifacts there.
 
     Why: a serial run names ``<out>/mlflow-artifacts`` as the artifact folder of a new
     experiment, which workers on other machines cannot reach; a server given no folder
@@ -85,8 +84,8 @@ def suite_sink(suite: Suite, out_dir: Path, uri: str, live: bool) -> Sink:
     tags = suite_experiment_tags(suite)
     experiment = EXPERIMENT_PREFIX + suite.name
     if not live:
-        return Sink.for_output(out_dir, experiment, tags)
-    return Sink(lambda: Tracker(uri, experiment, None, experiment_tags=tags))
+        return Tracker.for_output(out_dir, experiment, tags)
+    return Tracker(uri, experiment, experiment_tags=tags)
 
 
 def device_problems(cluster: Cluster, device: str) -> dict[str, str]:
@@ -125,7 +124,7 @@ def run_suite_distributed(
     cells = select(suite.cells(), only)
     uri = tracking_uri(out_dir)
     live = is_live_store(uri)
-    sink = suite_sink(suite, out_dir, uri, live)
+    tracker = suite_sink(suite, out_dir, uri, live)
     claims = suite_claims(out_dir, suite.name)
     with InterruptGuard() as guard:
         outcome = SuiteOutcome(0, 0, 0, 0)
@@ -143,7 +142,7 @@ def run_suite_distributed(
                 worker, problem = next(iter(problems.items()))
                 raise UsageError(f"--device {device} on worker {worker}: {problem}")
             with guard.deferred():
-                outcome.sync = sync_ledger(sink, ledger, suite.name, data)
+                outcome.sync = sync_ledger(tracker, ledger, suite.name, data)
             guard.check()
             if outcome.sync.pushed or outcome.sync.closed:
                 print(f"mlflow sync: {outcome.sync.describe()}", file=sys.stderr)
@@ -163,12 +162,21 @@ def run_suite_distributed(
             shared = task_fields(suite, ledger, device, uri if live else None, models, cluster)
             try:
                 _drive(
-                    cells, existing, claims, cluster, sink, ledger, outcome, guard, shared, progress
+                    cells,
+                    existing,
+                    claims,
+                    cluster,
+                    tracker,
+                    ledger,
+                    outcome,
+                    guard,
+                    shared,
+                    progress,
                 )
             finally:
                 if live:  # runs of attempts that never came back (Ctrl-C, dead workers)
                     with guard.deferred(), contextlib.suppress(Exception):
-                        close_orphans(sink, suite.name, ledger)
+                        close_orphans(tracker, suite.name, ledger)
     return outcome
 
 
@@ -198,7 +206,7 @@ def _drive(
     existing: dict[str, CellRecord | None],
     claims: CellClaims,
     cluster: Cluster,
-    sink: Sink,
+    tracker: Tracker,
     ledger: Path,
     outcome: SuiteOutcome,
     guard: InterruptGuard,
@@ -246,7 +254,7 @@ def _drive(
                 cell, key, claim = running.pop(future)
                 with guard.deferred():
                     try:
-                        _record(future, (cell, key), sink, ledger, outcome)
+                        _record(future, (cell, key), tracker, ledger, outcome)
                     finally:
                         claim.release()
                 bar.update()
@@ -257,7 +265,7 @@ def _drive(
             with contextlib.suppress(TimeoutError):
                 for future in as_completed(list(running), timeout=STOP_GRACE_S):
                     cell, key, claim = running.pop(future)
-                    _record(future, (cell, key), sink, ledger, outcome)
+                    _record(future, (cell, key), tracker, ledger, outcome)
                     claim.release()
             client.cancel(list(running))
         raise
@@ -305,7 +313,7 @@ def _submit_claimed(
 def _record(
     future: Any,
     cell_and_key: tuple[Cell, str],
-    sink: Sink,
+    tracker: Tracker,
     ledger: Path,
     outcome: SuiteOutcome,
 ) -> None:
@@ -319,6 +327,6 @@ def _record(
         result = failed_outcome(cell.config(), key, cell.suite, short_reason(error))
     if result is None:  # the driver stopped before this cell began
         return
-    record = record_outcome(result, sink, ledger)
+    record = record_outcome(result, tracker, ledger)
     outcome.count_trained(record)
     tqdm.write(one_line(record) + (f" [{result.worker}]" if result.worker else ""), file=None)

@@ -19,7 +19,6 @@ are, so a newer version's figures do not make an older version's ledger unreadab
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bench.ledger.identity import config_key, jsonable
 from bench.ledger.safe_files import atomic_write_text, describe_write_error, is_temporary
 from bench.training.metrics import SUMMARY_FIELDS
 
@@ -35,13 +35,6 @@ STATUSES = ("finished", "diverged", "capped", "failed", "killed")
 QUARANTINE = "quarantine"
 #: Summary entries that are text; every figure in ``SUMMARY_FIELDS`` is a number or null.
 SUMMARY_TEXT = ("traceback", "diverged_reason")
-KEY_LENGTH = 20
-
-
-def config_key(config: dict[str, Any], code: str) -> str:
-    """A cell's key: the hash of its configuration and of the code version that ran it."""
-    payload = json.dumps({"config": config, "code": code}, sort_keys=True, default=_jsonable)
-    return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
 
 
 class LedgerWarning(UserWarning):
@@ -83,7 +76,7 @@ class CellRecord:
         """
         path = Path(directory) / f"{self.key}.json"
         try:
-            text = json.dumps(asdict(self), indent=1, default=_jsonable)
+            text = json.dumps(asdict(self), indent=1, default=jsonable)
         except ValueError as error:  # a circular structure: a bug, not a disk problem
             raise ValueError(f"record {self.key} cannot be written as JSON: {error}") from None
         return atomic_write_text(path, text)
@@ -186,12 +179,6 @@ def check_identity(record: CellRecord, path: Path) -> None:
         raise ValueError(
             f"its configuration does not hash to its key {record.key!r} (edited by hand?)"
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def record_paths(directory: Path) -> list[Path]:

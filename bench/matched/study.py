@@ -115,19 +115,8 @@ class Calibrated:
 def calibration_cell(suite: Suite, method: MethodSpec, knob: str, value: float) -> Cell:
     """The validation run of ``method`` with ``knob = value`` and the calibration seed."""
     spec = replace(method, hparams={**method.hparams, knob: value})
-    return Cell(
-        suite=f"calibrate:{suite.name}",
-        method=spec,
-        model=suite.models[0],
-        model_options=suite.model_options.get(suite.models[0], {}),
-        dataset=suite.datasets[0],
-        data=suite.data[suite.datasets[0]],
-        seed=CALIBRATION_SEED,
-        budget=suite.budget,
-        eval_every_epochs=suite.eval_every_epochs,
-        train_eval_size=suite.train_eval_size,
-        precision=suite.precision,
-    )
+    setup = suite.setup_of(suite.datasets[0], suite.models[0], suite.budget, CALIBRATION_SEED)
+    return Cell.of(setup, suite=f"calibrate:{suite.name}", method=spec)
 
 
 def validation_run(

@@ -15,7 +15,6 @@ colour of its own).
 
 from __future__ import annotations
 
-RUN_COLOUR_TAG = "mlflow.runColor"
 GRAPH_SUFFIX = "-graph"
 FULL_BATCH_SHADE = 0.6  # a full-batch cell's colour: each channel times this
 UNKNOWN = "#7f7f7f"

@@ -26,31 +26,29 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
 from bench.silence import silenced
+from bench.tracking.names import (
+    CONTEXT_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    GIT_COMMIT_TAG,
+    NOTE_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
+    SUITE_TAG,
+    USER_TAG,
+)
 
 if TYPE_CHECKING:
     from bench.suites import Suite
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-#: MLflow 3's value for classic training experiments (its UI opens them in that view).
-EXPERIMENT_KIND = "custom_model_development"
-NOTE_TAG = "mlflow.note.content"
-CONTEXT_TAG = "mlflow.data.context"
 SYSTEM_METRICS_INTERVAL_S = 1.0
-#: What a run is (filter on it): in a suite's experiment a cell or the suite's report, in
-#: the tuning experiment a study invocation's parent run or one of its trials.
-RUN_KIND_TAG = "run_kind"
-CELL_KIND = "cell"
-REPORT_KIND = "report"
-STUDY_KIND = "study"
-TRIAL_KIND = "trial"
-#: The tag tuning runs carried before they used ``run_kind`` (read, never written).
-LEGACY_KIND_TAG = "kind"
 
 
 def experiment_tags(description: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -64,7 +62,7 @@ def experiment_tags(description: str, tags: Mapping[str, str] | None = None) -> 
 
 def suite_experiment_tags(suite: Suite) -> dict[str, str]:
     """The tags of a suite's experiment: its description (or name) and ``suite``."""
-    return experiment_tags(suite.description or suite.name, {"suite": suite.name})
+    return experiment_tags(suite.description or suite.name, {SUITE_TAG: suite.name})
 
 
 def run_name(label: str, seed: Any) -> str:
@@ -95,13 +93,13 @@ def user() -> str:
 def standard_tags(*, git_commit: str | None, description: str) -> dict[str, str]:
     """``mlflow.source.*``, ``mlflow.user`` and the run description (``mlflow.note``)."""
     tags = {
-        "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": source_name(),
-        "mlflow.user": user(),
+        SOURCE_TYPE_TAG: "LOCAL",
+        SOURCE_NAME_TAG: source_name(),
+        USER_TAG: user(),
         NOTE_TAG: description,
     }
     if git_commit and git_commit != "unknown":
-        tags["mlflow.source.git.commit"] = git_commit
+        tags[GIT_COMMIT_TAG] = git_commit
     return tags
 
 
@@ -211,6 +209,7 @@ def system_metrics(
     ``psutil`` or any monitor failure only costs the metrics, never the run.
     """
     monitor = None
+    state = _MonitorState()
     if enabled and run_id:
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -221,7 +220,7 @@ def system_metrics(
                 sampling_interval=interval_s or sampling_interval(),
                 tracking_uri=tracking_uri,
             )
-            _serialized(monitor)
+            _serialized(monitor, state)
             monitor.start()
         except Exception:  # psutil missing, an exotic platform: no system metrics
             monitor = None
@@ -229,7 +228,7 @@ def system_metrics(
     def sample() -> None:
         if monitor is None:
             return
-        with contextlib.suppress(Exception), monitor._bench_lock:  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception), state.lock:
             monitor.collect_metrics()
             monitor.publish_metrics(monitor.aggregate_metrics())
 
@@ -239,22 +238,33 @@ def system_metrics(
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.finish()
-                if monitor._logging_step == 0:  # shorter than one interval: log one sample
+                if state.published == 0:  # shorter than one interval: log one sample
                     sample()
                 monitor.mlflow_logger.flush()
 
 
-def _serialized(monitor: Any) -> None:
+@dataclass
+class _MonitorState:
+    """What the bench keeps beside a monitor: one lock for its calls, and how many
+    samples it has published (counted here, so no private attribute of MLflow's is read)."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    published: int = 0
+
+
+def _serialized(monitor: Any, state: _MonitorState) -> None:
     """Make the monitor's collect/aggregate/publish calls take one lock, so a sample taken
-    from the training thread never interleaves with the background thread's."""
-    lock = threading.RLock()
-    monitor._bench_lock = lock
+    from the training thread never interleaves with the background thread's; count the
+    samples published."""
     for name in ("collect_metrics", "aggregate_metrics", "publish_metrics"):
         method = getattr(monitor, name)
 
-        def locked(*args: Any, _method: Any = method) -> Any:
-            with lock:
-                return _method(*args)
+        def locked(*args: Any, _method: Any = method, _name: str = name) -> Any:
+            with state.lock:
+                result = _method(*args)
+                if _name == "publish_metrics":
+                    state.published += 1
+                return result
 
         setattr(monitor, name, locked)
 
@@ -336,11 +346,14 @@ def log_model(
 def _tracking_uri(uri: str, experiment_id: str | None = None) -> Iterator[None]:
     """MLflow's fluent API pointed at ``uri`` (and ``experiment_id``) for a block.
 
-    ``mlflow.pytorch.log_model`` has no client or experiment argument;
-    ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` would change this
-    process's state for good (the former also rewrites ``MLFLOW_TRACKING_URI``, which
-    the bench reads to find its store), so the block sets the variables MLflow reads
-    and restores them afterwards.
+    The one place the bench uses a private name of MLflow's: ``mlflow.pytorch.log_model``
+    has no client or experiment argument, and MLflow has no public way to point its
+    fluent API at a store for a block and back. ``mlflow.set_tracking_uri`` and
+    ``mlflow.set_experiment`` would change this process's state for good (the former
+    also rewrites ``MLFLOW_TRACKING_URI``, which the bench reads to find its store), and
+    no public call tells the URI a user set from the default one to restore it. So the
+    block uses MLflow's own ``_use_tracking_uri`` (which saves and restores exactly
+    that), sets the variables MLflow reads for the experiment, and restores them.
     """
     from mlflow.tracking._tracking_service import utils
 

@@ -26,16 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.ledger.cell_claims import REPORT_CLAIM, CellClaims
-from bench.tracking.client import filter_literal
-from bench.tracking.meta import NOTE_TAG, REPORT_KIND, RUN_KIND_TAG, standard_tags
-from bench.tracking.run_log import RunLog, Sink, end_killed, short_reason
+from bench.tracking.client import RunLog, Tracker, filter_literal, short_reason
+from bench.tracking.meta import standard_tags
+from bench.tracking.names import DIGEST_TAG, NOTE_TAG, REPORT_DIR_TAG, REPORT_KIND, RUN_KIND_TAG
+from bench.tracking.orphans import end_killed
 from bench.training.interrupts import describe
 
 RUN_NAME = "report"
-#: The report folder a run copies (two output folders may share a tracking server).
-REPORT_DIR_TAG = "pmp.report_dir"
-#: A hash of the files copied: an equal one means the store has this report already.
-DIGEST_TAG = "pmp.report_digest"
 REPORT_FILE = "REPORT.md"
 #: The report as one self-contained page, for MLflow's artifact view.
 HTML_FILE = "REPORT.html"
@@ -137,7 +134,7 @@ def description(run_id: str, suite: str, figures: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome:
+def log_report_run(tracker: Tracker, report_dir: Path, suite: str) -> ReportRunOutcome:
     """Log the report in ``report_dir`` as the suite's report run, unless already there.
 
     MLflow failures are returned in the outcome, never raised: the report on disk is
@@ -150,20 +147,20 @@ def log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome
     if claim is None:
         return ReportRunOutcome(busy=True)
     with claim:
-        return _log_report_run(sink, report_dir, suite)
+        return _log_report_run(tracker, report_dir, suite)
 
 
-def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcome:
+def _log_report_run(tracker: Tracker, report_dir: Path, suite: str) -> ReportRunOutcome:
     files = report_files(report_dir)
     if not files[0].exists():
         return ReportRunOutcome(error=f"no {REPORT_FILE} in {report_dir}")
     digest = report_digest(files)
     mine = str(report_dir.resolve())
     try:
-        previous = report_runs(sink, mine)
+        previous = report_runs(tracker, mine)
     except Exception as error:  # the store is unreachable
         return ReportRunOutcome(error=f"MLflow unreachable: {short_reason(error)}")
-    previous = [_end_dead(sink, run) for run in previous]
+    previous = [_end_dead(tracker, run) for run in previous]
     for run in previous:
         if run.data.tags.get(DIGEST_TAG) == digest and run.info.status == "FINISHED":
             return ReportRunOutcome(run_id=run.info.run_id)
@@ -173,7 +170,7 @@ def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcom
         REPORT_DIR_TAG: mine,
         DIGEST_TAG: digest,
     }
-    run = sink.start(RUN_NAME, {}, tags)
+    run = tracker.start(RUN_NAME, {}, tags)
     try:
         _copy(run, files, suite)
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: not left RUNNING
@@ -184,7 +181,7 @@ def _log_report_run(sink: Sink, report_dir: Path, suite: str) -> ReportRunOutcom
         return ReportRunOutcome(run_id=run.run_id, error=run.error)
     run.end("FINISHED")
     for old in previous:  # replaced: one report run per folder
-        _delete(sink, old.info.run_id)
+        _delete(tracker, old.info.run_id)
     return ReportRunOutcome(run_id=run.run_id, logged=True)
 
 
@@ -202,9 +199,9 @@ def _copy(run: RunLog, files: list[Path], suite: str) -> None:
     run.set_tags({NOTE_TAG: description(run.run_id, suite, figures)})
 
 
-def report_runs(sink: Sink, report_dir: str) -> list[Any]:
+def report_runs(tracker: Tracker, report_dir: str) -> list[Any]:
     """The report runs of this experiment made from ``report_dir``, newest first."""
-    tracker = sink.tracker()
+    tracker = tracker.open()
     return [
         run
         for run in tracker.client.search_runs(
@@ -217,7 +214,7 @@ def report_runs(sink: Sink, report_dir: str) -> list[Any]:
     ]
 
 
-def _end_dead(sink: Sink, run: Any) -> Any:
+def _end_dead(tracker: Tracker, run: Any) -> Any:
     """A report run left RUNNING by a process that died, ended KILLED (else as it is).
 
     Called under the report's claim: no live process is logging this folder's report.
@@ -226,17 +223,17 @@ def _end_dead(sink: Sink, run: Any) -> Any:
         return run
     try:
         end_killed(
-            sink.tracker(),
+            tracker.open(),
             run.info.run_id,
             "the process logging this report stopped without closing it",
         )
-        return sink.tracker().client.get_run(run.info.run_id)
+        return tracker.open().client.get_run(run.info.run_id)
     except Exception:  # the store failed meanwhile: the next report or sync retries
         return run
 
 
-def _delete(sink: Sink, run_id: str) -> None:
+def _delete(tracker: Tracker, run_id: str) -> None:
     try:
-        sink.tracker().client.delete_run(run_id)
+        tracker.open().client.delete_run(run_id)
     except Exception:  # a stale copy left visible is harmless; the next report retries
         return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,27 +26,31 @@ from typing import Any
 from bench.data import DataCache, DatasetUnavailable
 from bench.ledger.cell_claims import CellClaims
 from bench.ledger.records import QUARANTINE, CellRecord, load_record, load_records
-from bench.tracking.colours import RUN_COLOUR_TAG, run_colour
-from bench.tracking.meta import (
+from bench.tracking.client import RunLog, Tracker, short_reason
+from bench.tracking.colours import run_colour
+from bench.tracking.meta import cell_description, dataset_inputs, run_name, standard_tags
+from bench.tracking.names import (
+    CELL_CONFIG_TAGS,
+    CELL_ENVIRONMENT_PARAMS,
+    CELL_KEY_PARAM,
+    CELL_KEY_TAG,
     CELL_KIND,
-    RUN_KIND_TAG,
-    cell_description,
-    dataset_inputs,
-    run_name,
-    standard_tags,
-)
-from bench.tracking.run_log import (
     CLOSE_REASON_TAG,
     COMPLETE_TAG,
-    RunLog,
-    Sink,
-    end_killed,
-    owner_gone,
-    run_owner,
-    short_reason,
+    INTERFERENCE_TAG,
+    LEDGER_TAG,
+    REBUILT_TAG,
+    RESUMED_FROM_STEP_TAG,
+    RESUMES_TAG,
+    RUN_COLOUR_TAG,
+    RUN_KIND_TAG,
+    SEED_TAG,
+    STATUS_TAG,
+    SUITE_TAG,
 )
+from bench.tracking.orphans import close_orphans as close_orphan_runs
+from bench.tracking.orphans import owner_gone, run_owner
 
-LEDGER_TAG = "pmp.ledger"
 SYNC_PENDING = "the process stopped before MLflow had the whole record"
 
 
@@ -63,26 +68,43 @@ def run_spec(record: CellRecord, ledger: Path) -> tuple[str, dict[str, Any], dic
     name = run_name(config["label"], config["seed"])
     params = {
         **config,
-        "device_name": env.get("device_name"),
-        "torch": env.get("torch"),
-        "git_commit": env.get("git_commit"),
-        "cell_key": record.key,
+        **{name: env.get(name) for name in CELL_ENVIRONMENT_PARAMS},
+        CELL_KEY_PARAM: record.key,
     }
     tags = {
         **standard_tags(git_commit=env.get("git_commit"), description=cell_description(config)),
-        "label": config["label"],
-        "method": config["method"],
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "mode": config["mode"],
-        "seed": str(config["seed"]),
-        "suite": record.suite,
-        "cell_key": record.key,
+        **{name: config[name] for name in CELL_CONFIG_TAGS},
+        SEED_TAG: str(config["seed"]),
+        SUITE_TAG: record.suite,
+        CELL_KEY_TAG: record.key,
         RUN_KIND_TAG: CELL_KIND,
         RUN_COLOUR_TAG: run_colour(config["method"], config["mode"]),
         LEDGER_TAG: str(Path(ledger).resolve()),
     }
     return name, params, tags
+
+
+def open_run_from_record(
+    tracker: Tracker,
+    record: CellRecord,
+    ledger: Path,
+    tags: Mapping[str, str],
+    inputs: Sequence[Any] = (),
+) -> RunLog:
+    """A new run holding what a record holds up to its end: the one way to make a run
+    from a record after its cell trained.
+
+    ``bench sync`` rebuilds a run MLflow missed with it, and the Dask driver opens the
+    run a worker deferred; each then adds what only it has (the worker's model) and
+    closes the run. The run gets the spec of :func:`run_spec` plus ``tags``, the
+    dataset ``inputs`` and the curve as metrics with their steps.
+    """
+    name, params, spec_tags = run_spec(record, ledger)
+    run = tracker.start(name, params, {**spec_tags, **tags})
+    if inputs:
+        run.log_inputs(inputs)
+    run.log_curve(record.curve)
+    return run
 
 
 def record_inputs(record: CellRecord, data: DataCache) -> list[Any]:
@@ -106,7 +128,7 @@ def close_run(run: RunLog, record: CellRecord) -> None:
     summary = record.summary
     error = {"error": record.error, **summary} if record.error else None
     resumed = (
-        {"resumed_from_step": str(record.resumed_from_step), "resumes": str(record.resumes)}
+        {RESUMED_FROM_STEP_TAG: str(record.resumed_from_step), RESUMES_TAG: str(record.resumes)}
         if record.resumes
         else None
     )
@@ -124,7 +146,7 @@ def close_run(run: RunLog, record: CellRecord) -> None:
 def interference_tag(summary: dict[str, Any]) -> dict[str, str]:
     """``interference = true|false`` where the cell's steps were checked (a filter in the UI)."""
     flag = summary.get("interference")
-    return {} if flag is None else {"interference": str(bool(flag)).lower()}
+    return {} if flag is None else {INTERFERENCE_TAG: str(bool(flag)).lower()}
 
 
 def retire_replaced_runs(run: RunLog, record: CellRecord, ledger: Path) -> int:
@@ -141,14 +163,14 @@ def retire_replaced_runs(run: RunLog, record: CellRecord, ledger: Path) -> int:
     if not any(Path(ledger, QUARANTINE).glob(f"{record.key}*.json")):
         return 0
     try:
-        tracker = run.sink.tracker()
-        tags = {"cell_key": record.key, LEDGER_TAG: str(Path(ledger).resolve())}
+        tracker = run.tracker.open()
+        tags = {CELL_KEY_TAG: record.key, LEDGER_TAG: str(Path(ledger).resolve())}
         old = [r for r in tracker.runs_with_tags(tags) if r.info.run_id != run.run_id]
         for stale in old:
-            if stale.info.status == "RUNNING" or stale.data.tags.get("status") == "replaced":
+            if stale.info.status == "RUNNING" or stale.data.tags.get(STATUS_TAG) == "replaced":
                 continue  # an orphan's (close_orphans ends it) or done already
             reason = f"replaced by run {run.run_id}: its record was quarantined and the cell rerun"
-            tracker.set_tags(stale.info.run_id, {"status": "replaced", CLOSE_REASON_TAG: reason})
+            tracker.set_tags(stale.info.run_id, {STATUS_TAG: "replaced", CLOSE_REASON_TAG: reason})
             tracker.end(stale.info.run_id, "FAILED")
         return len(old)
     except Exception:  # MLflow failed meanwhile: the old run stays as it was
@@ -201,7 +223,9 @@ class SyncOutcome:
         return text
 
 
-def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = None) -> SyncOutcome:
+def sync_ledger(
+    tracker: Tracker, ledger: Path, suite: str, data: DataCache | None = None
+) -> SyncOutcome:
     """Close orphaned runs of this ledger, then push every not-synced record.
 
     ``data``: where the records' datasets are loaded from (the runner passes its own,
@@ -216,15 +240,15 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
     outcome = SyncOutcome()
     pending = [r for r in records if not r.mlflow_synced]
     data = data or DataCache("cpu")
-    if sink.unreachable is not None:
-        outcome.error, outcome.unsynced = sink.unreachable, len(pending)
+    if tracker.unreachable is not None:
+        outcome.error, outcome.unsynced = tracker.unreachable, len(pending)
         return outcome
     try:
-        tracker = sink.tracker()
+        tracker = tracker.open()
         partial = {r.mlflow_run_id for r in pending if r.mlflow_run_id}  # replaced below
-        outcome.closed = close_orphans(sink, suite, ledger, skip=partial)
+        outcome.closed = close_orphans(tracker, suite, ledger, skip=partial)
     except Exception as error:  # the store is unreachable: nothing to do now
-        sink.note_failure("sync", error)
+        tracker.note_failure("sync", error)
         outcome.error = f"MLflow unreachable: {short_reason(error)}"
         outcome.unsynced = len(pending)
         return outcome
@@ -236,13 +260,12 @@ def sync_ledger(sink: Sink, ledger: Path, suite: str, data: DataCache | None = N
         with claim:
             record = load_record(ledger / f"{stale.key}.json")
             if record is not None and not record.mlflow_synced:
-                _push(sink, tracker, ledger, record, data, outcome)
+                _push(tracker, ledger, record, data, outcome)
     return outcome
 
 
 def _push(
-    sink: Sink,
-    tracker: Any,
+    tracker: Tracker,
     ledger: Path,
     record: CellRecord,
     data: DataCache,
@@ -256,11 +279,9 @@ def _push(
         record.save(ledger)
         outcome.pushed += 1
         return
-    name, params, tags = run_spec(record, ledger)
-    run = sink.start(name, params, {**tags, "pmp.rebuilt_from_ledger": "true"})
-    if inputs := record_inputs(record, data):
-        run.log_inputs(inputs)
-    run.log_curve(record.curve)
+    run = open_run_from_record(
+        tracker, record, ledger, {REBUILT_TAG: "true"}, record_inputs(record, data)
+    )
     close_run(run, record)
     if not run.synced:
         record.mlflow_error = run.error
@@ -268,9 +289,9 @@ def _push(
         outcome.unsynced += 1
         return
     if old_status is not None:
-        stale = RunLog(sink)
+        stale = RunLog(tracker)
         stale.run_id = old
-        stale.set_tags({"status": "replaced"})
+        stale.set_tags({STATUS_TAG: "replaced"})
         reason = f"replaced by run {run.run_id}, rebuilt from the ledger"
         if old_status == "RUNNING":
             stale.end("FAILED", reason=reason)
@@ -286,12 +307,12 @@ def _complete(tracker: Any, run_id: str, record: CellRecord) -> bool:
     """A run that holds the whole record (only the ledger's last save was lost)."""
     try:
         tags = tracker.client.get_run(run_id).data.tags
-        return tags.get(COMPLETE_TAG) == "true" and tags.get("status") == record.status
+        return tags.get(COMPLETE_TAG) == "true" and tags.get(STATUS_TAG) == record.status
     except Exception:
         return False
 
 
-def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozenset()) -> int:
+def close_orphans(tracker: Tracker, suite: str, ledger: Path, skip: set[str] = frozenset()) -> int:
     """End KILLED every RUNNING run of ``suite`` written for this ledger (or untagged)
     whose process is gone.
 
@@ -300,24 +321,25 @@ def close_orphans(sink: Sink, suite: str, ledger: Path, skip: set[str] = frozens
     run) only when the process that opened it is no longer running on this host.
     ``skip``: runs of not-synced records, which the push replaces (and ends FAILED).
     """
-    tracker = sink.tracker()
     mine = str(Path(ledger).resolve())
     claims = CellClaims(Path(ledger).parent, suite)
-    closed = 0
-    for run in tracker.running_runs({"suite": suite}):
+
+    def orphan(run: Any) -> str | None:
         tags = run.data.tags
         if run.info.run_id in skip or tags.get(LEDGER_TAG, mine) != mine:
-            continue  # another output folder sharing this tracking server
-        key = tags.get("cell_key")
+            return None  # another output folder sharing this tracking server
+        if not tags.get(CELL_KEY_TAG) and owner_gone(tags) is False:
+            return None  # the process that opened it still runs
+        return f"left RUNNING by {run_owner(tags)}, which stopped without closing it"
+
+    @contextlib.contextmanager
+    def claimed(run: Any) -> Iterator[bool]:
+        key = run.data.tags.get(CELL_KEY_TAG)
         claim = claims.take(key) if key else None
         if key and claim is None:
-            continue  # a live driver trains this cell and will close the run
-        if not key and owner_gone(tags) is False:
-            continue  # the process that opened it still runs
+            yield False  # a live driver trains this cell and will close the run
+            return
         with claim or contextlib.nullcontext():
-            if tracker.status(run.info.run_id) != "RUNNING":
-                continue  # closed by its owner meanwhile
-            reason = f"left RUNNING by {run_owner(tags)}, which stopped without closing it"
-            end_killed(tracker, run.info.run_id, reason)
-            closed += 1
-    return closed
+            yield True
+
+    return close_orphan_runs(tracker.open(), {SUITE_TAG: suite}, orphan, claimed)

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 import optimizers
+from bench.tracking.names import FINAL_PREFIX
 from bench.training.evaluation import accuracy, mean_loss
 from bench.training.interference import SLOW_FACTOR, STARVED_FACTOR
 from bench.training.models import nonzero_macs_per_sample
@@ -357,10 +358,6 @@ def derived(summary_values: Mapping[str, Any]) -> dict[str, Any]:
     return {m.name: m.derive(summary_values) for m in METRICS if m.derive is not None}
 
 
-#: Prefix of the MLflow tags that carry a cell's summary-only figures.
-MLFLOW_SUMMARY_PREFIX = "final."
-
-
 def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
     """Summary figures not on the curve, as MLflow tags ``final.<name>``.
 
@@ -377,7 +374,7 @@ def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
         value = summary_values.get(m.name)
         if isinstance(value, int | float) and not isinstance(value, bool):
             text = f"{value:d}" if isinstance(value, int) else f"{value:.6g}"
-            out[MLFLOW_SUMMARY_PREFIX + m.name] = text
+            out[FINAL_PREFIX + m.name] = text
     return out
 
 

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import datetime
 import socket
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from bench.ledger.locking import process_alive
 from bench.silence import silenced
-from bench.tracking.meta import LEGACY_KIND_TAG, RUN_KIND_TAG, TRIAL_KIND
-from bench.tracking.run_log import Sink, end_killed, owner_gone, run_owner
+from bench.tracking.client import Tracker
+from bench.tracking.names import (
+    LEGACY_KIND_TAG,
+    RUN_KIND_TAG,
+    STUDY_TAG,
+    TRIAL_KIND,
+    TRIAL_NUMBER_TAG,
+)
+from bench.tracking.orphans import close_orphans, owner_gone, run_owner
 from bench.tuning.storage import StorageSpec
 
 #: A RUNNING trial that no worker claimed for this long is failed (journal and SQLite).
@@ -67,7 +75,7 @@ def fail_dead_trials(study: optuna.Study, *, orphan_after_s: float | None = None
     return failed
 
 
-def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
+def close_orphaned_runs(tracker: Tracker, study: optuna.Study, name: str) -> int:
     """End KILLED the MLflow runs of ``name`` that a dead process left RUNNING.
 
     A trial's run is an orphan when its Optuna trial is no longer RUNNING (its worker
@@ -76,29 +84,26 @@ def close_orphaned_runs(sink: Sink, study: optuna.Study, name: str) -> int:
     unreachable is not an error here: the runs stay as they are until the next start.
     """
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-    closed = 0
+
+    def orphan(run: Any) -> str | None:
+        tags = run.data.tags
+        if TRIAL_KIND in (tags.get(RUN_KIND_TAG), tags.get(LEGACY_KIND_TAG)):
+            number = int(tags.get(TRIAL_NUMBER_TAG, -1))
+            state = states.get(number)
+            if state == TrialState.RUNNING:
+                return None
+            return (
+                f"Optuna trial {number} is {state.name if state else 'missing'}; its worker "
+                "stopped without closing this run"
+            )
+        if owner_gone(tags) is not True:
+            return None
+        return f"the bench tune {run_owner(tags)} stopped without closing it"
+
     try:
-        tracker = sink.tracker()
-        for run in tracker.running_runs({"study": name}):
-            tags = run.data.tags
-            if TRIAL_KIND in (tags.get(RUN_KIND_TAG), tags.get(LEGACY_KIND_TAG)):
-                number = int(tags.get("optuna.trial_number", -1))
-                state = states.get(number)
-                if state == TrialState.RUNNING:
-                    continue
-                reason = (
-                    f"Optuna trial {number} is {state.name if state else 'missing'}; its worker "
-                    "stopped without closing this run"
-                )
-            else:
-                if owner_gone(tags) is not True:
-                    continue
-                reason = f"the bench tune {run_owner(tags)} stopped without closing it"
-            end_killed(tracker, run.info.run_id, reason)
-            closed += 1
+        return close_orphans(tracker.open(), {STUDY_TAG: name}, orphan)
     except Exception:  # MLflow unreachable: try again at the next start
-        pass
-    return closed
+        return 0
 
 
 def _dead(pid: object) -> bool:

@@ -20,7 +20,7 @@
 - **Crashes** are marked FAIL with their error (user attributes ``error`` and
   ``traceback``) and do not count.
 
-The trial's MLflow run is closed by :meth:`bench.tracking.run_log.RunLog.finish_training`, as
+The trial's MLflow run is closed by :meth:`bench.tracking.client.RunLog.finish_training`, as
 the suite runner's cells are: an unreachable MLflow never fails a trial, it leaves the
 user attributes ``mlflow_synced = false`` and ``mlflow_error`` instead.
 """
@@ -39,8 +39,17 @@ import torch
 
 from bench.data import DataSplits, load_dataset
 from bench.environment import resolve_device
-from bench.tracking.meta import RUN_KIND_TAG, TRIAL_KIND
-from bench.tracking.run_log import RunLog, Sink, is_number
+from bench.tracking.client import RunLog, Tracker, is_number
+from bench.tracking.names import (
+    OBJECTIVE_TAG,
+    RUN_KIND_TAG,
+    STUDY_TAG,
+    TARGET_LABEL_TAG,
+    TARGET_METHOD_TAG,
+    TRIAL_KIND,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+)
 from bench.training.interrupts import describe
 from bench.training.loop import train_cell
 from bench.tuning.plan import EXPERIMENT, StudyPlan, live_below
@@ -75,17 +84,19 @@ def make_objective(plan: StudyPlan, data: DataSplits | None = None) -> Objective
     device = resolve_device(plan.device)
     if data is None:
         data = load_tuning_data(plan.setting, device)
-    return Objective(plan, data, device, Sink.for_output(plan.out, EXPERIMENT))
+    return Objective(plan, data, device, Tracker.for_output(plan.out, EXPERIMENT))
 
 
 class Objective:
     """Optuna's objective callable: one trial of ``plan`` (module docstring)."""
 
-    def __init__(self, plan: StudyPlan, data: DataSplits, device: torch.device, sink: Sink) -> None:
+    def __init__(
+        self, plan: StudyPlan, data: DataSplits, device: torch.device, tracker: Tracker
+    ) -> None:
         self.plan = plan
         self.data = data
         self.device = device
-        self.sink = sink
+        self.tracker = tracker
         self.host = socket.gethostname()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -220,7 +231,7 @@ class Objective:
     ) -> None:
         """End the trial's run as a cell's run ends; note on the trial if unsynced."""
         run.finish_training(
-            status, summary, tags={"optuna.state": state}, mlflow_status=mlflow_status, **artifacts
+            status, summary, tags={TRIAL_STATE_TAG: state}, mlflow_status=mlflow_status, **artifacts
         )
         if not run.synced:
             trial.set_user_attr("mlflow_synced", False)
@@ -229,15 +240,15 @@ class Objective:
     def _start_run(self, trial: optuna.Trial, hparams: dict[str, Any]) -> RunLog:
         """The trial's MLflow run, nested under the invocation's parent run."""
         plan = self.plan
-        return self.sink.start(
+        return self.tracker.start(
             f"{plan.study}#{trial.number}",
             params={"hparams": hparams, "trial": trial.number, "study": plan.study},
             tags={
-                "study": plan.study,
-                "optuna.trial_number": str(trial.number),
-                "method": plan.target.label,
-                "optimizer": plan.target.method,
-                "objective": plan.objective,
+                STUDY_TAG: plan.study,
+                TRIAL_NUMBER_TAG: str(trial.number),
+                TARGET_LABEL_TAG: plan.target.label,
+                TARGET_METHOD_TAG: plan.target.method,
+                OBJECTIVE_TAG: plan.objective,
                 RUN_KIND_TAG: TRIAL_KIND,
             },
             parent_run_id=plan.parent_run_id,

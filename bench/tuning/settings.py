@@ -17,23 +17,23 @@ the initialisation the tuner selected on).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.ledger.identity import fingerprint
 from bench.suites import (
     SAFE_NAME_RULE,
     Cell,
     MethodSpec,
+    Setup,
     SuiteError,
     is_safe_name,
     load_suite,
     read_toml,
     resolve_toml,
 )
-from bench.training.numerics import DEFAULT_PRECISION
 
 #: ``--setting NAME`` resolves to ``bench/suites/<NAME><SETTING_SUFFIX>.toml``.
 SETTING_SUFFIX = "-tuned"
@@ -54,22 +54,26 @@ class Target:
     chunk_size: int | None
     study: str
 
+    def spec(self, hparams: dict[str, Any]) -> MethodSpec:
+        """The method of one trial: this entry with ``hparams``."""
+        return MethodSpec(
+            label=self.label,
+            name=self.method,
+            mode=self.mode,
+            batch_size=self.batch_size,
+            chunk_size=self.chunk_size,
+            hparams=hparams,
+        )
 
-@dataclass(frozen=True)
-class Setting:
-    """Everything but the hyperparameters that determines a trial's result."""
+
+@dataclass(frozen=True, kw_only=True)
+class Setting(Setup):
+    """Everything but the hyperparameters that determines a trial's result: a setup
+    (trained with ``seed``) and the methods to tune in it."""
 
     name: str
-    dataset: str
-    data: dict[str, Any]
-    model: str
-    model_options: dict[str, Any]
-    budget: dict[str, float]
-    eval_every_epochs: float
-    train_eval_size: int
     seed: int = 0
     targets: tuple[Target, ...] = field(default=())
-    precision: str = DEFAULT_PRECISION  # the suite's, so trials train as the tuned suite will
 
     def target(self, method: str, mode: str | None = None) -> Target:
         """The entry for ``method`` (a registry name or a label), disambiguated by mode."""
@@ -94,51 +98,12 @@ class Setting:
 
     def cell(self, target: Target, hparams: dict[str, Any]) -> Cell:
         """The training cell of one trial."""
-        spec = MethodSpec(
-            label=target.label,
-            name=target.method,
-            mode=target.mode,
-            batch_size=target.batch_size,
-            chunk_size=target.chunk_size,
-            hparams=hparams,
-            tuned_from=None,
-        )
-        return Cell(
-            suite=f"tune:{target.study}",
-            method=spec,
-            model=self.model,
-            model_options=self.model_options,
-            dataset=self.dataset,
-            data=self.data,
-            seed=self.seed,
-            budget=self.budget,
-            eval_every_epochs=self.eval_every_epochs,
-            train_eval_size=self.train_eval_size,
-            precision=self.precision,
-        )
+        return Cell.of(self, suite=f"tune:{target.study}", method=target.spec(hparams))
 
     def fingerprint(self, target: Target) -> dict[str, Any]:
-        """What must not change when a study is resumed (stored as a study user attr)."""
-        return json.loads(
-            json.dumps(
-                {
-                    "dataset": self.dataset,
-                    "data": self.data,
-                    "model": self.model,
-                    "model_options": self.model_options,
-                    "budget": self.budget,
-                    "eval_every_epochs": self.eval_every_epochs,
-                    "train_eval_size": self.train_eval_size,
-                    "precision": self.precision,
-                    "seed": self.seed,
-                    "method": target.method,
-                    "mode": target.mode,
-                    "batch_size": target.batch_size,
-                    "chunk_size": target.chunk_size,
-                },
-                sort_keys=True,
-            )
-        )
+        """What must not change when a study is resumed (stored as a study user attr):
+        a trial's identity less what varies between trials (:mod:`bench.ledger.identity`)."""
+        return fingerprint(self.cell(target, {}))
 
 
 def resolve_setting_path(name_or_path: str | Path) -> Path:
@@ -189,17 +154,9 @@ def load_setting(name_or_path: str | Path, *, seed: int = 0) -> Setting:
     name = path.stem[: -len(SETTING_SUFFIX)] if path.stem.endswith(SETTING_SUFFIX) else path.stem
     return Setting(
         name=name,
-        dataset=dataset,
-        data=dict(suite.data[dataset]),
-        model=model,
-        model_options=dict(suite.model_options.get(model, {})),
-        budget=dict(suite.budget),
-        eval_every_epochs=suite.eval_every_epochs,
-        train_eval_size=suite.train_eval_size,
-        precision=suite.precision,
-        seed=seed,
         targets=tuple(
             Target(m.label, m.name, m.mode, m.batch_size, m.chunk_size, str(m.tuned_from))
             for m in suite.methods
         ),
+        **vars(suite.setup_of(dataset, model, suite.budget, seed)),
     )

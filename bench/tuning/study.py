@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DataSplits
-from bench.tracking.meta import RUN_KIND_TAG, STUDY_KIND
-from bench.tracking.run_log import RunLog, Sink
+from bench.tracking.client import RunLog, Tracker
+from bench.tracking.names import (
+    OBJECTIVE_TAG,
+    RUN_KIND_TAG,
+    SETTING_TAG,
+    STUDY_KIND,
+    STUDY_TAG,
+    TARGET_LABEL_TAG,
+    TARGET_METHOD_TAG,
+)
 from bench.tuning.cleanup import close_orphaned_runs, fail_dead_trials, orphan_window
 from bench.tuning.plan import EXPERIMENT, StudyPlan, count_trials, study_dir
 from bench.tuning.spaces import SPACE_VERSION
@@ -62,9 +70,9 @@ def _tune(
     study = open_study(plan, create=True)  # raises StudyError before any training
     dead = fail_dead_trials(study, orphan_after_s=orphan_window(plan.storage))
     before = count_trials(study)
-    sink = Sink.for_output(plan.out, EXPERIMENT)
-    closed = close_orphaned_runs(sink, study, plan.study)
-    parent = _start_parent_run(sink, plan, workers)
+    tracker = Tracker.for_output(plan.out, EXPERIMENT)
+    closed = close_orphaned_runs(tracker, study, plan.study)
+    parent = _start_parent_run(tracker, plan, workers)
     plan = replace(plan, parent_run_id=parent.run_id)
     status = "FAILED"
     try:
@@ -88,9 +96,9 @@ def _tune(
         parent.finish(status.lower(), mlflow_status=status)
 
 
-def _start_parent_run(sink: Sink, plan: StudyPlan, workers: int) -> RunLog:
+def _start_parent_run(tracker: Tracker, plan: StudyPlan, workers: int) -> RunLog:
     """The invocation's MLflow run: the plan as params, the trials' runs nested below."""
-    return sink.start(
+    return tracker.start(
         plan.study,
         params={
             "study": plan.study,
@@ -105,12 +113,12 @@ def _start_parent_run(sink: Sink, plan: StudyPlan, workers: int) -> RunLog:
             "sampler_seed": plan.sampler_seed,
         },
         tags={
-            "study": plan.study,
+            STUDY_TAG: plan.study,
             RUN_KIND_TAG: STUDY_KIND,
-            "method": plan.target.label,
-            "optimizer": plan.target.method,
-            "objective": plan.objective,
-            "setting": plan.setting.name,
+            TARGET_LABEL_TAG: plan.target.label,
+            TARGET_METHOD_TAG: plan.target.method,
+            OBJECTIVE_TAG: plan.objective,
+            SETTING_TAG: plan.setting.name,
         },
     )
 
