@@ -88,7 +88,7 @@ def spaces_table() -> str:
     from bench.tuning import spaces
 
     lines = ["| method | parameter | range | note |", "|---|---|---|---|"]
-    for method, params in spaces._SPACES.items():
+    for method, params in spaces.own_spaces().items():
         for i, p in enumerate(params):
             if p.choices is not None:
                 text = " \\| ".join(str(c) for c in p.choices)
@@ -96,7 +96,9 @@ def spaces_table() -> str:
                 text = f"[{p.low:g}, {p.high:g}]" + (" log" if p.log else "")
             label = f"`{method}`" if i == 0 else ""
             lines.append(f"| {label} | `{p.name}` | {text} | {p.note} |")
-    variants = ", ".join(f"`{k}` ({v[0]}, fixed {v[1]})" for k, v in spaces._VARIANTS.items())
+    variants = ", ".join(
+        f"`{name}` ({base}, fixed {fixed})" for name, base, fixed in _variants_fixing_more()
+    )
     lines.append(
         f"| execution variants | {variants}; every `<method>-graph` uses `<method>`'s | | |"
     )
@@ -105,6 +107,21 @@ def spaces_table() -> str:
         f"{spaces.MIN_TRIALS} | | |"
     )
     return "\n".join(lines)
+
+
+def _variants_fixing_more() -> list[tuple[str, str, dict[str, object]]]:
+    """Execution variants whose space fixes values their method's does not fix alike."""
+    from bench.tuning import spaces
+
+    found = []
+    for name in spaces.tunable_methods():
+        base = optimizers.algorithm(name)
+        if base != name:
+            mine, theirs = spaces.space_for(name).fixed, spaces.space_for(base).fixed
+            extra = {k: v for k, v in mine.items() if theirs.get(k) != v}
+            if extra:
+                found.append((name, base, extra))
+    return found
 
 
 TABLES: dict[str, Callable[[], str]] = {

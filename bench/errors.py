@@ -12,6 +12,7 @@ from bench.data import DataFileError, DataOptionError, DatasetUnavailable
 from bench.ledger.safe_files import OutputWriteError
 from bench.ledger.writable import PathNotWritable
 from bench.suites import SuiteError
+from optimizers.registry import PluginError
 
 __all__ = ["USER_ERRORS", "UsageError", "one_line"]
 
@@ -28,6 +29,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DatasetUnavailable,
     PathNotWritable,
     OutputWriteError,
+    PluginError,  # an installed method package that fails to import
 )
 
 

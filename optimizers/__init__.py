@@ -1,27 +1,28 @@
 """bSQH and its baselines behind one contract: ``step(x, y) -> StepStats``.
 
 ``make(name, model, **hparams)`` builds any registered method; ``available()`` lists them.
-This package knows nothing of the benchmark suite (``bench``) that drives it.
+This package knows nothing of the benchmark suite (``bench``) that drives it. Methods
+register on first look-up: the built-in modules (``registry.BUILTIN``) and those other
+packages name in the entry-point group ``pmp_bench.methods`` (see ``optimizers.registry``).
 """
 
-from . import baselines as _baselines  # noqa: F401  (registers the baselines and *-graph)
-from . import emsa as _emsa  # noqa: F401  (registers emsa and emsa-l0)
-from . import gmp as _gmp  # noqa: F401  (registers gmp)
-from . import l0hc as _l0hc  # noqa: F401  (registers l0-hc)
 from .baselines import AdamHParams, SGDHParams
 from .bsqh import BSQH, BSQHHParams, FastBSQH, FastBSQHHParams
 from .graphs import GraphedStep, graphed_variant
 from .hparams import HParams, HParamSpec, hparam
 from .registry import (
     Method,
+    Traits,
     algorithm,
     available,
     effective_hparams,
     hparams_class,
     hyperparameters,
+    load_methods,
     make,
     register,
     runtime_options,
+    traits,
     variant_label,
 )
 from .regularizers import (
@@ -35,6 +36,7 @@ from .regularizers import (
     prunable_parameters,
     sparsity,
 )
+from .search import Search, choice, fixed, log_uniform, uniform
 from .stats import StepStats
 
 __all__ = [
@@ -51,15 +53,21 @@ __all__ = [
     "Method",
     "Regularizer",
     "SGDHParams",
+    "Search",
     "StepStats",
+    "Traits",
     "algorithm",
     "available",
+    "choice",
     "effective_hparams",
+    "fixed",
     "graphed_variant",
     "hparam",
     "hparams_class",
     "hyperparameters",
     "layer_sparsity",
+    "load_methods",
+    "log_uniform",
     "make",
     "make_regularizer",
     "nonzeros",
@@ -68,5 +76,7 @@ __all__ = [
     "register",
     "runtime_options",
     "sparsity",
+    "traits",
+    "uniform",
     "variant_label",
 ]

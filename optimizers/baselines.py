@@ -43,9 +43,8 @@ from .regularizers import (
     make_regularizer,
     prox_into,
 )
+from .search import LR_ADAM, LR_SGD, MOMENTUM
 from .stats import StepStats
-
-RUNTIME = ("chunk_size", "loss_fn", "post_step_loss", "fuse")
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,15 @@ class SGDHParams(HParams):
     """SGD and proximal SGD."""
 
     lr: float = hparam(
-        0.05, "learning rate (also the prox step of the proximal variants)", low=0.0, low_open=True
+        0.05,
+        "learning rate (also the prox step of the proximal variants)",
+        low=0.0,
+        low_open=True,
+        search=LR_SGD,
     )
-    momentum: float = hparam(0.0, "heavy-ball momentum", low=0.0, high=1.0, high_open=True)
+    momentum: float = hparam(
+        0.0, "heavy-ball momentum", low=0.0, high=1.0, high_open=True, search=MOMENTUM
+    )
     nesterov: bool = hparam(False, "Nesterov momentum (needs momentum > 0)")
     beta: float = beta_hparam()
     gamma: float = gamma_hparam()
@@ -70,7 +75,11 @@ class AdamHParams(HParams):
     """Adam (AdamW when weight_decay > 0) and proximal Adam."""
 
     lr: float = hparam(
-        1e-3, "learning rate (also the prox step of the proximal variant)", low=0.0, low_open=True
+        1e-3,
+        "learning rate (also the prox step of the proximal variant)",
+        low=0.0,
+        low_open=True,
+        search=LR_ADAM,
     )
     weight_decay: float = hparam(0.0, "decoupled weight decay (AdamW)", low=0.0)
     beta1: float = hparam(
@@ -152,7 +161,8 @@ def _prox_step(params: list[Tensor], regularizer: Regularizer, lr: float | Tenso
     prox_into(params, params, [True] * len(params), regularizer.prox_factors(lr), regularizer)
 
 
-@register("sgd", hparams=SGDHParams, runtime=RUNTIME)
+# Plain SGD and Adam carry beta and gamma only to report J (their step never applies R).
+@register("sgd", hparams=SGDHParams, applies_penalty=False, colour="#1f77b4")
 class SGD(GradientMethod):
     """Plain SGD (optionally with heavy-ball or Nesterov momentum); R is reported only."""
 
@@ -166,7 +176,7 @@ class SGD(GradientMethod):
         )
 
 
-@register("adam", hparams=AdamHParams, runtime=RUNTIME)
+@register("adam", hparams=AdamHParams, applies_penalty=False, colour="#ff7f0e")
 class Adam(GradientMethod):
     """Adam (optionally with decoupled weight decay, AdamW); R is reported only."""
 
@@ -183,21 +193,21 @@ class Adam(GradientMethod):
         )
 
 
-@register("prox-sgd-l0", hparams=SGDHParams, runtime=RUNTIME)
+@register("prox-sgd-l0", hparams=SGDHParams, penalty="l0", colour="#2ca02c")
 class ProxSGDL0(SGD):
     """Proximal SGD for L0 + L2: ``w <- prox_{lr R}(w - lr * d)``, d the (momentum) gradient."""
 
     prox_penalty = "l0"
 
 
-@register("prox-sgd-l1", hparams=SGDHParams, runtime=RUNTIME)
+@register("prox-sgd-l1", hparams=SGDHParams, penalty="l1", colour="#98df8a")
 class ProxSGDL1(SGD):
     """Proximal SGD for L1 + L2 (soft thresholding)."""
 
     prox_penalty = "l1"
 
 
-@register("prox-adam-l0", hparams=AdamHParams, runtime=RUNTIME)
+@register("prox-adam-l0", hparams=AdamHParams, penalty="l0", colour="#ffbb78")
 class ProxAdamL0(Adam):
     """An Adam step, then the L0 + L2 prox with the same learning rate."""
 

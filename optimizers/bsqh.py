@@ -78,9 +78,12 @@ from .regularizers import (
     penalty_hparam,
     prox_into,
 )
+from .search import choice, fixed, log_uniform, uniform
 from .stats import StepStats
 
 SWEEPS = ("sequential", "parallel")
+#: Retries of a rejected mini-batch step in a study (fixed, not tuned).
+MINIBATCH_MAX_RETRIES = 5
 
 Chunks = Sequence[tuple[Tensor, Tensor, float]]
 Gradients = dict[int, list[Tensor]]
@@ -91,10 +94,18 @@ class BSQHHParams(HParams):
     """bSQH's hyperparameters (names as in arXiv 2504.11647)."""
 
     eps: float = hparam(
-        1.0, "initial augmentation weight; the stage step is 1/(2 eps)", low=0.0, low_open=True
+        1.0,
+        "initial augmentation weight; the stage step is 1/(2 eps)",
+        low=0.0,
+        low_open=True,
+        search=log_uniform(1e-1, 1e2, "initial eps (step 1/(2 eps))"),
     )
     sigma: float = hparam(
-        2.0, "eps is multiplied by sigma after a rejected attempt", low=1.0, low_open=True
+        2.0,
+        "eps is multiplied by sigma after a rejected attempt",
+        low=1.0,
+        low_open=True,
+        search=uniform(1.2, 5.0, "eps growth on reject"),
     )
     zeta: float = hparam(
         0.99,
@@ -103,8 +114,14 @@ class BSQHHParams(HParams):
         high=1.0,
         low_open=True,
         high_open=True,
+        search=uniform(0.5, 0.999, "eps shrink on accept"),
     )
-    eta: float = hparam(1e-4, "sufficient decrease: accept iff J_new - J_k <= -eta tau", low=0.0)
+    eta: float = hparam(
+        1e-4,
+        "sufficient decrease: accept iff J_new - J_k <= -eta tau",
+        low=0.0,
+        search=log_uniform(1e-6, 1e-2, "sufficient-decrease constant"),
+    )
     beta: float = beta_hparam()
     gamma: float = gamma_hparam()
     penalty: str = penalty_hparam()
@@ -113,8 +130,17 @@ class BSQHHParams(HParams):
         "sequential (bsqh) or parallel (the ablation bsqh-parallel); fixed by the name",
         choices=SWEEPS,
     )
-    inner_steps: int = hparam(1, "proximal ascent steps per stage on its exact Hamiltonian", low=1)
-    max_retries: int = hparam(20, "rejected attempts on one batch before the step gives up", low=0)
+    inner_steps: int = hparam(
+        1, "proximal ascent steps per stage on its exact Hamiltonian", low=1, search=choice(1, 2, 3)
+    )
+    # Mini-batch studies fix 5 retries, so that one step cannot eat the budget; full-batch
+    # studies keep the default.
+    max_retries: int = hparam(
+        20,
+        "rejected attempts on one batch before the step gives up",
+        low=0,
+        search=fixed(MINIBATCH_MAX_RETRIES, "minibatch"),
+    )
     eps_min: float | None = hparam(
         None, "lower clamp of eps (unset: none)", kind=float, low=0.0, low_open=True, optional=True
     )
@@ -135,7 +161,7 @@ class FastBSQHHParams(BSQHHParams):
     """bSQH's hyperparameters for the device-resident mode: no same-batch retries."""
 
     max_retries: int = hparam(
-        0, "must be 0: a rejected attempt raises eps, the next step goes on", low=0
+        0, "must be 0: a rejected attempt raises eps, the next step goes on", low=0, search=fixed(0)
     )
 
     def check(self) -> None:
@@ -260,7 +286,11 @@ def _decide(
 
 
 @register(
-    "bsqh", hparams=BSQHHParams, runtime=("chunk_size", "loss_fn"), pinned={"sweep": "sequential"}
+    "bsqh",
+    hparams=BSQHHParams,
+    pinned={"sweep": "sequential"},
+    focus=True,  # the method this benchmark studies
+    colour="#d62728",
 )
 class BSQH(ChunkedMethod):
     """bSQH optimizer; ``step(x, y)`` performs one iteration on the batch (x, y).
@@ -726,10 +756,10 @@ class BSQHParallelHParams(BSQHHParams):
 @register(
     "bsqh-parallel",
     hparams=BSQHParallelHParams,
-    runtime=("chunk_size", "loss_fn"),
     variant_of="bsqh",
     label=PARALLEL_LABEL,
     pinned={"sweep": "parallel"},
+    colour="#8c564b",
 )
 class BSQHParallel(BSQH):
     """bSQH's parallel sweep: every stage from the old states (proximal gradient, adaptive step).
@@ -743,8 +773,8 @@ class BSQHParallel(BSQH):
 @register(
     "bsqh-fast",
     hparams=FastBSQHHParams,
-    runtime=("chunk_size", "loss_fn", "cuda_graph", "reuse_adjoints", "fuse"),
     same_as="bsqh",
+    colour="#ff9896",
 )
 class FastBSQH(GraphedStep, BSQH):
     """bSQH's device-resident mode: one attempt per call, no host read, graphed.

@@ -71,6 +71,7 @@ from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import is_prunable, make_regularizer, prox_into
+from .search import BETA, GAMMA, RHO, choice, log_uniform
 from .stats import StepStats
 
 INNER_SOLVERS = ("lbfgs", "ascent")
@@ -87,7 +88,7 @@ HYBRID_LABEL = "our variant: E-MSA with the shared L0 prox"
 @dataclass(frozen=True)
 class EMSAHParams(HParams):
     rho: float = hparam(
-        0.03, "feasibility penalty rho, the reference's scale (0: plain MSA)", low=0.0
+        0.03, "feasibility penalty rho, the reference's scale (0: plain MSA)", low=0.0, search=RHO
     )
     inner_solver: str = hparam(
         "lbfgs", "each stage's maximiser: lbfgs (the reference's) or ascent", choices=INNER_SOLVERS
@@ -98,19 +99,34 @@ class EMSAHParams(HParams):
     inner_lr: float = hparam(
         0.1, "step of the ascent solver (and of emsa-l0's prox)", low=0.0, low_open=True
     )
-    gamma: float = hparam(1e-3, "L2 weight gamma/2 |w|^2 of R (the reference's reg)", low=0.0)
+    gamma: float = hparam(
+        1e-3, "L2 weight gamma/2 |w|^2 of R (the reference's reg)", low=0.0, search=GAMMA
+    )
 
 
 @dataclass(frozen=True)
 class EMSAL0HParams(EMSAHParams):
     """``emsa-l0``: E-MSA's hyperparameters plus the L0 weight; the ascent solver only."""
 
+    # Searched as in space version 2: the order a seeded sampler draws them in.
+    search_order = ("inner_lr", "inner_steps", "rho", "beta", "gamma")
+
     inner_solver: str = hparam(
         "ascent", "must be ascent: the L0 prox needs proximal steps", choices=INNER_SOLVERS
     )
-    inner_steps: int = hparam(3, "proximal ascent steps per stage and step", low=1)
-    gamma: float = hparam(0.0, "L2 weight gamma/2 |w|^2 of R", low=0.0)
-    beta: float = hparam(0.0, "L0 weight of R", low=0.0)
+    inner_steps: int = hparam(
+        3, "proximal ascent steps per stage and step", low=1, search=choice(1, 2, 3, 5)
+    )
+    # The ascent solver's first step is a (proximal) gradient step: SGD's range.
+    inner_lr: float = hparam(
+        0.1,
+        "step of the ascent solver (and of emsa-l0's prox)",
+        low=0.0,
+        low_open=True,
+        search=log_uniform(1e-3, 0.5, "inner ascent and prox step"),
+    )
+    gamma: float = hparam(0.0, "L2 weight gamma/2 |w|^2 of R", low=0.0, search=GAMMA)
+    beta: float = hparam(0.0, "L0 weight of R", low=0.0, search=BETA)
 
     def check(self) -> None:
         if self.inner_solver != "ascent":
@@ -129,7 +145,8 @@ class Linearisation:
     costates: dict[int, Tensor]  # p_l = -dLoss/dx_l of the batch mean loss, same indexing
 
 
-@register("emsa", hparams=EMSAHParams, runtime=("chunk_size", "loss_fn", "post_step_loss"))
+# R = gamma/2 |w|^2: the L0 family with beta = 0, so its J compares with emsa-l0's.
+@register("emsa", hparams=EMSAHParams, penalty="l0", colour="#17becf")
 class EMSA(GradientStyleMethod):
     """E-MSA at the reference's settings (L-BFGS per stage, rho = 0.03); see the module doc."""
 
@@ -319,9 +336,10 @@ class EMSA(GradientStyleMethod):
 @register(
     "emsa-l0",
     hparams=EMSAL0HParams,
-    runtime=("chunk_size", "loss_fn", "post_step_loss"),
     variant_of="emsa",
     label=HYBRID_LABEL,
+    penalty="l0",
+    colour="#bcbd22",
 )
 class EMSAL0(EMSA):
     """E-MSA's proximal ascent with the shared L0 prox, on bSQH's objective (not the reference)."""

@@ -48,6 +48,7 @@ from .hparams import HParams, hparam
 from .passes import LossFn, loss_and_gradients, split_batch
 from .registry import register
 from .regularizers import is_prunable, make_regularizer
+from .search import LR_SGD, MOMENTUM, choice, uniform
 from .stats import StepStats
 
 INNER = ("sgd", "adam")
@@ -56,24 +57,55 @@ SCOPES = ("layer", "global")
 
 @dataclass(frozen=True)
 class GMPHParams(HParams):
-    final_sparsity: float = hparam(0.9, "target sparsity s_f", low=0.0, high=1.0, high_open=True)
+    # Searched as in space version 2: the order a seeded sampler draws them in.
+    search_order = (
+        "lr",
+        "momentum",
+        "final_sparsity",
+        "begin_fraction",
+        "end_fraction",
+        "frequency",
+    )
+
+    final_sparsity: float = hparam(
+        0.9,
+        "target sparsity s_f",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        search=uniform(0.5, 0.98, "the trade-off knob"),
+    )
     initial_sparsity: float = hparam(
         0.0, "sparsity s_i at begin_step", low=0.0, high=1.0, high_open=True
     )
     begin_step: int = hparam(0, "first pruning step t0 (0-based step index)", low=0)
     end_step: int = hparam(1000, "last pruning step t_end; s_f holds from here on", low=0)
-    frequency: int = hparam(100, "steps between mask updates (dt)", low=1)
+    frequency: int = hparam(
+        100,
+        "steps between mask updates (dt)",
+        low=1,
+        search=choice(20, 50, 100, note="steps between mask updates"),
+    )
     begin_fraction: float | None = hparam(
         None, "t0 as a fraction of total_steps (overrides begin_step)",
         kind=float, low=0.0, high=1.0, optional=True,
+        search=uniform(0.0, 0.3, "pruning window start, fraction of the budget"),
     )  # fmt: skip
     end_fraction: float | None = hparam(
         None, "t_end as a fraction of total_steps (overrides end_step)",
         kind=float, low=0.0, high=1.0, optional=True,
+        search=uniform(0.5, 0.9, "pruning window end, fraction of the budget"),
     )  # fmt: skip
-    lr: float = hparam(0.05, "learning rate of the dense optimizer", low=0.0, low_open=True)
+    lr: float = hparam(
+        0.05, "learning rate of the dense optimizer", low=0.0, low_open=True, search=LR_SGD
+    )
     momentum: float = hparam(
-        0.9, "heavy-ball momentum (inner='sgd')", low=0.0, high=1.0, high_open=True
+        0.9,
+        "heavy-ball momentum (inner='sgd')",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        search=MOMENTUM,
     )
     inner: str = hparam("sgd", "dense optimizer underneath", choices=INNER)
     scope: str = hparam("layer", "rank weights per tensor or over all tensors", choices=SCOPES)
@@ -131,10 +163,8 @@ def pruned_count(sparsity: float, size: int) -> int:
     return min(size, int(sparsity * size + 0.5))
 
 
-RUNTIME = ("chunk_size", "loss_fn", "post_step_loss", "total_steps")
-
-
-@register("gmp", hparams=GMPHParams, runtime=RUNTIME)
+# Its beta and gamma only price the J it reports (the masks do the pruning).
+@register("gmp", hparams=GMPHParams, applies_penalty=False, colour="#9467bd")
 class GMP(GradientStyleMethod):
     """Gradual magnitude pruning on top of SGD-momentum or Adam; see the module docstring."""
 
@@ -281,7 +311,7 @@ def _mask_smallest(mask: Tensor, score: Tensor, count: int) -> None:
 PRUNE = "prune"  # a pruning step: topk over a host-computed count, run eagerly
 
 
-@register("gmp-graph", hparams=GMPHParams, runtime=(*RUNTIME, "cuda_graph"), same_as="gmp")
+@register("gmp-graph", hparams=GMPHParams, same_as="gmp")
 class GraphedGMP(GraphedStep, GMP):
     """``gmp`` with its training steps replayed as one CUDA graph; pruning steps eager.
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .passes import split_batch
-from .registry import entry, register
+from .registry import register, registered
 from .stats import StepStats
 
 #: Warm-up iterations before a capture (PyTorch's whole-network capture recipe uses 3).
@@ -374,12 +374,13 @@ def graphed_variant(
 ) -> type[Any]:
     """Register ``name`` (default ``<base name>-graph``): ``base`` with its step graphed.
 
-    The variant takes the base's hyperparameters, pinned values and runtime options plus
-    ``cuda_graph``; it is an execution variant of ``base`` (``same_as``). ``hooks`` are
-    mixins placed before :class:`GraphedStep` that override its hooks (for example a
-    step kind that must always run eagerly).
+    The variant takes the base's hyperparameters, pinned values, traits and runtime options
+    plus ``cuda_graph`` (read from :class:`GraphedStep`'s constructor); it is an execution
+    variant of ``base`` (``same_as``). ``hooks`` are mixins placed before
+    :class:`GraphedStep` that override its hooks (for example a step kind that must always
+    run eagerly).
     """
-    found = entry(base.method_name)
+    found = registered(base.method_name)
     name = name or f"{found.name}-graph"
     cls = type(
         f"{base.__name__}Graph",
@@ -392,7 +393,6 @@ def graphed_variant(
     return register(
         name,
         hparams=found.hparams,
-        runtime=(*found.runtime, "cuda_graph"),
         same_as=found.name,
         pinned=dict(found.pinned),
     )(cls)

@@ -11,7 +11,12 @@ every error names the field, the bad value and what is allowed::
 
     @dataclass(frozen=True)
     class SGDHParams(HParams):
-        lr: float = hparam(0.05, "learning rate", low=0.0, low_open=True)
+        lr: float = hparam(
+            0.05, "learning rate", low=0.0, low_open=True, search=log_uniform(1e-3, 0.5)
+        )
+
+``search`` (see ``optimizers.search``) is the field's search space: the tuner reads it
+from here, so a method's ranges live in its own module.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
+
+from .search import Search
 
 _SPEC = "hparam"
 
@@ -37,6 +44,7 @@ class HParamSpec:
     high_open: bool = False
     choices: tuple[Any, ...] | None = None
     optional: bool = False  # None is allowed (e.g. an unset clamp)
+    search: Search | None = None  # how the tuner treats it (``optimizers.search``)
 
     def allowed(self) -> str:
         """Human-readable description of the accepted values."""
@@ -101,8 +109,9 @@ def hparam(
     high_open: bool = False,
     choices: Sequence[Any] | None = None,
     optional: bool = False,
+    search: Search | None = None,
 ) -> Any:
-    """A dataclass field carrying its bounds and help (see the module docstring).
+    """A dataclass field carrying its bounds, help and search space (module docstring).
 
     ``kind`` defaults to the type of ``default`` (float for ints given as bounds-only
     floats is not guessed: pass ``kind=float`` where a float field has an int default).
@@ -118,6 +127,7 @@ def hparam(
         high_open=high_open,
         choices=tuple(choices) if choices is not None else None,
         optional=optional,
+        search=search,
     )
     return field(default=default, metadata={_SPEC: spec})
 
@@ -128,6 +138,10 @@ class HParams:
 
     #: Registry name of the method, set by ``optimizers.register``.
     method: ClassVar[str] = ""
+    #: Order in which the tuner samples the searched fields (default: declaration order).
+    #: A seeded sampler draws its random start-up points in this order, so changing it
+    #: changes which trials a study runs.
+    search_order: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -147,6 +161,16 @@ class HParams:
             for f in dataclasses.fields(cls)
             if _SPEC in f.metadata
         }
+
+    @classmethod
+    def searches(cls) -> dict[str, Search]:
+        """Field name -> search declaration, searched fields in ``search_order`` first."""
+        found = {name: spec.search for name, (_, spec) in cls.specs().items() if spec.search}
+        unknown = sorted(set(cls.search_order) - set(found))
+        if unknown:
+            raise ValueError(f"{cls.__name__}.search_order names unsearched fields {unknown}")
+        order = [*cls.search_order, *(n for n in found if n not in cls.search_order)]
+        return {name: found[name] for name in order}
 
     @classmethod
     def names(cls) -> list[str]:

@@ -61,6 +61,7 @@ from .hparams import HParams, hparam
 from .passes import LossFn, split_batch, weighted
 from .registry import register
 from .regularizers import is_prunable
+from .search import GAMMA, LR_ADAM, log_uniform, uniform
 from .stats import StepStats
 
 #: Stretch interval (gamma_, zeta) of the hard-concrete distribution, as in the paper.
@@ -74,21 +75,35 @@ GATES = ("group", "weight")
 
 @dataclass(frozen=True)
 class L0HCHParams(HParams):
+    # Searched as in space version 2: the order a seeded sampler draws them in.
+    search_order = ("lr", "lam", "droprate_init", "gamma")
+
     lam: float = hparam(
-        1e-4, "price of one expected nonzero weight: lam * sum_g |g| P(z_g != 0)", low=0.0
+        1e-4,
+        "price of one expected nonzero weight: lam * sum_g |g| P(z_g != 0)",
+        low=0.0,
+        search=log_uniform(1e-6, 1e-1, "weight of sum P(gate != 0)"),
     )
     lr: float = hparam(
-        1e-3, "Adam learning rate (weights, gate logits, biases)", low=0.0, low_open=True
+        1e-3,
+        "Adam learning rate (weights, gate logits, biases)",
+        low=0.0,
+        low_open=True,
+        search=LR_ADAM,
     )
     droprate_init: float = hparam(
         0.2, "initial gate drop rate d: log_alpha = log(1 - d) - log(d)",
         low=0.0, high=1.0, low_open=True, high_open=True,
+        search=uniform(0.05, 0.7, "initial gate drop rate"),
     )  # fmt: skip
     temperature: float = hparam(
         2.0 / 3.0, "temperature of the concrete sample", low=0.0, low_open=True
     )
     gamma: float = hparam(
-        0.0, "L2 weight: gamma/2 |theta_g|^2 per group, weighted by P(z_g != 0)", low=0.0
+        0.0,
+        "L2 weight: gamma/2 |theta_g|^2 per group, weighted by P(z_g != 0)",
+        low=0.0,
+        search=GAMMA,
     )
     gates: str = hparam(
         "group",
@@ -129,7 +144,7 @@ def deterministic_gate(log_alpha: Tensor) -> Tensor:
     return torch.clamp(torch.sigmoid(log_alpha) * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0)
 
 
-@register("l0-hc", hparams=L0HCHParams, runtime=("chunk_size", "loss_fn", "post_step_loss"))
+@register("l0-hc", hparams=L0HCHParams, penalty="l0-gates", colour="#e377c2")
 class L0HardConcrete(GradientStyleMethod):
     """Hard-concrete L0 gates (the paper's group gates by default) trained with Adam."""
 

@@ -1,10 +1,21 @@
 """Name -> method registry shared by the suite, the tuner and the perf harness.
 
-A method registers with its hyperparameter dataclass (``optimizers.hparams``) and the
-names of its runtime options (keyword arguments of ``__init__`` that change how a step
-is computed, never what: ``chunk_size``, ``loss_fn``, ``post_step_loss``, ``cuda_graph``).
+A method describes itself in its own module: ``@register(name, hparams=..., **traits)``
+on its class. Its hyperparameter dataclass (``optimizers.hparams``) carries defaults,
+bounds and search spaces; its runtime options (keyword arguments that change how a step
+is computed, never what: ``chunk_size``, ``loss_fn``, ``post_step_loss``, ``cuda_graph``)
+are read from its constructor's keyword-only parameters, following ``**kwargs`` up the
+class hierarchy; its :class:`Traits` say what the benchmark needs to know about it
+(which R its J prices, whether its step applies R, whether it is the method under
+study, its colour), so nothing outside the method decides what it is from its name.
 ``make(name, model, **kwargs)`` sorts the keywords into the two, so callers keep one
 flat call while the registry, suites, search spaces and logs read the dataclass alone.
+
+Registration is explicit: the built-in methods are the modules in :data:`BUILTIN`, and a
+package outside this repository adds methods through the entry-point group
+``pmp_bench.methods`` (:data:`ENTRY_POINT_GROUP`): each entry point names a module whose
+import registers its methods. Both are loaded on the first look-up, so importing
+``optimizers`` stays cheap and a plugin may itself import ``optimizers``.
 
 What a name means is decided here, once. Two kinds of derived names exist:
 
@@ -23,8 +34,11 @@ report ask when they need to know which method a name runs.
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
 from typing import Any, Protocol, TypeVar
 
 from torch import Tensor, nn
@@ -54,6 +68,43 @@ class Method(Protocol):
         ...
 
 
+#: Sparsity terms of R a method's J can price (``Traits.penalty``).
+PENALTIES = ("l0", "l1", "l0-gates")
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the benchmark needs to know about a method, declared where it is registered.
+
+    ``penalty``: the sparsity term of the R in the J it reports (``l0``, ``l1``, or
+    ``l0-gates``, the expected count of open hard-concrete gates); a ``penalty``
+    hyperparameter, where the method has one, takes precedence. ``applies_penalty``: its
+    step applies R (False: beta and gamma only price the J it reports, so the tuner
+    searches none of R's weights). ``focus``: it is the method this benchmark studies
+    (bSQH): the report's descent claim and the matched study's pairwise focus and default
+    reference apply to it. ``colour``: ``#rrggbb`` of its runs in MLflow's table.
+    An execution variant inherits its method's traits; a labelled variant declares its own.
+    """
+
+    penalty: str | None = "l0"
+    applies_penalty: bool = True
+    focus: bool = False
+    colour: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.penalty is not None and self.penalty not in PENALTIES:
+            raise ValueError(
+                f"penalty must be one of {list(PENALTIES)} or None, got {self.penalty!r}"
+            )
+        colour = self.colour
+        if colour is not None and not (
+            len(colour) == 7
+            and colour[0] == "#"
+            and all(c in "0123456789abcdef" for c in colour[1:])
+        ):
+            raise ValueError(f"colour must be '#rrggbb' (lower-case hex), got {colour!r}")
+
+
 @dataclass(frozen=True)
 class Entry:
     """One registered method: its class, hyperparameter dataclass and runtime options."""
@@ -66,21 +117,69 @@ class Entry:
     variant_of: str | None = None  # labelled variant (another algorithm) of that method
     label: str = ""  # what a labelled variant is, e.g. "ablation: ..."
     pinned: tuple[tuple[str, Any], ...] = ()  # hyperparameters this name fixes
+    traits: Traits = field(default_factory=Traits)
 
 
 _METHODS: dict[str, Entry] = {}
 T = TypeVar("T", bound=type)
+
+#: Modules whose import registers the built-in methods.
+BUILTIN = (
+    "optimizers.baselines",
+    "optimizers.bsqh",
+    "optimizers.emsa",
+    "optimizers.gmp",
+    "optimizers.l0hc",
+)
+#: Entry-point group through which other packages register methods.
+ENTRY_POINT_GROUP = "pmp_bench.methods"
+_LOADED: set[str] = set()
+
+
+class PluginError(ImportError):
+    """A method module named by an entry point could not be imported."""
+
+
+def load_methods() -> None:
+    """Import the built-in method modules and every ``pmp_bench.methods`` entry point.
+
+    Idempotent: a module already loaded is skipped, so calling it again after installing a
+    package (or adding its metadata to ``sys.path``) registers only the new methods.
+    """
+    for module in BUILTIN:
+        if module not in _LOADED:
+            _LOADED.add(module)
+            importlib.import_module(module)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        key = f"{point.name}={point.value}"
+        if key in _LOADED:
+            continue
+        try:
+            point.load()
+        except Exception as error:  # named, and tried again by the next explicit call
+            raise PluginError(
+                f"method plugin {point.name!r} ({point.value}, entry-point group "
+                f"{ENTRY_POINT_GROUP!r}) failed to load: {type(error).__name__}: {error}"
+            ) from error
+        _LOADED.add(key)
+
+
+def _methods() -> dict[str, Entry]:
+    """The registry, loading the built-in and plugin methods on first use."""
+    if not _LOADED:
+        load_methods()
+    return _METHODS
 
 
 def register(
     name: str,
     *,
     hparams: type[HParams],
-    runtime: tuple[str, ...] = (),
     same_as: str | None = None,
     variant_of: str | None = None,
     label: str = "",
     pinned: dict[str, Any] | None = None,
+    **traits: Any,
 ) -> Callable[[T], T]:
     """Class decorator: make the class available to ``make(name, ...)``.
 
@@ -89,7 +188,9 @@ def register(
     constructor so that hyperparameter keywords build the (validated) dataclass. One
     dataclass may serve several names (a method and its graphed variant); its label is the
     first name. ``same_as``, ``variant_of``, ``label`` and ``pinned``: see the module
-    docstring; a labelled variant needs its label.
+    docstring; a labelled variant needs its label. ``traits``: the fields of
+    :class:`Traits`; an execution variant starts from its method's. The runtime options
+    are the constructor's keyword-only parameters (:func:`constructor_options`).
     """
     if same_as is not None and variant_of is not None:
         raise ValueError(f"{name!r}: an execution variant cannot also be a labelled variant")
@@ -102,17 +203,25 @@ def register(
     unknown = sorted(set(fixed) - set(hparams.names()))
     if unknown:
         raise ValueError(f"{name!r}: pinned {unknown} are not hyperparameters")
+    try:
+        declared = replace(_METHODS[same_as].traits, **traits) if same_as else Traits(**traits)
+    except TypeError:
+        allowed = ", ".join(f.name for f in Traits.__dataclass_fields__.values())
+        raise TypeError(
+            f"{name!r}: unknown register() keyword(s) {sorted(traits)}; traits: {allowed}"
+        ) from None
 
     def add(cls: T) -> T:
         if name in _METHODS:
             raise ValueError(f"optimizer name {name!r} is registered twice")
+        runtime = constructor_options(cls)
         clash = sorted(set(runtime) & set(hparams.names()))
         if clash:
             raise ValueError(f"{name!r}: {clash} cannot be both hyperparameter and runtime option")
         if not vars(hparams).get("method"):
             hparams.method = name
         found = Entry(
-            name, cls, hparams, tuple(runtime), same_as, variant_of, label, tuple(fixed.items())
+            name, cls, hparams, runtime, same_as, variant_of, label, tuple(fixed.items()), declared
         )
         _METHODS[name] = found
         setattr(cls, "method_name", name)  # noqa: B010  (any class, whatever it declares)
@@ -123,9 +232,29 @@ def register(
     return add
 
 
+def constructor_options(cls: type) -> tuple[str, ...]:
+    """The runtime options of ``cls``: keyword-only parameters of its constructors.
+
+    Read as ``register_model`` reads a model's options, so they are written once, in the
+    signature. A constructor that passes ``**kwargs`` on adds its superclass's options
+    (which come first, in the order the base declares them); one without stops the walk.
+    """
+    groups: list[list[str]] = []
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(inspect.unwrap(init)).parameters.values()
+        groups.append([p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY])
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    ordered = [name for group in reversed(groups) for name in group]
+    return tuple(dict.fromkeys(ordered))
+
+
 def available() -> list[str]:
     """Registered method names, sorted."""
-    return sorted(_METHODS)
+    return sorted(_methods())
 
 
 def description(name: str) -> str:
@@ -146,7 +275,7 @@ def algorithm(name: str) -> str:
     A name that is not registered (a record of a method since removed) is returned as it
     is, so readers of old records never fail on it.
     """
-    found = _METHODS.get(name)
+    found = _methods().get(name)
     while found is not None and found.same_as is not None:
         found = _METHODS[found.same_as]
     return found.name if found is not None else name
@@ -156,6 +285,13 @@ def variant_label(name: str) -> str:
     """What a labelled variant is (its algorithm's label), or "" for a method itself."""
     found = _METHODS.get(algorithm(name))
     return found.label if found is not None else ""
+
+
+def traits(name: str) -> Traits:
+    """What ``name`` declared about itself; a name not registered (a record of a method
+    since removed) gets the defaults, so readers of old records never fail on it."""
+    found = _methods().get(name)
+    return found.traits if found is not None else Traits()
 
 
 def pinned(name: str) -> dict[str, Any]:
@@ -170,8 +306,15 @@ def _first_line(doc: str | None) -> str:
 
 def entry(name: str) -> Entry:
     """The registry entry of ``name``; unknown names raise ValueError listing the known."""
-    if name not in _METHODS:
+    if name not in _methods():
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")
+    return _METHODS[name]
+
+
+def registered(name: str) -> Entry:
+    """The entry of ``name`` without loading other modules (for registration code)."""
+    if name not in _METHODS:
+        raise ValueError(f"{name!r} must be registered before it is referred to")
     return _METHODS[name]
 
 

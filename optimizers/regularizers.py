@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from . import validation
 from .fusion import scalar
 from .hparams import hparam
+from .search import BETA, GAMMA
 
 TimeStep = float | Tensor
 
@@ -252,13 +253,18 @@ def l2(gamma: float) -> Regularizer:
 # Hyperparameter fields every penalised method declares the same way.
 def beta_hparam() -> Any:
     """The ``beta`` field: weight of the sparsity-inducing part of R."""
-    return hparam(0.0, "weight of the sparsity term of R (L0 count or L1 norm)", low=0.0)
+    return hparam(
+        0.0, "weight of the sparsity term of R (L0 count or L1 norm)", low=0.0, search=BETA
+    )
 
 
 def gamma_hparam() -> Any:
     """The ``gamma`` field: weight of the L2 part of R."""
     return hparam(
-        0.0, "weight of the L2 term of R, gamma/2 times the sum of squared weights", low=0.0
+        0.0,
+        "weight of the L2 term of R, gamma/2 times the sum of squared weights",
+        low=0.0,
+        search=GAMMA,
     )
 
 

@@ -305,7 +305,7 @@ def test_hyperparameters_use_the_dataclass_not_a_toy_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
-    registry.register("test-typed", hparams=_ToyHParams, runtime=("chunk_size",))(_NeverBuilt)
+    registry.register("test-typed", hparams=_ToyHParams)(_NeverBuilt)  # chunk_size: read
     text = suite_text(hparams="{ rate = 0.5 }").replace('name = "sgd"', 'name = "test-typed"')
     (method,) = load_suite(write(tmp_path, text)).methods
     assert method.hparams == {"rate": 0.5}

@@ -155,6 +155,22 @@ def test_cli_rejects_bad_targets_and_reference(tmp_path: Path, capsys) -> None:
     assert err.startswith("error:") and "'nope'" in err and "bsqh" in err
 
 
+def test_the_default_reference_is_the_method_under_study(tmp_path: Path, capsys) -> None:
+    """The default --reference is the suite's method whose trait says it is studied; a
+    suite without one must name its reference."""
+    import re
+
+    text = (Path(study.__file__).parents[1] / "suites" / "matched-digits.toml").read_text()
+    blocks = text.split("[[methods]]")
+    kept = [b for b in blocks[1:] if not re.search(r'^name = "bsqh"$', b, re.MULTILINE)]
+    assert len(kept) == len(blocks) - 2  # the bSQH entry, and only it, is gone
+    suite = tmp_path / "no-focus.toml"
+    suite.write_text("[[methods]]".join([blocks[0], *kept]))
+    code = main(["matched", "--suite", str(suite), "--no-train", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no method under study" in err and "pass --reference" in err
+
+
 @pytest.mark.slow
 def test_real_calibration_on_digits(tmp_path: Path) -> None:
     """bSQH's beta calibrated on real digits training (a fraction of an epoch per run)."""

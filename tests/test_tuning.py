@@ -566,26 +566,28 @@ def test_bsqh_is_never_tuned_as_the_parallel_ablation() -> None:
         assert value.name != "sweep"
 
 
-def test_shared_knobs_are_searched_for_all_or_none() -> None:
+def test_shared_knobs_are_searched_for_all_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.tuning import spaces
 
     assert spaces.knob_asymmetries() == []
-    penalised = [m for m in spaces._SPACES if m not in spaces.REPORT_ONLY]
+    penalised = [m for m in spaces.own_spaces() if not spaces.report_only(m)]
     assert {"prox-sgd-l0", "bsqh", "emsa", "emsa-l0", "l0-hc"} <= set(penalised)
+    assert {m for m in spaces.own_spaces() if spaces.report_only(m)} == {"sgd", "adam", "gmp"}
     for method in penalised:
         assert "gamma" in space_for(method).names(), method
     for method in ("sgd", "prox-sgd-l0", "prox-sgd-l1", "gmp"):  # the SGD family
         assert "momentum" in space_for(method).names(), method
     assert "weight_decay" not in space_for("adam").names()
+    # R's weights are declared on the shared dataclass but searched only where R applies.
+    assert {"beta", "gamma"} <= set(optimizers.hparams_class("sgd").searches())
+    assert not {"beta", "gamma"} & set(space_for("sgd").names())
     # The check catches a breach: gamma searched by one penalised method only.
-    original = spaces._SPACES["prox-sgd-l0"]
-    spaces._SPACES["prox-sgd-l0"] = tuple(p for p in original if p.name != "gamma")
-    try:
-        assert spaces.knob_asymmetries() == [
-            "'prox-sgd-l0' does not search 'gamma', which the rule gamma='all' requires"
-        ]
-    finally:
-        spaces._SPACES["prox-sgd-l0"] = original
+    declared = spaces.own_spaces()
+    declared["prox-sgd-l0"] = tuple(p for p in declared["prox-sgd-l0"] if p.name != "gamma")
+    monkeypatch.setattr(spaces, "own_spaces", lambda: declared)
+    assert spaces.knob_asymmetries() == [
+        "'prox-sgd-l0' does not search 'gamma', which the rule gamma='all' requires"
+    ]
 
 
 def test_trials_grow_with_the_dimension_of_the_space() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+import optimizers
 from bench.commands.args import (
     CLOSED_FRACTION,
     OPEN_FRACTION,
@@ -42,7 +43,6 @@ from bench.suites import SuiteError, load_suite
 
 TARGETS = (0.5, 0.8, 0.9, 0.95)
 BUDGETS = (2.0, 4.0)
-REFERENCE = "bsqh"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +85,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "second driver on the same --out shares the cells through the ledger's claims",
     )
     parser.add_argument(
-        "--reference", default=REFERENCE, help="method the others are paired with (default: bsqh)"
+        "--reference",
+        default=None,
+        help="label of the method the others are paired with (default: the suite's first "
+        "method under study, i.e. whose registered method declares the focus trait: bSQH)",
     )
     parser.add_argument(
         "--threads",
@@ -106,6 +109,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     labels = [m.label for m in suite.methods]
+    if args.reference is None:
+        focus = [m.label for m in suite.methods if optimizers.traits(m.name).focus]
+        if not focus:
+            print(
+                f"error: suite {suite.name!r} has no method under study to pair the others "
+                f"with; pass --reference, one of: {', '.join(labels)}",
+                file=sys.stderr,
+            )
+            return 2
+        args.reference = focus[0]
     if args.reference not in labels:
         print(
             f"error: --reference {args.reference!r} is not a method of suite "

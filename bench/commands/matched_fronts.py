@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     studies.mkdir(parents=True, exist_ok=True)
     stem = studies / f"matched-{setting.name}"
     matched.write_csv(rows, stem.with_suffix(".csv"))
-    ours = {t.label for t in setting.targets if optimizers.algorithm(t.method) == "bsqh"}
+    ours = {t.label for t in setting.targets if optimizers.traits(t.method).focus}
     pairs = matched.pairwise_rows(per_method, results, focus=ours)
     matched.write_csv(pairs, stem.with_name(stem.name + "-pairwise.csv"), matched.PAIRWISE_COLUMNS)
     text = (

@@ -72,9 +72,10 @@ def _accepted_steps(row: pd.Series) -> int:
 
 
 def is_bsqh(optimizer: str) -> bool:
-    """Whether a registry name runs bSQH itself (``bsqh``, ``bsqh-fast``), never an ablation
-    such as ``bsqh-parallel`` (``optimizers.algorithm`` decides, not a name prefix)."""
-    return optimizers.algorithm(optimizer) == "bsqh"
+    """Whether a registry name runs the method under study (bSQH: ``bsqh``, ``bsqh-fast``),
+    never an ablation such as ``bsqh-parallel``: its ``focus`` trait decides, which
+    execution variants inherit and labelled variants do not, not a name prefix."""
+    return optimizers.traits(optimizer).focus
 
 
 def monotone_descent(runs: pd.DataFrame) -> Claim:

@@ -72,6 +72,8 @@ def _identity(record: CellRecord) -> dict[str, Any]:
 
 #: Hyperparameters that set the strength of a method's regularizer R in J = CE + R.
 PENALTY_WEIGHTS = ("beta", "gamma", "lam")
+#: How the report names each sparsity term a method declares (``optimizers.Traits``).
+PENALTY_NAMES = {"l0": "L0", "l1": "L1", "l0-gates": "expected L0 (gates)"}
 
 
 def penalty_family(config: Mapping[str, Any]) -> str:
@@ -80,7 +82,9 @@ def penalty_family(config: Mapping[str, Any]) -> str:
     Two methods' J values are comparable only within one family; the report draws J
     per family and the cross-entropy (comparable everywhere) for all. Defaults come from
     the method's hyperparameter dataclass, so a suite that relies on them still says
-    what R was.
+    what R was; the kind of R is the method's ``penalty`` hyperparameter where it has
+    one, else its declared ``penalty`` trait (a record of a method no longer registered
+    reads as L0, the default trait).
     """
     name = str(config.get("method") or "")
     given = dict(config.get("hparams") or {})
@@ -90,10 +94,9 @@ def penalty_family(config: Mapping[str, Any]) -> str:
         hparams = given
     if "penalty" in hparams:
         kind = str(hparams["penalty"]).upper()
-    elif optimizers.algorithm(name) == "l0-hc":
-        kind = "expected L0 (gates)"
     else:
-        kind = "L1" if "-l1" in name else "L0"
+        declared = optimizers.traits(name).penalty
+        kind = PENALTY_NAMES[declared] if declared is not None else "none"
     weights = {
         k: float(hparams[k])
         for k in PENALTY_WEIGHTS

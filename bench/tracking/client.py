@@ -45,10 +45,11 @@ from bench.tracking.names import (
     DRIVER_PID_TAG,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
+    FINAL_PREFIX,
     PARENT_RUN_TAG,
     STATUS_TAG,
 )
-from bench.training.metrics import MLFLOW_CURVE_FIELDS, mlflow_summary_tags
+from bench.training.metrics import METRICS, MLFLOW_CURVE_FIELDS
 
 EXPERIMENT_PREFIX = "pmp-bench/"
 #: MLflow's SQL store logs a full traceback for every failed session (a full disk gives
@@ -517,7 +518,7 @@ class RunLog:
         """Close a training run, a suite cell's or a tuning trial's, the one same way.
 
         The summary's figures that are not on the curve become ``final.*`` tags
-        (:func:`bench.training.metrics.mlflow_summary_tags`), its points in time tags, and the
+        (:func:`mlflow_summary_tags`), its points in time tags, and the
         curve, layer sparsity and error JSON artifacts. ``metrics`` and ``tags`` add
         what only the caller knows.
         """
@@ -560,3 +561,23 @@ class RunLog:
             tags = {CLOSE_REASON_TAG: reason[:5000]}
             self._call("set tags", lambda: tracker.set_tags(run_id, tags), force=True)
         self._call("end run", lambda: tracker.end(run_id, mlflow_status), force=True)
+
+
+def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
+    """Summary figures not on the curve, as MLflow tags ``final.<name>``.
+
+    Tags, not metrics: a number logged once is a single-point chart in MLflow's chart
+    view, and a cell has eight of them (``iterations``, ``eval_time_s``, ...). Curve
+    metrics are logged at every evaluation, so their last point is their final value
+    already (no ``final_*`` copies). Tags, not params, because a run that ``bench sync``
+    completes again may overwrite them.
+    """
+    out: dict[str, str] = {}
+    for m in METRICS:
+        if not m.mlflow or m.curve or not m.summary:
+            continue
+        value = summary_values.get(m.name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            text = f"{value:d}" if isinstance(value, int) else f"{value:.6g}"
+            out[FINAL_PREFIX + m.name] = text
+    return out

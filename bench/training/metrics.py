@@ -21,7 +21,6 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 import optimizers
-from bench.tracking.names import FINAL_PREFIX
 from bench.training.evaluation import accuracy, mean_loss
 from bench.training.interference import SLOW_FACTOR, STARVED_FACTOR
 from bench.training.models import nonzero_macs_per_sample
@@ -356,26 +355,6 @@ def summary(probe: Probe, last_point: Mapping[str, Any]) -> dict[str, Any]:
 def derived(summary_values: Mapping[str, Any]) -> dict[str, Any]:
     """The report-only figures of one cell."""
     return {m.name: m.derive(summary_values) for m in METRICS if m.derive is not None}
-
-
-def mlflow_summary_tags(summary_values: Mapping[str, Any]) -> dict[str, str]:
-    """Summary figures not on the curve, as MLflow tags ``final.<name>``.
-
-    Tags, not metrics: a number logged once is a single-point chart in MLflow's chart
-    view, and a cell has eight of them (``iterations``, ``eval_time_s``, ...). Curve
-    metrics are logged at every evaluation, so their last point is their final value
-    already (no ``final_*`` copies). Tags, not params, because a run that ``bench sync``
-    completes again may overwrite them.
-    """
-    out: dict[str, str] = {}
-    for m in METRICS:
-        if not m.mlflow or m.curve or not m.summary:
-            continue
-        value = summary_values.get(m.name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            text = f"{value:d}" if isinstance(value, int) else f"{value:.6g}"
-            out[FINAL_PREFIX + m.name] = text
-    return out
 
 
 def readme_table() -> str:

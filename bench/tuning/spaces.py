@@ -1,20 +1,22 @@
-"""Search spaces of every method, in one versioned place.
+"""Search spaces of every method, read from the methods' own hyperparameter dataclasses.
 
-Why one table: a benchmark of optimizers is only fair when every method is searched with
-the same care, so the ranges sit side by side where a reviewer can compare them, and a
-study records the exact space it was created with (``SPACE_VERSION`` and the space as
-JSON, as study user attributes). Resuming a study with a different space fails instead of
+Each method declares its ranges on its fields (``hparam(..., search=log_uniform(...))``,
+``optimizers.search``), beside its defaults and bounds, so adding a method never means
+editing this module; this module turns those declarations into Optuna suggestions,
+validates them against the method and enforces the equal-terms rules below. A study
+records the exact space it was created with (``SPACE_VERSION`` and the space as JSON, as
+study user attributes). Resuming a study with a different space fails instead of
 silently mixing trials drawn from two different distributions.
 
-Ranges are the table ``_SPACES`` below (version 2: equal terms, see below; a study
-created with version 1 is refused on resume, not mixed). Each
-``Param`` carries a one-line note; the README's table is generated from this table
-(``python -m bench.docs``), so the ranges are written down once. In mini-batch mode
-``bsqh`` has ``max_retries = 5`` fixed (a rejected mini-batch step is retried at most 5
-times, so one step cannot eat the budget); full-batch mode keeps the method's default.
-Execution variants (``bsqh-fast``, every ``<method>-graph``: the same algorithm, run
-differently; ``optimizers.registry.algorithm``) search their method's space (``bsqh-fast``
-with ``max_retries = 0``: it has no retries). Labelled variants (``emsa-l0``,
+Version 2 (equal terms, see below; a study created with version 1 is refused on resume,
+not mixed). Each parameter carries a one-line note; the docs' table is generated from
+the declarations (``python -m bench.docs``), so the ranges are written down once. In
+mini-batch mode ``bsqh`` has ``max_retries = 5`` fixed (a rejected mini-batch step is
+retried at most 5 times, so one step cannot eat the budget); full-batch mode keeps the
+method's default (``optimizers.fixed(5, "minibatch")`` on the field). Execution variants
+(``bsqh-fast``, every ``<method>-graph``: the same algorithm, run differently;
+``optimizers.registry.algorithm``) share their method's declarations (``bsqh-fast``'s
+dataclass fixes ``max_retries = 0``: it has no retries). Labelled variants (``emsa-l0``,
 ``bsqh-parallel``) have spaces of their own and are studied under their own names.
 
 Equal terms, the rules a reviewer checks first:
@@ -22,10 +24,12 @@ Equal terms, the rules a reviewer checks first:
 - ``bsqh`` is the sequential sweep: its space has no ``sweep`` (the name pins it). The
   parallel sweep, proximal gradient with bSQH's adaptive step, is the ablation
   ``bsqh-parallel``, tuned over the same ranges and reported under that name.
+- The weights of R (fields declared with ``penalty=True``) are searched only by methods
+  whose step applies R (trait ``applies_penalty``); the others (:func:`report_only`)
+  carry beta and gamma only to report J.
 - Shared knobs are searched for every method that has them or for none
   (:data:`SHARED_KNOBS`, checked by :func:`knob_asymmetries`): ``gamma``, the L2 weight
-  of R, for every method whose step applies R (not for :data:`REPORT_ONLY` methods,
-  which carry beta and gamma only to report J); ``momentum`` for every SGD-family method
+  of R, for every method whose step applies R; ``momentum`` for every SGD-family method
   (sgd, prox-sgd-l0/l1, gmp); Adam's ``weight_decay`` and betas and SGD's ``nesterov``
   for none (an L2 that only the Adam family searched would be a knob the others lack).
 - Trials grow with the space: :func:`trials_for` gives ``TRIALS_PER_DIMENSION`` (4)
@@ -74,10 +78,8 @@ import optimizers
 #: Bump when a range, a choice or a fixed value below changes.
 SPACE_VERSION = 2
 
-#: Methods whose step never applies R: beta and gamma only price the J they report.
-REPORT_ONLY = frozenset({"sgd", "adam", "gmp"})
 #: Knobs several methods share: searched by every method that has them ("all"; for
-#: gamma, every method outside REPORT_ONLY) or by none ("none").
+#: gamma, every method whose step applies R) or by none ("none").
 SHARED_KNOBS: dict[str, str] = {
     "gamma": "all",
     "momentum": "all",
@@ -90,9 +92,6 @@ SHARED_KNOBS: dict[str, str] = {
 #: Trials of a study per searched parameter, and the fewest trials of any study.
 TRIALS_PER_DIMENSION = 4
 MIN_TRIALS = 8
-
-#: Retries of a rejected mini-batch bSQH step (fixed, not tuned; see the module docstring).
-MINIBATCH_MAX_RETRIES = 5
 
 
 class SpaceError(ValueError):
@@ -269,73 +268,36 @@ def _parse_override(text: str, params: dict[str, Param], method: str) -> tuple[s
     return name, param
 
 
-def _float(name: str, low: float, high: float, *, log: bool = False, note: str = "") -> Param:
-    return Param(name, low, high, log=log, note=note)
+def report_only(method: str) -> bool:
+    """Whether ``method``'s step never applies R (beta and gamma only price its J)."""
+    return not optimizers.traits(method).applies_penalty
 
 
-_LR_SGD = _float("lr", 1e-3, 0.5, log=True, note="step size")
-_LR_ADAM = _float("lr", 1e-4, 3e-2, log=True, note="Adam step size")
-_MOMENTUM = _float("momentum", 0.0, 0.95, note="heavy ball")
-_BETA = _float("beta", 1e-6, 1e-1, log=True, note="L0 / L1 weight of R")
-_GAMMA = _float("gamma", 1e-6, 1e-2, log=True, note="L2 weight of R")
-_RHO = _float("rho", 1e-4, 1.0, log=True, note="feasibility penalty (reference scale)")
-_BSQH = (
-    _float("eps", 1e-1, 1e2, log=True, note="initial eps (step 1/(2 eps))"),
-    _float("sigma", 1.2, 5.0, note="eps growth on reject"),
-    _float("zeta", 0.5, 0.999, note="eps shrink on accept"),
-    _float("eta", 1e-6, 1e-2, log=True, note="sufficient-decrease constant"),
-    _BETA,
-    _GAMMA,
-    Param("inner_steps", choices=(1, 2, 3)),
-)
-
-_SPACES: dict[str, tuple[Param, ...]] = {
-    "sgd": (_LR_SGD, _MOMENTUM),
-    "adam": (_LR_ADAM,),
-    "prox-sgd-l0": (_LR_SGD, _MOMENTUM, _BETA, _GAMMA),
-    "prox-sgd-l1": (_LR_SGD, _MOMENTUM, _BETA, _GAMMA),
-    "prox-adam-l0": (_LR_ADAM, _BETA, _GAMMA),
-    "bsqh": _BSQH,
-    "bsqh-parallel": _BSQH,
-    "gmp": (
-        _LR_SGD,
-        _MOMENTUM,
-        _float("final_sparsity", 0.5, 0.98, note="the trade-off knob"),
-        _float("begin_fraction", 0.0, 0.3, note="pruning window start, fraction of the budget"),
-        _float("end_fraction", 0.5, 0.9, note="pruning window end, fraction of the budget"),
-        Param("frequency", choices=(20, 50, 100), note="steps between mask updates"),
-    ),
-    "l0-hc": (
-        _LR_ADAM,
-        _float("lam", 1e-6, 1e-1, log=True, note="weight of sum P(gate != 0)"),
-        _float("droprate_init", 0.05, 0.7, note="initial gate drop rate"),
-        _GAMMA,
-    ),
-    "emsa": (_RHO, _GAMMA),
-    "emsa-l0": (
-        _float("inner_lr", 1e-3, 0.5, log=True, note="inner ascent and prox step"),
-        Param("inner_steps", choices=(1, 2, 3, 5)),
-        _RHO,
-        _BETA,
-        _GAMMA,
-    ),
-}
+def _declared(method: str, mode: str) -> tuple[tuple[Param, ...], dict[str, Any]]:
+    """The searched parameters and fixed values ``method`` declares for ``mode``."""
+    params, fixed = [], {}
+    skip_penalty = report_only(method)
+    for name, search in optimizers.hparams_class(method).searches().items():
+        if search.fixed_in(mode):
+            fixed[name] = search.fixed
+        elif search.searched and not (search.penalty and skip_penalty):
+            params.append(
+                Param(name, search.low, search.high, search.log, search.choices, search.note)
+            )
+    return tuple(params), fixed
 
 
-#: Execution variants (``bsqh-fast``, ``<method>-graph``) search the space of the method
-#: whose algorithm they run (``optimizers.registry.algorithm``), so a study of a variant is
-#: comparable with one of the method; only fixed values they cannot take differ
-#: (``bsqh-fast`` has no retries).
-_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "bsqh-fast": ("bsqh", {"max_retries": 0}),
-}
-
-
-def _base_of(method: str) -> tuple[str, dict[str, Any]] | None:
-    if method in _VARIANTS:
-        return _VARIANTS[method]
-    base = optimizers.registry.algorithm(method)
-    return (base, {}) if base in _SPACES else None
+def own_spaces() -> dict[str, tuple[Param, ...]]:
+    """Mini-batch search parameters of every tunable method that is not an execution
+    variant (those share their method's), in name order: the docs' table and the
+    equal-terms check read these."""
+    found = {}
+    for method in optimizers.available():
+        if optimizers.algorithm(method) == method:
+            params, _ = _declared(method, "minibatch")
+            if params:
+                found[method] = params
+    return found
 
 
 def trials_for(space: Space) -> int:
@@ -346,11 +308,12 @@ def trials_for(space: Space) -> int:
 def knob_asymmetries() -> list[str]:
     """Every breach of the equal-terms rule of :data:`SHARED_KNOBS` (empty when fair)."""
     problems = []
+    spaces = own_spaces()
     for knob, rule in SHARED_KNOBS.items():
-        for method, params in _SPACES.items():
+        for method, params in spaces.items():
             has = knob in optimizers.hyperparameters(method)
             searched = knob in {p.name for p in params}
-            applies = not (knob == "gamma" and method in REPORT_ONLY)
+            applies = not (knob == "gamma" and report_only(method))
             wanted = rule == "all" and has and applies
             if searched != wanted:
                 problems.append(
@@ -362,8 +325,8 @@ def knob_asymmetries() -> list[str]:
 
 
 def tunable_methods() -> list[str]:
-    """Registered methods that have a search space (their own or their reference's)."""
-    return [m for m in optimizers.available() if _base_of(m) is not None]
+    """Registered methods that declare a search space (execution variants: their method's)."""
+    return [m for m in optimizers.available() if _declared(m, "minibatch")[0]]
 
 
 def space_for(method: str, mode: str = "minibatch") -> Space:
@@ -376,17 +339,12 @@ def space_for(method: str, mode: str = "minibatch") -> Space:
         raise SpaceError(
             f"unknown method {method!r}; available: {', '.join(optimizers.available())}"
         )
-    found = _base_of(method)
-    if found is None:
+    params, fixed = _declared(method, mode)
+    if not params:
         raise SpaceError(
-            f"method {method!r} has no search space in bench/tuning/spaces.py; "
-            f"tunable methods: {', '.join(tunable_methods())}"
+            f"method {method!r} declares no search space (hparam(..., search=...) on its "
+            f"hyperparameter fields); tunable methods: {', '.join(tunable_methods())}"
         )
-    base, variant_fixed = found
-    fixed: dict[str, Any] = {}
-    if mode == "minibatch" and "max_retries" in optimizers.hyperparameters(base):
-        fixed["max_retries"] = MINIBATCH_MAX_RETRIES
-    fixed.update(variant_fixed)
-    space = Space(method, _SPACES[base], fixed)
+    space = Space(method, params, fixed)
     space.validate()
     return space
