@@ -139,21 +139,24 @@ def _similar(cell: Cell, record: CellRecord) -> bool:
     )
 
 
-def estimate_seconds(cell: Cell, records: Sequence[CellRecord]) -> tuple[float | None, str]:
-    """Seconds one cell should take and where the figure comes from.
+def estimate_seconds(
+    cell: Cell, records: Sequence[CellRecord]
+) -> tuple[float | None, float | None]:
+    """Seconds one cell should take, and the most it may take.
 
     Earlier records of the same method, model and dataset (any code version) give the
-    median wall time; without them, the budget's safety cap bounds the training steps
-    (evaluation comes on top); a budget without a cap and without records has no
-    estimate.
+    median wall time as the estimate. Without them there is no estimate: the budget's
+    safety cap is only an upper bound on the training steps (evaluation comes on top), and
+    printing it as an estimate would promise hours for a suite that takes minutes.
     """
     past = [r.wall_time_s for r in records if _similar(cell, r) and r.wall_time_s > 0]
-    if past:
-        return statistics.median(past), "earlier records"
     cap = cell.budget.get(SAFETY_CAP)
-    if cap is not None:
-        return float(cap), "at most its safety cap"
-    return None, "no estimate (no safety cap, no earlier record)"
+    bound = float(cap) if cap is not None else None
+    return (statistics.median(past) if past else None), bound
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s ({seconds / 60:.1f} min)"
 
 
 def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellRecord]) -> str:
@@ -162,7 +165,7 @@ def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellReco
     width = max(len(c.name) for c in cells)
     budgets = "; ".join(_budget(b) for b in suite.grid_budgets())
     lines = [f"suite {suite.name}: {len(cells)} cells (budget {budgets})"]
-    pending_seconds, unknown, pending = 0.0, 0, 0
+    estimated, estimated_cells, unknown, bounded, bound_seconds, pending = 0.0, 0, 0, 0, 0.0, 0
     for cell in cells:
         key = cell_key(cell)
         state = status.get(key)
@@ -170,20 +173,32 @@ def dry_run_text(suite: Suite, cells: Sequence[Cell], records: Sequence[CellReco
             note = f"done ({state}), skipped"
         else:
             pending += 1
-            seconds, source = estimate_seconds(cell, records)
-            if seconds is None:
-                unknown += 1
-                note = f"to run; {source}"
+            again = f" (again: {state})" if state else ""
+            seconds, bound = estimate_seconds(cell, records)
+            if seconds is not None:
+                estimated += seconds
+                estimated_cells += 1
+                note = f"to run{again}; ~{seconds:.0f} s (earlier records)"
             else:
-                pending_seconds += seconds
-                note = f"to run{' (again: ' + state + ')' if state else ''}; ~{seconds:.0f} s"
+                unknown += 1
+                if bound is not None:
+                    bounded += 1
+                    bound_seconds += bound
+                    note = f"to run{again}; no earlier record (at most {bound:.0f} s: safety cap)"
+                else:
+                    note = f"to run{again}; no earlier record, no safety cap"
         lines.append(f"  {cell.name:<{width}}  {key}  {note}")
-    total = f"~{pending_seconds:.0f} s ({pending_seconds / 60:.1f} min)"
+    parts = []
+    if estimated_cells:
+        parts.append(f"~{_seconds(estimated)} for {estimated_cells} cells from earlier records")
     if unknown:
-        total = (
-            f"{total} plus {unknown} cells" if pending > unknown else f"unknown for {unknown} cells"
+        capped = f"; their safety caps bound the training to {_seconds(bound_seconds)}"
+        parts.append(
+            f"no estimate for {unknown} cells without earlier records"
+            + (capped if bounded == unknown else "")
         )
-    lines.append(f"{len(cells) - pending} done, {pending} to run; estimated time {total}")
+    total = "; ".join(parts) if parts else "nothing to run"
+    lines.append(f"{len(cells) - pending} done, {pending} to run; estimated time: {total}")
     return "\n".join(lines)
 
 
