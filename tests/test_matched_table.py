@@ -129,3 +129,20 @@ def test_a_row_with_few_pairs_does_not_silence_the_complete_rows() -> None:
     assert by["worse"]["verdict"] == "too few seeds for this family"
     assert by["worse"]["smallest_holm_p"] == pytest.approx(3 * 2 / 2**3)
     assert by["better"]["verdict"] == "more accurate than bsqh"
+
+
+def test_a_capped_entry_shows_its_closest_round_flagged_in_both_tables() -> None:
+    capped = Calibrated("capped", 0.9, "beta", 2e-3, False, 12, 0.93, "cap", rounds=4)
+    found = {**FIGURES, "capped@matched-0.9": figures([a - 0.05 for a in BASE], 0.925)}
+    rows = {r["method"]: r for r in table.matched_rows([*CALIBRATED, capped], found, 6.0, 0.01)}
+    assert rows["capped"]["missing"] is None and rows["capped"]["n_seeds"] == 10
+    assert rows["capped"]["calibrated"] is False and rows["capped"]["refinement_rounds"] == 4
+    assert rows["capped"]["within_tolerance"] is False
+    text = table.matched_markdown(list(rows.values()), 6.0, 0.01)
+    assert text.split("| capped |")[1].splitlines()[0].rstrip(" |").endswith("(!)")
+    paired = {r["method"]: r for r in table.paired_rows(found, [*CALIBRATED, capped], "bsqh", 6.0)}
+    assert paired["capped"]["matched"] is False and paired["better"]["matched"] is True
+    assert paired["worse"]["matched"] is False  # 0.915: its own median misses
+    lines = table.paired_markdown(list(paired.values()), 6.0).splitlines()
+    assert any(line.startswith("| 0.9 | capped (!) |") for line in lines)
+    assert any(line.startswith("| 0.9 | better |") for line in lines)

@@ -2,16 +2,18 @@
 
 For every method of a matched suite (default ``matched-digits``), every target sparsity
 (default 0.5, 0.8, 0.9, 0.95) and every epoch budget (default a short and a long one):
-GMP is set to the target, each penalty method's weight is calibrated on validation
-until its sparsity is within ``--tolerance`` of the target, and each configuration so
-found is retrained with the suite's paired seeds and evaluated on test
+GMP is set to the target; each penalty method's weight is calibrated on validation with
+seed 0 until its sparsity is within ``--tolerance`` of the target, then refined on the
+suite's paired seeds until their median sparsity is (at most ``--max-rounds`` rounds of
+all seeds; the final round's runs are the reported ones, evaluated on test)
 (:mod:`bench.matched`). A rerun resumes: finished calibration runs and retrained cells
 are read back, not trained again. Outputs under ``<out>/matched-<suite>/``:
 
 - ``matched.csv`` / ``paired.csv``: the tables of every budget, the calibrated knob values
   included (:mod:`bench.matched.table`);
 - ``MATCHED.md``: both, per budget, in Markdown; ``matched.png``: accuracy vs nonzeros;
-- ``epochs-<E>/calibration/<method>@<s>.json``: every calibration run;
+- ``epochs-<E>/calibration/<method>@<s>.json``: every seed-0 calibration run;
+- ``epochs-<E>/refinement/<method>@<s>.json``: every round (value, per-seed sparsity);
 - ``epochs-<E>/matched-<suite>-e<E>/cells/`` and ``epochs-<E>/mlflow.db``: the retrained
   cells' ledger and runs.
 """
@@ -38,7 +40,7 @@ from bench.commands.args import (
 )
 from bench.environment import resolve_device
 from bench.ledger.safe_files import OutputWriteError, atomic_write_text
-from bench.matched import calibration, study, table
+from bench.matched import calibration, refinement, study, table
 from bench.suites import SuiteError, load_suite
 
 TARGETS = (0.5, 0.8, 0.9, 0.95)
@@ -72,6 +74,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=POSITIVE_INT,
         default=calibration.DEFAULT_MAX_RUNS,
         help="calibration runs per method and target before 'not reached' (default: 12)",
+    )
+    parser.add_argument(
+        "--max-rounds",
+        type=POSITIVE_INT,
+        default=refinement.MAX_ROUNDS,
+        help="refinement rounds on the report seeds' median sparsity before the closest "
+        f"round is reported, flagged (default: {refinement.MAX_ROUNDS})",
     )
     parser.add_argument(
         "--no-train",
@@ -158,11 +167,12 @@ def run(args: argparse.Namespace) -> int:
                 device,
                 tolerance=args.tolerance,
                 max_runs=args.max_runs,
+                max_rounds=args.max_rounds,
                 train=not args.no_train,
             )
             exit_code = max(exit_code, outcome.exit_code if outcome else 0)
             rows = table.matched_rows(calibrated, figures, epochs, args.tolerance)
-            pairs = table.paired_rows(figures, calibrated, args.reference, epochs)
+            pairs = table.paired_rows(figures, calibrated, args.reference, epochs, args.tolerance)
             matched_rows += rows
             paired_rows += pairs
             sections.append(
@@ -195,9 +205,11 @@ def header(description: str, seeds: list[int], args: argparse.Namespace) -> str:
             "Each method is brought to every target sparsity itself: GMP by its "
             "`final_sparsity`, each penalty method by calibrating its penalty weight on the "
             f"**validation** split (seed {study.CALIBRATION_SEED}) until its sparsity is within "
-            f"±{args.tolerance:g} of the target. The calibrated configurations are retrained "
-            f"with the paired seeds {', '.join(map(str, seeds))} (same initialisation per "
-            "seed for every method) and evaluated on **test**. Prunable weights, the same "
+            f"±{args.tolerance:g} of the target, then refining it on the paired seeds "
+            f"{', '.join(map(str, seeds))} (same initialisation per seed for every method) "
+            f"until their **median** sparsity is within ±{args.tolerance:g} (at most "
+            f"{args.max_rounds} rounds; only sparsities steer it). The final round's runs are "
+            "the reported ones, evaluated on **test**. Prunable weights, the same "
             "for every method: the kernels of every convolution and linear layer (tensors "
             "with 2+ dimensions); biases are not pruned. Paired rows: method − "
             f"{args.reference} per seed; Holm–Bonferroni within each target.",

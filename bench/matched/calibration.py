@@ -52,13 +52,17 @@ DEFAULT_MAX_RUNS = 12
 
 @dataclass(frozen=True)
 class CalibrationRun:
-    """One short training run at one penalty value, scored on validation."""
+    """One short training run at one penalty value, scored on validation; or one
+    refinement round, the report seeds at one value (their median sparsity)."""
 
     value: float
     sparsity: float
     val_accuracy: float | None = None
     status: str = "finished"  # or "diverged"
     wall_s: float | None = None
+    # A refinement round (bench.matched.refinement): ``sparsity`` is the median of these.
+    seed_sparsity: dict[str, float] | None = None
+    diverged_seeds: list[int] | None = None
 
     @property
     def effective_sparsity(self) -> float:
@@ -135,9 +139,17 @@ def propose(
                 reason=f"not reached: the penalty left [{LOWEST:g}, {HIGHEST:g}]",
             )
         return Decision(value=value)
-    log_low, log_high = math.log(low.value), math.log(high.value)
-    if log_high - log_low < MIN_LOG_WIDTH:
+    if math.log(high.value) - math.log(low.value) < MIN_LOG_WIDTH:
         return Decision(done=True, best=best, reason="not reached: the bracket collapsed")
+    return Decision(value=interpolate(low, high, runs, target))
+
+
+def interpolate(
+    low: CalibrationRun, high: CalibrationRun, runs: Sequence[CalibrationRun], target: float
+) -> float:
+    """The safeguarded Illinois step inside the bracket ``(low, high)`` (module docstring);
+    ``runs`` are the runs so far in order, whose last two say which end is stale."""
+    log_low, log_high = math.log(low.value), math.log(high.value)
     below, above = target - low.sparsity, min(high.effective_sparsity, 1.0) - target
     sides = {r.effective_sparsity > target for r in runs[-2:]}
     if len(runs) >= 2 and sides == {True}:  # the high end moved twice: the low end is stale
@@ -146,7 +158,7 @@ def propose(
         above /= 2.0
     fraction = below / (below + above) if below + above > 0 else 0.5
     fraction = min(max(fraction, SAFEGUARD), 1.0 - SAFEGUARD)
-    return Decision(value=math.exp(log_low + fraction * (log_high - log_low)))
+    return math.exp(log_low + fraction * (log_high - log_low))
 
 
 #: Meta keys that steer a calibration without changing what its runs measure.

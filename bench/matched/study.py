@@ -1,4 +1,4 @@
-"""The matched-sparsity study: calibrate on validation, retrain with paired seeds.
+"""The matched-sparsity study: calibrate on seed 0, refine on the report seeds' median.
 
 A *matched suite* is an ordinary suite file (``bench/suites/matched-digits.toml``): its
 data, model, seeds and methods (labels, batch sizes, base hyperparameters) are data, so
@@ -8,19 +8,25 @@ knob that sets the sparsity is read from the method's own hyperparameters
 
 - ``final_sparsity`` (GMP): set to the target; matched by construction, no calibration.
 - ``beta`` (bSQH, proximal methods, E-MSA) or ``lam`` (L0 hard-concrete): a penalty
-  weight, calibrated on the validation split (:mod:`bench.matched.calibration`) starting
-  from the suite's value, with the calibration seed :data:`CALIBRATION_SEED` (never one
-  of the report seeds, which the suite file must not contain).
+  weight, found in two stages. First on the validation split with the calibration seed
+  :data:`CALIBRATION_SEED` (never a report seed), starting from the suite's value
+  (:mod:`bench.matched.calibration`): cheap single runs that give a bracket and a near
+  value. Then on the report seeds themselves (:mod:`bench.matched.refinement`): rounds
+  of the ten seeds at one value until their *median* sparsity lies within the tolerance
+  (or a cap of rounds); the final round's runs are the reported ones. Only sparsities
+  steer either stage; the test accuracy is read once every entry's round is fixed
+  (:func:`run_budget`).
 
 The budget is in epochs only (no clock), and each budget is its own study: calibrated
 values at 3 epochs are not those at 9. Everything lands under
-``<out>/matched-<suite>/epochs-<E>/``: ``calibration/<label>@<s>.json`` (the traces),
-``matched-<suite>-e<E>/cells/`` (the ledger of the retrained cells), MLflow experiment
-``pmp-bench/matched-<suite>-e<E>``.
+``<out>/matched-<suite>/epochs-<E>/``: ``calibration/<label>@<s>.json`` and
+``refinement/<label>@<s>.json`` (the two stages' traces), ``matched-<suite>-e<E>/cells/``
+(the ledger of every round's cells), MLflow experiment ``pmp-bench/matched-<suite>-e<E>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -31,7 +37,7 @@ import torch
 import optimizers
 from bench.data import DataSplits, load_dataset
 from bench.ledger.records import CellRecord, load_records
-from bench.matched import calibration, labels
+from bench.matched import calibration, labels, refinement
 from bench.report import significance
 from bench.runner import SuiteOutcome, cell_key, cells_dir, run_suite
 from bench.suites import Cell, MethodSpec, Suite
@@ -106,6 +112,8 @@ class Calibrated:
     calibration_runs: int
     val_sparsity: float | None
     reason: str
+    rounds: int = 0  # refinement rounds on the report seeds (bench.matched.refinement)
+    runs: tuple[calibration.CalibrationRun, ...] = ()  # the first stage's runs (seed 0)
 
     @property
     def cell_label(self) -> str:
@@ -216,6 +224,7 @@ def calibrate_method(
                 len(trace.runs),
                 best.sparsity if best else None,
                 decision.reason,
+                runs=tuple(trace.runs),
             )
         )
         if best is not None:
@@ -223,24 +232,154 @@ def calibrate_method(
     return found
 
 
-def retrain_suite(suite: Suite, calibrated: Sequence[Calibrated]) -> Suite:
-    """The suite with one method per reached (method, target): the calibrated value, the
-    suite's seeds. Methods that missed the tolerance are not retrained."""
+def suite_at_values(suite: Suite, values: Sequence[tuple[Calibrated, float]]) -> Suite:
+    """The suite with one method per (entry, knob value): labelled ``<method>@matched-<s>``
+    and trained with the suite's seeds. The label and provenance do not name the round, so
+    a round's cells and the reported ones are the same cells (same ledger keys)."""
     by_label = {m.label: m for m in suite.methods}
     methods = []
-    for entry in calibrated:
-        if not entry.reached or entry.value is None:
-            continue
+    for entry, value in values:
         spec = by_label[entry.label]
         methods.append(
             replace(
                 spec,
                 label=entry.cell_label,
-                hparams={**spec.hparams, entry.knob: entry.value},
-                tuned_from=f"calibrated on validation to sparsity {entry.target:g}",
+                hparams={**spec.hparams, entry.knob: value},
+                tuned_from=f"matched to sparsity {entry.target:g} on the seeds' median",
             )
         )
     return replace(suite, methods=methods)
+
+
+def round_sparsity(records: Sequence[CellRecord]) -> dict[str, dict[int, tuple[float, bool]]]:
+    """Per label, each seed's (final sparsity, diverged): all a refinement round reads of
+    its runs. Test accuracy is deliberately not touched here (bench.matched.refinement)."""
+    out: dict[str, dict[int, tuple[float, bool]]] = {}
+    for record in records:
+        seeds = out.setdefault(record.config["label"], {})
+        sparsity = float(record.summary.get("sparsity") or 0.0)
+        seeds[int(record.config["seed"])] = (sparsity, record.status == "diverged")
+    return out
+
+
+def _refinement_trace(
+    suite: Suite, entry: Calibrated, folder: Path, max_rounds: int
+) -> calibration.Trace:
+    method = next(m for m in suite.methods if m.label == entry.label)
+    meta = {
+        "method": method.name,
+        "label": method.label,
+        "hparams": method.hparams,
+        "knob": entry.knob,
+        "target": entry.target,
+        "seeds": list(suite.seeds),
+        "budget": suite.budget,
+        "data": suite.data[suite.datasets[0]],
+        "model": suite.models[0],
+        "initial": entry.value,
+        "max_runs": max_rounds,
+    }
+    return calibration.Trace.open(folder / f"{entry.label}@{entry.target:g}.json", meta)
+
+
+def refine_budget(
+    suite: Suite,
+    calibrated: Sequence[Calibrated],
+    folder: Path,
+    device: torch.device,
+    *,
+    tolerance: float = calibration.DEFAULT_TOLERANCE,
+    max_rounds: int = refinement.MAX_ROUNDS,
+    train: bool = True,
+    progress: bool = False,
+    say: Callable[[str], None] = print,
+) -> tuple[list[Calibrated], SuiteOutcome | None]:
+    """The second stage (:mod:`bench.matched.refinement`) for every entry at once: each
+    round trains the report seeds of every entry still outside the tolerance (one suite,
+    so drivers sharing ``--out`` share its cells), and reads back their sparsities only.
+    Returns the entries at their final rounds' values. ``train=False`` reads the rounds
+    recorded so far (an unfinished entry reports its closest round, flagged)."""
+    traces: dict[tuple[str, float], calibration.Trace] = {}
+    for entry in calibrated:
+        if entry.value is not None:
+            cap = 1 if entry.knob in DIRECT_KNOBS else max_rounds
+            traces[entry.label, entry.target] = _refinement_trace(
+                suite, entry, folder / "refinement", cap
+            )
+    pairs = [(e, traces[e.label, e.target]) for e in calibrated if (e.label, e.target) in traces]
+
+    def decide(entry: Calibrated, trace: calibration.Trace) -> calibration.Decision:
+        assert entry.value is not None
+        stage = [] if entry.knob in DIRECT_KNOBS else entry.runs
+        cap = int(trace.meta["max_runs"])
+        return refinement.refine(
+            trace.runs, stage, entry.target, entry.value, tolerance=tolerance, max_rounds=cap
+        )
+
+    outcome: SuiteOutcome | None = None
+    while train:
+        decisions = [(e, t, decide(e, t)) for e, t in pairs]
+        values = [(e, d.value) for e, _, d in decisions if not d.done and d.value is not None]
+        if not values:
+            break
+        round_suite = suite_at_values(suite, values)
+        say(f"refinement round: {len(values)} entries x {len(suite.seeds)} seeds")
+        # The runner's per-cell lines name the test accuracy: they go to a log, so that
+        # nobody watching a round sees a figure the choice of round must not depend on.
+        log = folder / "refinement" / "cells.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as handle, contextlib.redirect_stdout(handle):
+            outcome = run_suite(round_suite, folder, device, progress=progress, models=False)
+        seeds = round_sparsity(_records(folder, round_suite))
+        incomplete = []
+        for entry, value in values:
+            found = seeds.get(entry.cell_label, {})
+            if set(found) != set(suite.seeds):
+                incomplete.append(entry.cell_label)
+                continue
+            done = refinement.median_round(value, found)
+            traces[entry.label, entry.target].add(done)
+            say(f"  {entry.cell_label}: {entry.knob} = {value:.4g}, median {done.sparsity:.3f}")
+        if incomplete:
+            say(f"refinement stopped: seeds missing for {', '.join(incomplete)}")
+            break
+    final = []
+    for entry in calibrated:
+        trace = traces.get((entry.label, entry.target))
+        if trace is None or not trace.runs:
+            final.append(entry)
+            continue
+        decision = decide(entry, trace)
+        if not decision.done:
+            decision = calibration.Decision(
+                done=True,
+                best=calibration.closest(trace.runs, entry.target) or trace.runs[-1],
+                reason="refinement not finished",
+            )
+        else:
+            trace.save(decision)
+        best = decision.best
+        assert best is not None
+        say(
+            f"{entry.label} at s = {entry.target:g}: {entry.knob} = {best.value:.4g}, median "
+            f"sparsity {best.sparsity:.3f} after {len(trace.runs)} round(s) ({decision.reason})"
+        )
+        final.append(
+            replace(
+                entry,
+                value=best.value,
+                reached=decision.reached,
+                reason=decision.reason,
+                rounds=len(trace.runs),
+            )
+        )
+    return final, outcome
+
+
+def _records(folder: Path, suite: Suite) -> list[CellRecord]:
+    """The ledger's records of exactly the cells of ``suite``."""
+    wanted = {cell_key(cell) for cell in suite.cells()}
+    return [r for r in load_records(cells_dir(folder, suite.name)) if r.key in wanted]
 
 
 @dataclass(frozen=True)
@@ -282,16 +421,18 @@ def run_budget(
     *,
     tolerance: float = calibration.DEFAULT_TOLERANCE,
     max_runs: int = calibration.DEFAULT_MAX_RUNS,
+    max_rounds: int = refinement.MAX_ROUNDS,
     progress: bool = False,
     train: bool = True,
     say: Callable[[str], None] = print,
 ) -> tuple[Suite, list[Calibrated], dict[str, SeedFigures], SuiteOutcome | None]:
-    """Calibrate every method at every target, then retrain the reached ones.
+    """Calibrate every method at every target on seed 0, refine each on the report
+    seeds' median sparsity, and return the reported runs' figures.
 
-    ``train=False`` trains nothing: the calibrations are read from their traces (one
-    that had not ended reads "not reached: calibration not finished") and the tables
-    from the cells already in the ledger, so a study still running elsewhere can be
-    read, and a partial one says how many seeds each entry has."""
+    ``train=False`` trains nothing: the calibrations and rounds are read from their
+    traces (one that had not ended reads "not reached: calibration not finished" or
+    "refinement not finished") and the tables from the cells already in the ledger, so a
+    study still running elsewhere can be read."""
     budgeted = at_budget(suite, epochs)
     folder = study_dir(out, suite, epochs)
     data = load_dataset(budgeted.datasets[0], device=device, **budgeted.data[budgeted.datasets[0]])
@@ -312,8 +453,18 @@ def run_budget(
             max_runs=max_runs,
             say=say,
         )
-    retrain = retrain_suite(budgeted, calibrated)
-    outcome = run_suite(retrain, folder, device, progress=progress, models=False) if train else None
-    wanted = {cell_key(cell) for cell in retrain.cells()}
-    records = [r for r in load_records(cells_dir(folder, retrain.name)) if r.key in wanted]
-    return retrain, calibrated, seed_figures(records, data.num_classes), outcome
+    final, outcome = refine_budget(
+        budgeted,
+        calibrated,
+        folder,
+        device,
+        tolerance=tolerance,
+        max_rounds=max_rounds,
+        train=train,
+        progress=progress,
+        say=say,
+    )
+    # Every entry's reported round is fixed: only now are the runs' test figures read.
+    reported = suite_at_values(budgeted, [(e, e.value) for e in final if e.rounds and e.value])
+    figures = seed_figures(_records(folder, reported), data.num_classes)
+    return reported, final, figures, outcome

@@ -2,18 +2,21 @@
 
 Two tables per budget:
 
-* **matched**: one row per method and target: the calibrated knob value and how many
-  validation runs found it, then over the report seeds (test split) the median test
+* **matched**: one row per method and target: the knob value of the reported round, how
+  many seed-0 validation runs and how many refinement rounds on the report seeds found
+  it, then over the report seeds (test split) the median test
   accuracy, sparsity and nonzeros, each with an order-statistic interval whose exact
   binomial level is printed (:func:`bench.report.significance.median_interval`), and
   ``within_tolerance``: whether the retrained median sparsity is within the tolerance of
-  the target. A diverged seed counts as a failure (chance accuracy), never dropped.
+  the target (an entry whose rounds hit the cap shows its closest round, flagged). A
+  diverged seed counts as a failure (chance accuracy), never dropped.
 * **paired**: at each target, every method against the reference (bSQH) on the seeds
   both ran (same seed = same initialisation): the median of the per-seed differences
   (method − reference) with its interval, the exact paired test's p, its effect size, and
   the Holm-adjusted p within the target's family (one target = one family). Where the
   smallest adjusted p attainable with the row's pairs in a family of that size exceeds α
-  the verdict reads "too few seeds for this family" instead of one.
+  the verdict reads "too few seeds for this family" instead of one; ``matched`` says
+  whether both medians of sparsity lie within the tolerance.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.matched.calibration import DEFAULT_TOLERANCE
 from bench.matched.study import Calibrated, SeedFigures
 from bench.report import significance
 
@@ -41,8 +45,9 @@ MATCHED_COLUMNS = (
     "knob",
     "value",
     "calibration_runs",
-    "calibrated",
     "val_sparsity",
+    "refinement_rounds",
+    "calibrated",
     "n_seeds",
     "n_failed",
     "test_accuracy",
@@ -76,6 +81,7 @@ PAIRED_COLUMNS = (
     "effect_size",
     "effect_name",
     "smallest_holm_p",
+    "matched",
     "verdict",
 )
 
@@ -105,11 +111,12 @@ def matched_rows(
             knob=entry.knob,
             value=entry.value,
             calibration_runs=entry.calibration_runs,
-            calibrated=entry.reached,
             val_sparsity=entry.val_sparsity,
+            refinement_rounds=entry.rounds,
+            calibrated=entry.reached,
         )
         seeds = figures.get(entry.cell_label)
-        if not entry.reached:
+        if (seeds is None or not seeds.test_accuracy) and not entry.reached:
             row["missing"] = f"not reached ({entry.reason})"
         elif seeds is None or not seeds.test_accuracy:
             row["missing"] = "no retrained seed"
@@ -142,8 +149,10 @@ def paired_rows(
     calibrated: Sequence[Calibrated],
     reference: str,
     epochs: float,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> list[dict[str, Any]]:
-    """At each target, every retrained method against ``reference`` (module docstring)."""
+    """At each target, every retrained method against ``reference`` (module docstring);
+    ``matched``: both medians of sparsity lie within ``tolerance`` of the target."""
     rows: list[dict[str, Any]] = []
     targets = sorted({c.target for c in calibrated})
     for target in targets:
@@ -191,10 +200,16 @@ def paired_rows(
                     "effect_size": comparison.effect_size,
                     "effect_name": comparison.effect_name,
                     "smallest_holm_p": floor,
+                    "matched": _matched(here[method], target, tolerance)
+                    and _matched(here[reference], target, tolerance),
                     "verdict": verdict(comparison.median_difference, p_holm, possible, reference),
                 }
             )
     return rows
+
+
+def _matched(seeds: SeedFigures, target: float, tolerance: float) -> bool:
+    return abs(_median(list(seeds.sparsity.values())) - target) <= tolerance + 1e-12
 
 
 def _median(values: Sequence[float]) -> float:
@@ -241,8 +256,9 @@ def matched_markdown(rows: Sequence[dict[str, Any]], epochs: float, tolerance: f
         "",
         f"Median test accuracy [{level} order-statistic interval] over the seeds, then the "
         f"retrained median sparsity and nonzeros (n=: fewer seeds than the rest so far); "
-        f"*(!)*: median sparsity outside ±{tolerance:g} "
-        "of the target; *not reached*: the calibration found no penalty within the tolerance.",
+        f"*(!)*: median sparsity outside ±{tolerance:g} of the target after the cap of "
+        "refinement rounds (the closest round is reported, never hidden); *not reached*: "
+        "no run to report.",
         "",
         "| Method | " + " | ".join(f"s = {t:g}" for t in targets) + " |",
         "|---|" + "---|" * len(targets),
@@ -272,12 +288,15 @@ def paired_markdown(rows: Sequence[dict[str, Any]], epochs: float) -> str:
     lines = [
         f"#### Paired against the reference, {epochs:g} epochs",
         "",
+        "*(!)*: the method's or the reference's median sparsity misses the tolerance.",
+        "",
         "| s | method | n | median diff [interval] | p | Holm p | effect | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['target_sparsity']:g} | {r['method']} | {r['n_pairs']} | "
+            f"| {r['target_sparsity']:g} | {r['method']}{'' if r['matched'] else ' (!)'} | "
+            f"{r['n_pairs']} | "
             f"{_num(r['median_difference'], '+.3f')} [{_num(r['difference_low'], '+.3f')}, "
             f"{_num(r['difference_high'], '+.3f')}] | {_num(r['p'], '.3g')} | "
             f"{_num(r['p_holm'], '.3g')} | {r['effect_name']} = {_num(r['effect_size'], '.2f')} "
