@@ -11,7 +11,7 @@ PANELS_quick ?= quick-fullbatch
 PANELS_gpu-quick ?= gpu-quick-fullbatch
 DEVICE ?= auto
 # `make bench SCHEDULER=local:2` (or local-cuda, tcp://HOST:PORT): the suites' cells on a
-# Dask cluster (README, Scaling out); empty: one process, as before.
+# Dask cluster (docs: Scaling out); empty: one process, as before.
 SCHEDULER ?=
 SCHEDULE := $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 OUT ?= results
@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed
 MLFLOW_DB ?= postgresql://postgres:postgres@127.0.0.1:5432/mlflow
 MLFLOW_PORT ?= 5001
 
-.PHONY: install test test-slow test-all docs lint clean bench budgets load-invariance data ui mlflow-server tune matched matched-fronts dashboard perf gpu-check
+.PHONY: install test test-slow test-all docs docs-check lint clean bench budgets load-invariance data ui mlflow-server tune matched matched-fronts dashboard perf gpu-check
 
 install: $(STAMP)
 
@@ -51,8 +51,16 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict optimizers
 
+# `make docs`: the generated tables rewritten from the code, then the MkDocs site in site/.
+# `make docs-check` (CI): a stale generated table or a broken link or anchor fails.
 docs: install
 	$(PY) -m bench.docs
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-check: install
+	$(PY) -m bench.docs --check
+	@site=$$(mktemp -d) && $(VENV)/bin/mkdocs build --strict --site-dir $$site; \
+		status=$$?; rm -rf $$site; exit $$status
 
 data: install
 	$(PY) -m bench data --dataset fashion-mnist
@@ -65,7 +73,7 @@ bench: install data
 		$(PY) -m bench report --suite $$panel --out $(OUT) || exit 1; \
 	done
 
-# The budget sweep (README, Budgets): quick's mini-batch methods at 2, 6 and 18 epochs, ten
+# The budget sweep (docs: Running suites, Budgets): quick's mini-batch methods at 2, 6 and 18 epochs, ten
 # seeds; its report says whether the ranking holds across budgets. Hours on a CPU.
 budgets: install data
 	$(PY) -m bench run --suite quick-budgets --device $(DEVICE) --out $(OUT) $(SCHEDULE)
@@ -78,12 +86,12 @@ load-invariance: install data
 # One worker: a single user on a laptop needs no more, and it starts in seconds. No job
 # consumers (MLflow 3 starts seven, for GenAI judges; training runs never use them).
 ui: install
-	@echo "Open http://127.0.0.1:$(PORT); once per browser, click 'Model training' at the top of MLflow's sidebar (README, MLflow)"
+	@echo "Open http://127.0.0.1:$(PORT); once per browser, click 'Model training' at the top of MLflow's sidebar (docs: MLflow)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(STORE))/mlflow.db} \
 		--host 127.0.0.1 --port $(PORT) --workers 1
 
 # Live tracking for Dask workers: mlflow server on 127.0.0.1 with runs in PostgreSQL and
-# artifacts under OUT; it prints the MLFLOW_TRACKING_URI to export (see README, Scaling out).
+# artifacts under OUT; it prints the MLFLOW_TRACKING_URI to export (docs: Scaling out).
 mlflow-server: install
 	$(PY) -m bench.distributed.server --backend $(MLFLOW_DB) \
 		--artifacts $(abspath $(OUT))/mlflow-server-artifacts --port $(MLFLOW_PORT)
@@ -91,7 +99,7 @@ mlflow-server: install
 tune: install data
 	$(PY) -m bench tune-all --setting quick --out $(OUT)
 
-# Accuracy at sparsity matched by construction (README, Matched sparsity); the budgets'
+# Accuracy at sparsity matched by construction (docs: Matched sparsity); the budgets'
 # studies can run side by side (`make matched EPOCHS=2` and `EPOCHS=4`), a last
 # `make matched` then reads both back and writes the joint tables.
 EPOCHS ?= 2,4
@@ -117,5 +125,5 @@ gpu-check: install
 	OUT=$(OUT) bash scripts/gpu-check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

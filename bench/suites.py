@@ -1,7 +1,7 @@
 """Suite files (TOML): the grid of a benchmark, validated on load.
 
 A bad file fails at once, naming the file, the key and the problem, before any data is
-loaded or any model trained. Layout (every key documented in the README)::
+loaded or any model trained. Layout (every key documented in docs/suites.md)::
 
     name = "quick"                    # a plain folder name; MLflow experiment "pmp-bench/<name>"
     description = "..."

@@ -3,7 +3,7 @@
 Why a dataclass and not the ``__init__`` signature: a method's constructor also takes
 runtime options (``chunk_size``, ``loss_fn``, ``post_step_loss``, ``cuda_graph``) that
 change how a step is computed, not what it computes. Keeping the hyperparameters apart
-lets the registry, suite validation, search spaces, MLflow params and the README read
+lets the registry, suite validation, search spaces, MLflow params and the docs read
 one definition, with its defaults, bounds and a one-line help each.
 
 Declare a field with :func:`hparam`; the bounds are checked in ``__post_init__`` and

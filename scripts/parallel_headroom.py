@@ -17,7 +17,7 @@ Fashion-MNIST-shaped synthetic batches, the same as ``bench perf``.
         [--workers N] [--steps 300] [--reps 3]
 
 Each measurement is repeated ``--reps`` times and the median is printed. A figure for
-the README, never an assertion in tests.
+docs/results.md, never an assertion in tests.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ throw-away SQLite store.
         [--reps 6] [--seconds 12] [--interval S]
 
 Each repetition runs for ``--seconds`` (at least one sampling interval, so the "on"
-repetitions contain samples). A figure for the README, never an assertion in tests.
+repetitions contain samples). A figure for docs/results.md, never an assertion in tests.
 """
 
 from __future__ import annotations

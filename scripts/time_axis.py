@@ -13,7 +13,7 @@ times each step with four candidate clocks:
 
 For each clock it prints the total of every phase and the loaded/quiet ratio of the
 medians of the phases: the clock whose ratio is nearest 1 is the one to plot against.
-Figures for the README; noisy on a shared machine (say so when quoting them).
+Figures for docs/results.md; noisy on a shared machine (say so when quoting them).
 
     python scripts/time_axis.py [--suite quick] [--method adam] [--steps 150] [--reps 2]
         [--hogs 1] [--threads N]

@@ -28,11 +28,12 @@ DATASET = "my_nets:digits"
 
 
 def readme_example(marker: str) -> str:
-    """The first fenced Python block after ``<!-- example:<marker> -->`` in the README."""
-    text = docs.README.read_text()
-    found = re.search(rf"<!-- example:{marker} -->\s*```python\n(.*?)```", text, re.DOTALL)
-    assert found, f"README.md lacks the example {marker!r}"
-    return found.group(1)
+    """The fenced Python block after ``<!-- example:<marker> -->`` in the README or a docs page."""
+    pages = [docs.README, *sorted(docs.DOCS.glob("*.md"))]
+    pattern = rf"<!-- example:{marker} -->\s*```python\n(.*?)```"
+    found = [m.group(1) for page in pages for m in re.finditer(pattern, page.read_text(), re.S)]
+    assert len(found) == 1, f"{len(found)} examples {marker!r} in README.md and docs/"
+    return found[0]
 
 
 @pytest.fixture(scope="module")

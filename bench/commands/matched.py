@@ -103,7 +103,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=POSITIVE_INT,
         default=1,
-        help="CPU threads for torch (default: 1; see the README, Matched sparsity)",
+        help="CPU threads for torch (default: 1; see the docs, Matched sparsity)",
     )
     add_out(parser)
     add_device(parser)
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         suite = replace(suite, methods=[m for m in suite.methods if m.label in chosen])
     device = resolve_device(args.device)
     # These networks are tiny: intra-op threads buy nothing, and with another process on
-    # the other core two threads ran a cell ten times slower than one (README).
+    # the other core two threads ran a cell ten times slower than one (docs/results.md).
     torch.set_num_threads(args.threads)
     folder = Path(args.out) / f"matched-{suite.name}"
     matched_rows: list[dict[str, object]] = []

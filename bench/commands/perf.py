@@ -1,7 +1,7 @@
 """``python -m bench perf``: the step-time harness (``bench.perf.harness``) from the command line.
 
 Prints the table last (after the progress bar) so that logs and ``make gpu-check`` end
-with it; ``--json PATH`` also writes the report for the README and later comparisons.
+with it; ``--json PATH`` also writes the report for docs/results.md and later comparisons.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``bench run --scheduler``: the driver that spreads a suite's cells over Dask workers.
 
-Decisions (the README's "Scaling out" section folds these in):
+Decisions (the docs' "Scaling out" page folds these in):
 
 - **One cell, one Dask task** (:func:`bench.distributed.cells.run_cell_task`); on CUDA
   workers it asks for the resource ``GPU=1``, so two cells never share a GPU.

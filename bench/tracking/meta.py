@@ -9,7 +9,7 @@ logged model. Each of those is built here, once, for the suite runner and the tu
 System metrics are sampled in a background thread every
 :data:`SYSTEM_METRICS_INTERVAL_S` seconds, often enough that a cell of a few seconds
 draws a curve; one cycle (a CPU/memory reading, an NVML query on CUDA, a store write)
-runs off the training thread (its cost: README, MLflow).
+runs off the training thread (its cost: docs/results.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why one module: a tag is written by one module and read back by others (the orph
 sweeps search by ``suite``/``study``/``cell_key``, ``bench sync`` checks
 ``pmp.complete``, the report run is found by ``pmp.report_dir``), and users filter on
 them in the UI (``tags.run_kind = 'cell'``). A name spelled in two places drifts; here
-each is a constant, and the README's MLflow section lists the same names.
+each is a constant, and the docs' MLflow page lists the same names.
 
 Params are a cell's configuration (or a tuning plan's fields) under their own names;
 only the params added beside them are named here. Three groups of tags: names MLflow's

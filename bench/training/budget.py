@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: The clock-free units a budget may count, in the order the README lists them.
+#: The clock-free units a budget may count, in the order the docs list them.
 UNITS = ("epochs", "steps", "passes")
 SAFETY_CAP = "safety_cap_seconds"
 #: Budget keys of earlier versions, refused with the reason.

@@ -2,7 +2,7 @@
 
 Why one table: a metric is computed during training, stored in the ledger, logged to
 MLflow, aggregated over seeds, formatted in REPORT.md, drawn, and documented in the
-README. Each of those iterates over :data:`METRICS`, so adding a metric is one entry
+docs (docs/outputs.md). Each of those iterates over :data:`METRICS`, so adding a metric is one entry
 here (its name, how it is computed, how it aggregates, how it prints), not an edit in
 eight modules.
 
@@ -65,7 +65,7 @@ class Metric:
     """One recorded figure; see the module docstring for the kinds."""
 
     name: str
-    definition: str  # one line, in the README's metric table
+    definition: str  # one line, in the docs' metric table
     compute: Callable[[Probe], Any] | None = None  # curve metrics, at each evaluation
     final: Callable[[Probe], Any] | None = None  # summary-only metrics, at the end
     derive: Callable[[Mapping[str, Any]], Any] | None = None  # report-only, from a summary
@@ -358,7 +358,7 @@ def derived(summary_values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def readme_table() -> str:
-    """The README's metric table, generated so that it cannot drift from the code."""
+    """The docs' metric table (docs/outputs.md), generated so that it cannot drift from the code."""
     lines = ["| metric | kind | aggregated over seeds | definition |", "|---|---|---|---|"]
     for m in METRICS:
         kind = "curve + final" if m.curve else ("report" if m.derive else "final")

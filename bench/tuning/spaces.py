@@ -107,7 +107,7 @@ class Param:
     high: float | None = None
     log: bool = False
     choices: tuple[Any, ...] | None = None
-    note: str = field(default="", compare=False)  # why this range (README table)
+    note: str = field(default="", compare=False)  # why this range (the docs' generated table)
 
     @property
     def categorical(self) -> bool:
