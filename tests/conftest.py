@@ -16,6 +16,7 @@ the real way.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -63,7 +64,17 @@ def _template(cache: dict[str, Path]) -> Path:
         from mlflow.tracking import MlflowClient
 
         db = cache["folder"] / "mlflow.db"
-        MlflowClient(tracking_uri=SQLITE_PREFIX + str(db)).search_experiments()  # migrates
+        # The template is made inside whichever test first opens a store; its migration
+        # log lines are the harness's, not the test's, so they stay out of its stderr.
+        loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            MlflowClient(tracking_uri=SQLITE_PREFIX + str(db)).search_experiments()  # migrates
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
         cache["db"] = db
     return cache["db"]
 
